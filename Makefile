@@ -1,0 +1,52 @@
+# sluice developer tasks. `make test` is all a fresh machine needs: it installs
+# the pinned real dependencies (Envoy) first, then runs every test.
+
+GO        ?= go
+LINT      := $(GO) tool -modfile=tools/lint/go.mod golangci-lint
+BIN       := bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.Version=$(VERSION)
+# Tests look here for the real Envoy binary that `make deps` installs.
+export SLUICE_ENVOY ?= $(CURDIR)/.deps/bin/envoy
+
+.PHONY: all build test unit e2e lint fmt vet deps run golden bench clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sluice ./cmd/sluice
+
+## deps: install pinned real components for the tests (idempotent, fast when done)
+deps:
+	tools/install-envoy.sh
+
+## test: vet, then every test (unit, feature and end-to-end) with the race detector
+test: deps vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## unit: the fast tests only (no real Envoy or registries)
+unit:
+	$(GO) test -short -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+lint:
+	$(LINT) run ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## golden: regenerate translator golden files after an intended change
+golden:
+	$(GO) test ./translator/ -run Golden -update
+
+## run: serve the example registry file
+run:
+	$(GO) run ./cmd/sluice serve --registry-file examples/registry.yaml
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./snapshot/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+
+	"github.com/sluice-mesh/sluice/envoy"
+	"github.com/sluice-mesh/sluice/translator"
+)
+
+func (a *app) bootstrapCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bootstrap",
+		Short: "Print an Envoy bootstrap that fetches its config from sluice over ADS",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.bootstrap()
+		},
+	}
+	f := cmd.Flags()
+	f.String("service", "", "the service this Envoy fronts (node.cluster); required")
+	f.String("node-id", "", "unique id of this Envoy (default: SERVICE-HOSTNAME)")
+	f.String("xds-addr", "127.0.0.1:18000", "sluice's xDS address as Envoy reaches it (host:port; a DNS name is resolved by Envoy)")
+	f.Uint32("admin-port", 15000, "Envoy admin port (0 lets the OS pick)")
+	f.String("admin-address", "127.0.0.1", "Envoy admin address")
+	f.String("role", translator.RoleSidecar, "sidecar or gateway")
+	f.String("outbound-address", "", "address of Envoy's outbound listener (default: sluice's --outbound-address)")
+	f.Uint32("outbound-port", 0, "port of Envoy's outbound listener (default: sluice's --outbound-port)")
+	f.Uint32("inbound-port", 0, "port of the local application that Envoy's inbound listener fronts")
+	f.Bool("delta", false, "use incremental (delta) ADS instead of state-of-the-world")
+	f.String("format", "yaml", "output format: yaml or json")
+	f.StringP("output", "o", "-", "write the bootstrap to this file ('-' for stdout)")
+	return cmd
+}
+
+func (a *app) bootstrap() error {
+	v := a.v
+	service := v.GetString("service")
+	if service == "" {
+		return fmt.Errorf("--service is required")
+	}
+	nodeID := v.GetString("node-id")
+	if nodeID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("--node-id not given and hostname unknown: %w", err)
+		}
+		nodeID = service + "-" + host
+	}
+	md := map[string]string{translator.MetaProxyType: string(translator.KindEnvoy)}
+	switch role := v.GetString("role"); role {
+	case translator.RoleSidecar, translator.RoleGateway:
+		md[translator.MetaRole] = role
+	default:
+		return fmt.Errorf("--role: %q is not sidecar or gateway", role)
+	}
+	if addr := v.GetString("outbound-address"); addr != "" {
+		if net.ParseIP(addr) == nil {
+			return fmt.Errorf("--outbound-address: %q is not an IP address", addr)
+		}
+		md[translator.MetaOutboundAddress] = addr
+	}
+	for _, p := range []struct{ flag, key string }{{"outbound-port", translator.MetaOutboundPort}, {"inbound-port", translator.MetaInboundPort}} {
+		n := v.GetUint64(p.flag)
+		if n > 65535 {
+			return fmt.Errorf("--%s: %d is not a port (1-65535)", p.flag, n)
+		}
+		if n != 0 {
+			md[p.key] = strconv.FormatUint(n, 10)
+		}
+	}
+	adminPort := v.GetUint64("admin-port")
+	if adminPort > 65535 {
+		return fmt.Errorf("--admin-port: %d is not a port", adminPort)
+	}
+	b, err := envoy.Bootstrap(envoy.BootstrapOptions{
+		NodeID: nodeID, Service: service, XDSAddr: v.GetString("xds-addr"),
+		AdminAddress: v.GetString("admin-address"), AdminPort: uint32(adminPort),
+		Delta: v.GetBool("delta"), Metadata: md,
+	})
+	if err != nil {
+		return err
+	}
+	if err := b.ValidateAll(); err != nil {
+		return fmt.Errorf("generated bootstrap is invalid: %w", err)
+	}
+	out, err := protojson.MarshalOptions{Indent: "  "}.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("encoding bootstrap: %w", err)
+	}
+	switch f := v.GetString("format"); f {
+	case "json":
+	case "yaml":
+		if out, err = yaml.JSONToYAML(out); err != nil {
+			return fmt.Errorf("encoding bootstrap as YAML: %w", err)
+		}
+	default:
+		return fmt.Errorf("--format: %q is not yaml or json", f)
+	}
+	if path := v.GetString("output"); path != "-" {
+		return os.WriteFile(path, out, 0o644)
+	}
+	_, err = a.stdout.Write(out)
+	return err
+}

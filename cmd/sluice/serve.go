@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-mesh/sluice/snapshot"
+	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/sources/file"
+	"github.com/sluice-mesh/sluice/translator"
+	"github.com/sluice-mesh/sluice/xds"
+)
+
+type serveOptions struct {
+	xdsAddr, adminAddr     string
+	registryFile           string
+	holdOff, maxDelay      time.Duration
+	outboundPort           uint32
+	outboundAddress        string
+	tlsCert, tlsKey, tlsCA string
+}
+
+func (a *app) serveCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Watch the registries and serve xDS to Envoy proxies and gRPC clients",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o, err := a.serveOptions()
+			if err != nil {
+				return err
+			}
+			log, err := a.logger()
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), log, o)
+		},
+	}
+	f := cmd.Flags()
+	f.String("xds-addr", "127.0.0.1:18000", "address of the xDS (ADS) gRPC server")
+	f.String("admin-addr", "127.0.0.1:18080", "address of the admin HTTP server (health, metrics, debug views)")
+	f.String("registry-file", "", "YAML file of services and instances (the file source), re-read on change")
+	f.Duration("debounce", 100*time.Millisecond, "wait this long after a change for more changes before pushing")
+	f.Duration("max-delay", time.Second, "push at the latest this long after the first of a burst of changes")
+	f.Uint32("outbound-port", translator.DefaultOutboundPort, "port of Envoy's outbound listener unless the node's metadata sets outbound_port")
+	f.String("outbound-address", translator.DefaultOutboundAddress, "address of Envoy's outbound listener unless the node's metadata sets outbound_address")
+	f.String("xds-tls-cert", "", "serve xDS over TLS with this certificate (PEM); needs --xds-tls-key")
+	f.String("xds-tls-key", "", "private key (PEM) for --xds-tls-cert")
+	f.String("xds-tls-client-ca", "", "require xDS clients to present a certificate signed by this CA (PEM)")
+	return cmd
+}
+
+func (a *app) serveOptions() (serveOptions, error) {
+	v := a.v
+	o := serveOptions{
+		xdsAddr:         v.GetString("xds-addr"),
+		adminAddr:       v.GetString("admin-addr"),
+		registryFile:    v.GetString("registry-file"),
+		holdOff:         v.GetDuration("debounce"),
+		maxDelay:        v.GetDuration("max-delay"),
+		outboundAddress: v.GetString("outbound-address"),
+		tlsCert:         v.GetString("xds-tls-cert"),
+		tlsKey:          v.GetString("xds-tls-key"),
+		tlsCA:           v.GetString("xds-tls-client-ca"),
+	}
+	for _, addr := range []struct{ flag, value string }{{"xds-addr", o.xdsAddr}, {"admin-addr", o.adminAddr}} {
+		if _, _, err := net.SplitHostPort(addr.value); err != nil {
+			return o, fmt.Errorf("--%s: %q is not host:port: %w", addr.flag, addr.value, err)
+		}
+	}
+	if o.holdOff <= 0 {
+		return o, fmt.Errorf("--debounce: must be positive, got %s", o.holdOff)
+	}
+	if o.maxDelay < o.holdOff {
+		return o, fmt.Errorf("--max-delay: must be at least --debounce (%s), got %s", o.holdOff, o.maxDelay)
+	}
+	port := v.GetUint64("outbound-port")
+	if port < 1 || port > 65535 {
+		return o, fmt.Errorf("--outbound-port: %q is not a port (1-65535)", v.GetString("outbound-port"))
+	}
+	o.outboundPort = uint32(port)
+	if net.ParseIP(o.outboundAddress) == nil {
+		return o, fmt.Errorf("--outbound-address: %q is not an IP address", o.outboundAddress)
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return o, errors.New("--xds-tls-cert and --xds-tls-key must be given together")
+	}
+	if o.tlsCA != "" && o.tlsCert == "" {
+		return o, errors.New("--xds-tls-client-ca needs --xds-tls-cert and --xds-tls-key")
+	}
+	if o.registryFile == "" {
+		return o, errors.New("no registry configured: give --registry-file FILE")
+	}
+	return o, nil
+}
+
+func (o serveOptions) tlsConfig() (*tls.Config, error) {
+	if o.tlsCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("loading --xds-tls-cert/--xds-tls-key: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if o.tlsCA != "" {
+		pem, err := os.ReadFile(o.tlsCA)
+		if err != nil {
+			return nil, fmt.Errorf("reading --xds-tls-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--xds-tls-client-ca %s: no PEM certificates found", o.tlsCA)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// serve wires sources, the snapshot loop, the xDS server and the admin server,
+// and runs them until ctx ends or one of them fails.
+func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
+	tlsCfg, err := o.tlsConfig()
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	srcs := []sources.Source{file.New(o.registryFile, log)}
+	names := make([]string, len(srcs))
+	for i, s := range srcs {
+		names[i] = s.Name()
+	}
+
+	tr := translator.New()
+	tr.OutboundPort, tr.OutboundAddress = o.outboundPort, o.outboundAddress
+	snapshots := xds.NewCache(log)
+	loop := snapshot.NewLoop(snapshot.Config{
+		Sources: names, Translator: tr, Publisher: snapshots,
+		HoldOff: o.holdOff, MaxDelay: o.maxDelay,
+		Log: log.With("component", "snapshot"), Metrics: snapshot.NewMetrics(reg),
+	})
+	srv := xds.NewServer(ctx, xds.Config{
+		Log: log.With("component", "xds"), Metrics: xds.NewMetrics(reg),
+		Cache: snapshots, Groups: loop, TLS: tlsCfg,
+	})
+
+	xdsLis, err := net.Listen("tcp", o.xdsAddr)
+	if err != nil {
+		return fmt.Errorf("--xds-addr: %w", err)
+	}
+	adminLis, err := net.Listen("tcp", o.adminAddr)
+	if err != nil {
+		_ = xdsLis.Close()
+		return fmt.Errorf("--admin-addr: %w", err)
+	}
+	admin := &http.Server{
+		Handler:           newAdminHandler(reg, loop, srv, snapshots),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	log.Info("sluice serving", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(), "sources", names)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan sources.Event, 16)
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	run := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+				errOnce.Do(func() { firstErr = fmt.Errorf("%s: %w", name, err) })
+				cancel()
+			}
+		}()
+	}
+	for _, s := range srcs {
+		run("source "+s.Name(), func() error { return s.Run(ctx, events) })
+	}
+	run("snapshot loop", func() error { return loop.Run(ctx, events) })
+	run("xds server", func() error { return srv.Serve(ctx, xdsLis) })
+	run("admin server", func() error {
+		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	<-ctx.Done()
+	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = admin.Shutdown(shutdownCtx)
+	wg.Wait()
+	log.Info("sluice stopped")
+	return firstErr
+}

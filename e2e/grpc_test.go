@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/xds"
+)
+
+// backend is a gRPC test server that answers with its own name.
+type backend struct {
+	testgrpc.UnimplementedTestServiceServer
+	name string
+	addr string
+}
+
+func (b *backend) UnaryCall(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	return &testgrpc.SimpleResponse{Hostname: b.name}, nil
+}
+
+func startGRPCBackends(t *testing.T, n int) []*backend {
+	t.Helper()
+	var out []*backend
+	for i := range n {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &backend{name: fmt.Sprintf("backend-%d", i), addr: lis.Addr().String()}
+		s := grpc.NewServer()
+		testgrpc.RegisterTestServiceServer(s, b)
+		go func() { _ = s.Serve(lis) }()
+		t.Cleanup(s.Stop)
+		out = append(out, b)
+	}
+	return out
+}
+
+// dialXDS opens a channel to xds:///target with gRPC's own xDS client,
+// bootstrapped to talk to sluice at xdsAddr.
+func dialXDS(t *testing.T, xdsAddr, target string) testgrpc.TestServiceClient {
+	t.Helper()
+	bootstrap := fmt.Sprintf(`{
+		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+		"node": {"id": "grpc-e2e-client", "locality": {"zone": "test"}}
+	}`, xdsAddr)
+	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatalf("xds resolver: %v", err)
+	}
+	conn, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(resolver),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("dialing xds:///%s: %v", target, err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return testgrpc.NewTestServiceClient(conn)
+}
+
+// spread makes n calls and counts the answers per backend name.
+func spread(client testgrpc.TestServiceClient, n int) (map[string]int, error) {
+	seen := map[string]int{}
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true))
+		cancel()
+		if err != nil {
+			return seen, err
+		}
+		seen[resp.GetHostname()]++
+	}
+	return seen, nil
+}
+
+// TestGRPCClientFollowsRegistryFile: gRPC's xDS client dialing
+// xds:///user-service reaches every healthy instance from the registry file,
+// and follows the file as instances are removed or marked unhealthy.
+func TestGRPCClientFollowsRegistryFile(t *testing.T) {
+	requireE2E(t)
+	bs := startGRPCBackends(t, 3)
+	reg := filepath.Join(t.TempDir(), "registry.yaml")
+	all := []string{instance(bs[0].addr, ""), instance(bs[1].addr, ""), instance(bs[2].addr, "")}
+	writeFile(t, reg, registry("user-service", all...))
+	s := startSluice(t, "--registry-file", reg)
+	client := dialXDS(t, s.XDSAddr, "user-service")
+
+	eventually(t, 30*time.Second, "traffic to all three backends", func() error {
+		seen, err := spread(client, 30)
+		if err != nil {
+			return err
+		}
+		if len(seen) != 3 {
+			return fmt.Errorf("backends seen: %v", seen)
+		}
+		return nil
+	})
+
+	// Remove backend-2 from the file: all traffic moves off it.
+	writeFile(t, reg, registry("user-service", all[0], all[1]))
+	waitOnly(t, client, "backend-0", "backend-1")
+
+	// Mark backend-1 unhealthy: it stays in EDS but gets no traffic.
+	writeFile(t, reg, registry("user-service", all[0], instance(bs[1].addr, "health: unhealthy")))
+	waitOnly(t, client, "backend-0")
+
+	// And back to all three.
+	writeFile(t, reg, registry("user-service", all...))
+	waitOnly(t, client, "backend-0", "backend-1", "backend-2")
+
+	// The gRPC client's view, as sluice tracks it: every type acknowledged.
+	var proxies []struct {
+		NodeID string `json:"node_id"`
+		Group  string `json:"group"`
+		Types  map[string]struct {
+			Sent, Acked string
+		} `json:"types"`
+	}
+	eventually(t, 10*time.Second, "sluice to see all gRPC types acked", func() error {
+		s.adminJSON(t, "/debug/proxies", &proxies)
+		if len(proxies) != 1 || proxies[0].Group != "grpc" {
+			return fmt.Errorf("proxies: %+v", proxies)
+		}
+		if len(proxies[0].Types) != 4 {
+			return fmt.Errorf("types: %+v", proxies[0].Types)
+		}
+		for typ, st := range proxies[0].Types {
+			if st.Sent == "" || st.Sent != st.Acked {
+				return fmt.Errorf("%s: sent %q acked %q", typ, st.Sent, st.Acked)
+			}
+		}
+		return nil
+	})
+}
+
+// waitOnly waits until a run of calls reaches exactly the named backends,
+// and then checks that a second run does too (no stragglers).
+func waitOnly(t *testing.T, client testgrpc.TestServiceClient, names ...string) {
+	t.Helper()
+	check := func() error {
+		seen, err := spread(client, 40)
+		if err != nil {
+			return err
+		}
+		if len(seen) != len(names) {
+			return fmt.Errorf("backends seen %v, want only %v", seen, names)
+		}
+		for _, n := range names {
+			if seen[n] == 0 {
+				return fmt.Errorf("backends seen %v, want only %v", seen, names)
+			}
+		}
+		return nil
+	}
+	eventually(t, 30*time.Second, fmt.Sprintf("traffic to exactly %v", names), check)
+	if err := check(); err != nil {
+		t.Fatalf("after converging: %v", err)
+	}
+}
+
+// TestBadRegistryFileKeepsLastGoodCatalog: each kind of malformed registry
+// file is rejected as a whole with file:line diagnostics in the admin API and
+// metrics, while clients keep being served the last good catalog.
+func TestBadRegistryFileKeepsLastGoodCatalog(t *testing.T) {
+	requireE2E(t)
+	bs := startGRPCBackends(t, 2)
+	reg := filepath.Join(t.TempDir(), "registry.yaml")
+	good := registry("user-service", instance(bs[0].addr, ""), instance(bs[1].addr, ""))
+	writeFile(t, reg, good)
+	s := startSluice(t, "--registry-file", reg)
+	client := dialXDS(t, s.XDSAddr, "user-service")
+	waitOnly(t, client, "backend-0", "backend-1")
+
+	cases := []struct {
+		name, content, location, field string
+	}{
+		{"bad yaml", "services:\n  - name: user-service\n    instances: [\n", reg + ":3", ""},
+		{"port 0", registry("user-service", "{address: 127.0.0.1, port: 0}"), reg + ":4", "services[0].instances[0].port"},
+		{"port too big", registry("user-service", "{address: 127.0.0.1, port: 65536}"), reg + ":4", "services[0].instances[0].port"},
+		{"empty name", registry("", instance(bs[0].addr, "")), reg + ":2", "services[0].name"},
+		{"duplicate instance", registry("user-service", instance(bs[0].addr, ""), instance(bs[0].addr, "weight: 2")), reg + ":5", "services[0].instances[1]"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			writeFile(t, reg, tc.content)
+			eventually(t, 10*time.Second, "the bad file to be reported", func() error {
+				var cat struct {
+					Sources map[string]struct {
+						Stale       bool
+						Diagnostics []struct{ Location, Field, Message string }
+					}
+				}
+				s.adminJSON(t, "/debug/catalog", &cat)
+				f := cat.Sources["file"]
+				if !f.Stale || len(f.Diagnostics) == 0 {
+					return fmt.Errorf("file source: %+v", f)
+				}
+				d := f.Diagnostics[0]
+				if d.Location != tc.location || d.Field != tc.field || d.Message == "" {
+					return fmt.Errorf("diagnostic %+v, want location %q field %q", d, tc.location, tc.field)
+				}
+				return nil
+			})
+			metrics := s.adminText(t, "/metrics")
+			if !strings.Contains(metrics, `sluice_source_stale{source="file"} 1`) {
+				t.Errorf("metrics do not show the file source stale")
+			}
+			// Traffic keeps flowing to the last good catalog.
+			seen, err := spread(client, 20)
+			if err != nil || len(seen) != 2 {
+				t.Fatalf("after bad file: seen %v, err %v", seen, err)
+			}
+			if code := s.adminJSON(t, "/readyz", nil); code != 200 {
+				t.Fatalf("/readyz = %d after a bad file; the last good catalog is still served", code)
+			}
+			// Restore; the source is fresh again.
+			writeFile(t, reg, good)
+			eventually(t, 10*time.Second, "the good file to be reloaded", func() error {
+				if m := s.adminText(t, "/metrics"); !strings.Contains(m, `sluice_source_stale{source="file"} 0`) {
+					return fmt.Errorf("file source still stale")
+				}
+				return nil
+			})
+		})
+	}
+}

@@ -1,0 +1,122 @@
+package envoy
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// XDSClusterName is the static cluster through which Envoy reaches sluice.
+const XDSClusterName = "sluice_xds"
+
+// BootstrapOptions describe one Envoy proxy.
+type BootstrapOptions struct {
+	NodeID  string
+	Service string // node.cluster: the service the proxy fronts
+	// XDSAddr is sluice's xDS address, host:port; a host name is resolved
+	// by Envoy (STRICT_DNS), so a Kubernetes Service name works.
+	XDSAddr      string
+	AdminAddress string
+	AdminPort    uint32
+	// Delta selects incremental ADS instead of state-of-the-world.
+	Delta bool
+	// Metadata is copied into node.metadata; sluice reads proxy_type, role,
+	// outbound_address, outbound_port and inbound_port from it.
+	Metadata map[string]string
+}
+
+// Bootstrap builds an Envoy bootstrap that fetches all of its listeners and
+// clusters from sluice over one ADS stream.
+func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
+	if o.NodeID == "" {
+		return nil, fmt.Errorf("bootstrap: node id is required")
+	}
+	host, portStr, err := net.SplitHostPort(o.XDSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: xds address %q: %w", o.XDSAddr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return nil, fmt.Errorf("bootstrap: xds address %q: bad port", o.XDSAddr)
+	}
+	discovery := clusterv3.Cluster_STATIC
+	if _, err := netip.ParseAddr(host); err != nil {
+		discovery = clusterv3.Cluster_STRICT_DNS
+	}
+	apiType := corev3.ApiConfigSource_GRPC
+	if o.Delta {
+		apiType = corev3.ApiConfigSource_DELTA_GRPC
+	}
+	md := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	keys := make([]string, 0, len(o.Metadata))
+	for k := range o.Metadata {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		md.Fields[k] = structpb.NewStringValue(o.Metadata[k])
+	}
+	h2 := &httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
+					// Keep the ADS connection alive through NATs and detect a
+					// dead control plane quickly.
+					ConnectionKeepalive: &corev3.KeepaliveSettings{
+						Interval: durationpb.New(30 * time.Second),
+						Timeout:  durationpb.New(5 * time.Second),
+					},
+				},
+			},
+		}},
+	}
+	xdsCluster := &clusterv3.Cluster{
+		Name:                 XDSClusterName,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: discovery},
+		ConnectTimeout:       durationpb.New(time.Second),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: XDSClusterName,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+						Address: SocketAddress(host, uint32(port)),
+					}},
+				}},
+			}},
+		},
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{
+			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": MustAny(h2),
+		},
+	}
+	return &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Service, Metadata: md},
+		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &corev3.ApiConfigSource{
+				ApiType:                   apiType,
+				TransportApiVersion:       corev3.ApiVersion_V3,
+				SetNodeOnFirstMessageOnly: true,
+				GrpcServices: []*corev3.GrpcService{{
+					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSClusterName}},
+				}},
+			},
+			CdsConfig: ADSConfigSource(),
+			LdsConfig: ADSConfigSource(),
+		},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xdsCluster}},
+		Admin: &bootstrapv3.Admin{
+			Address: SocketAddress(o.AdminAddress, o.AdminPort),
+		},
+	}, nil
+}

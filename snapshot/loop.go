@@ -1,0 +1,312 @@
+// Package snapshot joins sources and the translator: it keeps each source's
+// latest state, waits until every source has synced, debounces bursts of
+// changes, translates the merged catalog for each proxy group, and publishes
+// content-versioned snapshots to the xDS cache, keeping the last good one
+// whenever a build fails.
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/translator"
+)
+
+// Publisher receives finished snapshots; go-control-plane's SnapshotCache is one.
+type Publisher interface {
+	SetSnapshot(ctx context.Context, node string, snap cache.ResourceSnapshot) error
+}
+
+// Config wires a Loop.
+type Config struct {
+	// Sources are the names of the sources whose first state the loop waits
+	// for before it builds anything, so proxies never see a partial catalog.
+	Sources    []string
+	Translator *translator.Translator
+	Publisher  Publisher
+	// HoldOff is how long the loop waits after a change for more changes;
+	// MaxDelay bounds the wait while changes keep coming.
+	HoldOff  time.Duration
+	MaxDelay time.Duration
+	Log      *slog.Logger
+	Metrics  *Metrics
+	// Now is the loop's clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Loop is the update loop. Create it with NewLoop and start it with Run.
+type Loop struct {
+	cfg  Config
+	wake chan struct{}
+
+	mu      sync.Mutex
+	sources map[string]*sourceStatus
+	catalog sources.Catalog
+	groups  map[string]*group
+	// built says at least one full build has succeeded.
+	built     bool
+	lastError string
+	dirty     bool // a source changed since the last build
+}
+
+type sourceStatus struct {
+	Synced      bool                 `json:"synced"`
+	Stale       bool                 `json:"stale"`
+	Error       string               `json:"error,omitempty"`
+	LastUpdate  time.Time            `json:"last_update,omitzero"`
+	Diagnostics []sources.Diagnostic `json:"diagnostics,omitempty"`
+	state       *sources.State
+}
+
+type group struct {
+	proxy    translator.Proxy
+	snap     *cache.Snapshot
+	versions map[resource.Type]string
+	err      string
+	fresh    bool // registered but never built
+}
+
+// NewLoop returns a loop for cfg.
+func NewLoop(cfg Config) *Loop {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.HoldOff <= 0 {
+		cfg.HoldOff = 100 * time.Millisecond
+	}
+	if cfg.MaxDelay < cfg.HoldOff {
+		cfg.MaxDelay = 10 * cfg.HoldOff
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	l := &Loop{
+		cfg:     cfg,
+		wake:    make(chan struct{}, 1),
+		sources: map[string]*sourceStatus{},
+		groups:  map[string]*group{},
+	}
+	for _, s := range cfg.Sources {
+		l.sources[s] = &sourceStatus{}
+	}
+	return l
+}
+
+// EnsureGroup registers the config group of a newly seen proxy. The group's
+// first snapshot is built at once (no debounce) when the catalog is ready, so
+// a connecting proxy is not kept waiting.
+func (l *Loop) EnsureGroup(p translator.Proxy) {
+	key := p.Key()
+	l.mu.Lock()
+	if _, ok := l.groups[key]; ok {
+		l.mu.Unlock()
+		return
+	}
+	l.groups[key] = &group{proxy: p, fresh: true}
+	l.mu.Unlock()
+	l.poke()
+}
+
+func (l *Loop) poke() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run consumes source events until ctx ends.
+func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
+	var (
+		timer        = time.NewTimer(time.Hour)
+		timerRunning bool
+		firstPending time.Time
+	)
+	timer.Stop()
+	schedule := func() {
+		now := l.cfg.Now()
+		if firstPending.IsZero() {
+			firstPending = now
+		}
+		d := l.cfg.HoldOff
+		if left := firstPending.Add(l.cfg.MaxDelay).Sub(now); left < d {
+			d = max(left, 0)
+		}
+		if timerRunning && !timer.Stop() {
+			<-timer.C
+		}
+		timer.Reset(d)
+		timerRunning = true
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev := <-events:
+			if l.apply(ev) {
+				schedule()
+			}
+		case <-timer.C:
+			timerRunning = false
+			firstPending = time.Time{}
+			l.build(ctx, false)
+		case <-l.wake:
+			l.build(ctx, true)
+		}
+	}
+}
+
+// apply records a source event and reports whether a rebuild is needed.
+func (l *Loop) apply(ev sources.Event) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := l.sources[ev.Source]
+	if st == nil {
+		st = &sourceStatus{}
+		l.sources[ev.Source] = st
+	}
+	m := l.cfg.Metrics
+	if ev.State == nil {
+		st.Stale = true
+		if ev.Err != nil {
+			st.Error = ev.Err.Error()
+		}
+		st.Diagnostics = ev.Diagnostics
+		m.sourceErrors.WithLabelValues(ev.Source).Inc()
+		m.sourceStale.WithLabelValues(ev.Source).Set(1)
+		m.setDiagnostics(ev.Source, ev.Diagnostics)
+		l.cfg.Log.Warn("source is stale; serving its last known state", "source", ev.Source, "err", ev.Err)
+		return false
+	}
+	st.Synced, st.Stale, st.Error = true, false, ""
+	st.Diagnostics = ev.State.Diagnostics
+	st.state = ev.State
+	st.LastUpdate = l.cfg.Now()
+	m.sourceUpdates.WithLabelValues(ev.Source).Inc()
+	m.sourceStale.WithLabelValues(ev.Source).Set(0)
+	m.setDiagnostics(ev.Source, ev.State.Diagnostics)
+	l.dirty = true
+	return true
+}
+
+func (l *Loop) synced() bool {
+	for _, s := range l.sources {
+		if !s.Synced {
+			return false
+		}
+	}
+	return true
+}
+
+// build translates for every group (or, with onlyFresh, for groups not built
+// yet) and publishes what changed.
+func (l *Loop) build(ctx context.Context, onlyFresh bool) {
+	l.mu.Lock()
+	if !l.synced() {
+		l.mu.Unlock()
+		return
+	}
+	if l.dirty {
+		states := map[string]sources.State{}
+		for name, s := range l.sources {
+			states[name] = *s.state
+		}
+		l.catalog = sources.Merge(states)
+		l.dirty = false
+		l.cfg.Metrics.catalogServices.Set(float64(len(l.catalog.Services)))
+		l.cfg.Metrics.catalogInstances.Set(float64(l.catalog.InstanceCount()))
+	}
+	catalog := l.catalog
+	var todo []*group
+	for _, g := range l.groups {
+		if !onlyFresh || g.fresh {
+			todo = append(todo, g)
+		}
+	}
+	l.mu.Unlock()
+
+	sort.Slice(todo, func(i, j int) bool { return todo[i].proxy.Key() < todo[j].proxy.Key() })
+	failed := false
+	// Translating the default sidecar view validates the catalog even before
+	// any proxy connects, which is what readiness reports.
+	if !onlyFresh {
+		if _, err := l.translate(catalog, translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar}); err != nil {
+			failed = true
+			l.recordError(err)
+		}
+	}
+	for _, g := range todo {
+		snap, err := l.translate(catalog, g.proxy)
+		l.mu.Lock()
+		if err != nil {
+			failed = true
+			g.err = err.Error()
+			l.mu.Unlock()
+			l.recordError(fmt.Errorf("group %s: %w", g.proxy.Key(), err))
+			continue
+		}
+		versions := Versions(snap)
+		changed := !equalVersions(versions, g.versions)
+		g.err, g.fresh = "", false
+		if changed {
+			g.snap, g.versions = snap, versions
+		}
+		l.mu.Unlock()
+		if !changed {
+			l.cfg.Metrics.snapshots.WithLabelValues("unchanged").Inc()
+			continue
+		}
+		if err := l.cfg.Publisher.SetSnapshot(ctx, g.proxy.Key(), snap); err != nil {
+			failed = true
+			l.recordError(fmt.Errorf("publishing snapshot for %s: %w", g.proxy.Key(), err))
+			continue
+		}
+		l.cfg.Metrics.snapshots.WithLabelValues("published").Inc()
+		l.cfg.Log.Debug("snapshot published", "group", g.proxy.Key(), "versions", versions)
+	}
+	if !failed {
+		l.mu.Lock()
+		if !onlyFresh {
+			l.built = true
+			l.lastError = ""
+		}
+		l.mu.Unlock()
+	}
+}
+
+func (l *Loop) translate(catalog sources.Catalog, p translator.Proxy) (*cache.Snapshot, error) {
+	start := time.Now()
+	res, err := l.cfg.Translator.Translate(translator.Input{Catalog: catalog, Proxy: p})
+	l.cfg.Metrics.translateSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, err
+	}
+	return Build(res.Resources)
+}
+
+func (l *Loop) recordError(err error) {
+	l.cfg.Metrics.snapshots.WithLabelValues("failed").Inc()
+	l.cfg.Log.Error("snapshot build failed; proxies keep their last good config", "err", err)
+	l.mu.Lock()
+	l.lastError = err.Error()
+	l.mu.Unlock()
+}
+
+func equalVersions(a, b map[resource.Type]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}

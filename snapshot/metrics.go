@@ -1,0 +1,66 @@
+package snapshot
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-mesh/sluice/sources"
+)
+
+// Metrics are the loop's Prometheus metrics.
+type Metrics struct {
+	sourceUpdates    *prometheus.CounterVec
+	sourceErrors     *prometheus.CounterVec
+	sourceStale      *prometheus.GaugeVec
+	diagnostics      *prometheus.GaugeVec
+	catalogServices  prometheus.Gauge
+	catalogInstances prometheus.Gauge
+	translateSeconds prometheus.Histogram
+	snapshots        *prometheus.CounterVec
+}
+
+// NewMetrics creates the loop's metrics and registers them with reg (which
+// may be nil, for tests that don't look at metrics).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		sourceUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_source_updates_total", Help: "Complete states received from each registry source.",
+		}, []string{"source"}),
+		sourceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_source_errors_total", Help: "Times a source failed to read its registry or rejected its input.",
+		}, []string{"source"}),
+		sourceStale: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_source_stale", Help: "1 while a source serves its last known state because it cannot read its registry.",
+		}, []string{"source"}),
+		diagnostics: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_source_diagnostics", Help: "Current input problems reported by each source, by severity.",
+		}, []string{"source", "severity"}),
+		catalogServices: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_catalog_services", Help: "Services in the merged catalog.",
+		}),
+		catalogInstances: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_catalog_instances", Help: "Instances in the merged catalog.",
+		}),
+		translateSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sluice_translate_duration_seconds", Help: "Time to translate the catalog for one proxy group.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_snapshot_builds_total", Help: "Snapshot builds per proxy group, by result (published, unchanged, failed).",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sourceUpdates, m.sourceErrors, m.sourceStale, m.diagnostics,
+			m.catalogServices, m.catalogInstances, m.translateSeconds, m.snapshots)
+	}
+	return m
+}
+
+func (m *Metrics) setDiagnostics(source string, ds []sources.Diagnostic) {
+	counts := map[sources.Severity]int{sources.SeverityError: 0, sources.SeverityWarning: 0}
+	for _, d := range ds {
+		counts[d.Severity]++
+	}
+	for sev, n := range counts {
+		m.diagnostics.WithLabelValues(source, string(sev)).Set(float64(n))
+	}
+}

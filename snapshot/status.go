@@ -1,0 +1,60 @@
+package snapshot
+
+import (
+	"sort"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/translator"
+)
+
+// Status is the loop's state as the admin API shows it.
+type Status struct {
+	Ready     bool                    `json:"ready"`
+	Sources   map[string]SourceStatus `json:"sources"`
+	Groups    []GroupStatus           `json:"groups"`
+	LastError string                  `json:"last_error,omitempty"`
+}
+
+// SourceStatus is one source's state.
+type SourceStatus = sourceStatus
+
+// GroupStatus is one proxy group's current snapshot.
+type GroupStatus struct {
+	Key      string                   `json:"key"`
+	Proxy    translator.Proxy         `json:"proxy"`
+	Versions map[resource.Type]string `json:"versions,omitempty"`
+	Error    string                   `json:"error,omitempty"`
+}
+
+// Ready reports whether every source has synced and the merged catalog has
+// been translated at least once. A stale source does not make the loop
+// unready: it keeps serving its last known state (see Status).
+func (l *Loop) Ready() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.built && l.synced()
+}
+
+// Status returns a copy of the loop's state.
+func (l *Loop) Status() Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := Status{Ready: l.built && l.synced(), Sources: map[string]SourceStatus{}, LastError: l.lastError}
+	for name, s := range l.sources {
+		st.Sources[name] = *s
+	}
+	for key, g := range l.groups {
+		st.Groups = append(st.Groups, GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err})
+	}
+	sort.Slice(st.Groups, func(i, j int) bool { return st.Groups[i].Key < st.Groups[j].Key })
+	return st
+}
+
+// Catalog returns the merged catalog of the last build.
+func (l *Loop) Catalog() sources.Catalog {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.catalog
+}

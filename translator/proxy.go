@@ -1,0 +1,140 @@
+package translator
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// ProxyKind tells Envoy proxies and proxyless gRPC clients apart; each gets
+// only resources it can use.
+type ProxyKind string
+
+// Proxy kinds.
+const (
+	KindEnvoy ProxyKind = "envoy"
+	KindGRPC  ProxyKind = "grpc"
+)
+
+// Roles an Envoy proxy can play.
+const (
+	RoleSidecar = "sidecar"
+	RoleGateway = "gateway"
+)
+
+// Node metadata keys a proxy may set to refine its identity.
+const (
+	MetaProxyType       = "proxy_type"
+	MetaRole            = "role"
+	MetaOutboundAddress = "outbound_address"
+	MetaOutboundPort    = "outbound_port"
+	MetaInboundPort     = "inbound_port"
+)
+
+// Proxy is what the translator needs to know about a client: every client
+// with an equal Proxy gets identical config, so Key() is also the snapshot
+// group of the client.
+type Proxy struct {
+	Kind ProxyKind `json:"kind"`
+	// Service is the service the proxy fronts (Envoy's node.cluster); empty
+	// when unknown.
+	Service string `json:"service,omitempty"`
+	Role    string `json:"role,omitempty"`
+	// OutboundAddress and OutboundPort are where an Envoy listens for
+	// requests from its application; zero values take the translator's defaults.
+	OutboundAddress string `json:"outbound_address,omitempty"`
+	OutboundPort    uint32 `json:"outbound_port,omitempty"`
+	InboundPort     uint32 `json:"inbound_port,omitempty"`
+}
+
+// Key is a stable, readable identifier of the proxy's config group.
+func (p Proxy) Key() string {
+	if p.Kind == KindGRPC {
+		return string(KindGRPC)
+	}
+	var b strings.Builder
+	b.WriteString(string(p.Kind))
+	b.WriteString("/" + p.Role)
+	b.WriteString("/" + p.Service)
+	if p.OutboundAddress != "" || p.OutboundPort != 0 {
+		fmt.Fprintf(&b, "/out=%s:%d", p.OutboundAddress, p.OutboundPort)
+	}
+	if p.InboundPort != 0 {
+		fmt.Fprintf(&b, "/in=%d", p.InboundPort)
+	}
+	return b.String()
+}
+
+// ProxyFromNode derives a client's identity from the node it sent. Errors name
+// the offending node metadata key, so a misconfigured bootstrap is easy to fix.
+func ProxyFromNode(node *corev3.Node) (Proxy, error) {
+	p := Proxy{Kind: KindEnvoy, Service: node.GetCluster()}
+	md := node.GetMetadata().GetFields()
+	switch t := stringField(md, MetaProxyType); t {
+	case string(KindEnvoy), string(KindGRPC):
+		p.Kind = ProxyKind(t)
+	case "":
+		if isGRPCAgent(node.GetUserAgentName()) {
+			p.Kind = KindGRPC
+		}
+	default:
+		return Proxy{}, fmt.Errorf("node metadata %q: %q is not a proxy type (want envoy or grpc)", MetaProxyType, t)
+	}
+	if p.Kind == KindGRPC {
+		// gRPC clients share one config; their service and ports don't matter.
+		return Proxy{Kind: KindGRPC}, nil
+	}
+	switch r := stringField(md, MetaRole); r {
+	case "", RoleSidecar:
+		p.Role = RoleSidecar
+	case RoleGateway:
+		p.Role = RoleGateway
+	default:
+		return Proxy{}, fmt.Errorf("node metadata %q: %q is not a role (want sidecar or gateway)", MetaRole, r)
+	}
+	p.OutboundAddress = stringField(md, MetaOutboundAddress)
+	var err error
+	if p.OutboundPort, err = portField(md, MetaOutboundPort); err != nil {
+		return Proxy{}, err
+	}
+	if p.InboundPort, err = portField(md, MetaInboundPort); err != nil {
+		return Proxy{}, err
+	}
+	return p, nil
+}
+
+func isGRPCAgent(ua string) bool {
+	return strings.Contains(strings.ToLower(ua), "grpc")
+}
+
+func stringField(md map[string]*structpb.Value, key string) string {
+	return md[key].GetStringValue()
+}
+
+func portField(md map[string]*structpb.Value, key string) (uint32, error) {
+	v, ok := md[key]
+	if !ok {
+		return 0, nil
+	}
+	var n float64
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NumberValue:
+		n = k.NumberValue
+	case *structpb.Value_StringValue:
+		f, err := strconv.ParseFloat(k.StringValue, 64)
+		if err != nil {
+			return 0, fmt.Errorf("node metadata %q: %q is not a port number", key, k.StringValue)
+		}
+		n = f
+	default:
+		return 0, fmt.Errorf("node metadata %q: want a port number", key)
+	}
+	if n < 1 || n > 65535 || n != math.Trunc(n) {
+		return 0, fmt.Errorf("node metadata %q: %v is not a port (1-65535)", key, n)
+	}
+	return uint32(n), nil
+}

@@ -1,0 +1,183 @@
+// Package translator turns the merged service catalog (and, later, resolved
+// policy) into the Envoy resources one kind of client needs. It is pure: no
+// I/O, no clock, no goroutines, and the output is sorted so equal inputs give
+// byte-identical resources.
+package translator
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/sluice-mesh/sluice/envoy"
+	"github.com/sluice-mesh/sluice/sources"
+)
+
+// Names of the resources an Envoy sidecar or gateway gets besides the
+// per-service clusters.
+const (
+	OutboundListenerName = "outbound_http"
+	OutboundRouteName    = "outbound_http"
+)
+
+// Defaults for Options.
+const (
+	DefaultOutboundAddress = "127.0.0.1"
+	DefaultOutboundPort    = 15001
+	DefaultConnectTimeout  = 5 * time.Second
+)
+
+// Translator holds the options of a translation; it has no other state, so
+// one Translator may serve concurrent callers.
+type Translator struct {
+	// OutboundAddress and OutboundPort are where Envoy's outbound listener
+	// binds unless the proxy's node metadata says otherwise.
+	OutboundAddress string
+	OutboundPort    uint32
+	ConnectTimeout  time.Duration
+}
+
+// New returns a Translator with the default options.
+func New() *Translator {
+	return &Translator{
+		OutboundAddress: DefaultOutboundAddress,
+		OutboundPort:    DefaultOutboundPort,
+		ConnectTimeout:  DefaultConnectTimeout,
+	}
+}
+
+// Input is everything one translation reads.
+type Input struct {
+	Catalog sources.Catalog
+	Proxy   Proxy
+}
+
+// Result holds the resources for one proxy group, each type sorted by name.
+type Result struct {
+	Resources map[resource.Type][]types.Resource
+}
+
+// Translate builds the resources for in.Proxy. It does not modify in.
+func (t *Translator) Translate(in Input) (*Result, error) {
+	res := &Result{Resources: map[resource.Type][]types.Resource{
+		resource.ClusterType:  {},
+		resource.EndpointType: {},
+		resource.ListenerType: {},
+		resource.RouteType:    {},
+	}}
+	services := in.Catalog.Services
+	if !sort.SliceIsSorted(services, func(i, j int) bool { return services[i].Name < services[j].Name }) {
+		services = append([]sources.CatalogService(nil), services...)
+		sort.Slice(services, func(i, j int) bool { return services[i].Name < services[j].Name })
+	}
+	var vhosts []*routev3.VirtualHost
+	for i, svc := range services {
+		if i > 0 && services[i-1].Name == svc.Name {
+			return nil, fmt.Errorf("translating catalog: service %q listed twice", svc.Name)
+		}
+		name := ClusterName(svc.Name)
+		res.add(resource.ClusterType, envoy.EDSCluster(name, t.ConnectTimeout))
+		res.add(resource.EndpointType, envoy.LoadAssignment(name, localities(svc.Endpoints)))
+		switch in.Proxy.Kind {
+		case KindGRPC:
+			vh := envoy.VirtualHost(svc.Name, []string{svc.Name}, name)
+			res.add(resource.RouteType, envoy.RouteConfiguration(svc.Name, []*routev3.VirtualHost{vh}))
+			res.add(resource.ListenerType, envoy.APIListener(svc.Name, envoy.HTTPConnectionManager(svc.Name, svc.Name)))
+		default:
+			vhosts = append(vhosts, envoy.VirtualHost(svc.Name, domains(svc), name))
+		}
+	}
+	if in.Proxy.Kind != KindGRPC {
+		addr, port := t.OutboundAddress, t.OutboundPort
+		if in.Proxy.OutboundAddress != "" {
+			addr = in.Proxy.OutboundAddress
+		}
+		if in.Proxy.OutboundPort != 0 {
+			port = in.Proxy.OutboundPort
+		}
+		res.add(resource.RouteType, envoy.RouteConfiguration(OutboundRouteName, vhosts))
+		res.add(resource.ListenerType, envoy.HTTPListener(OutboundListenerName, addr, port,
+			envoy.HTTPConnectionManager(OutboundListenerName, OutboundRouteName)))
+	}
+	for _, rs := range res.Resources {
+		sort.Slice(rs, func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) })
+	}
+	return res, nil
+}
+
+func (r *Result) add(typ resource.Type, res types.Resource) {
+	r.Resources[typ] = append(r.Resources[typ], res)
+}
+
+// ClusterName is the cluster (and EDS service) name of a service. It is the
+// service name itself, which is what proxyless gRPC users see in their
+// channelz and what Envoy stats are keyed by.
+func ClusterName(service string) string { return service }
+
+// domains are the Host/:authority values that select a service on the
+// outbound listener: its bare name and name:port for each port it serves on.
+func domains(svc sources.CatalogService) []string {
+	ports := map[uint32]bool{}
+	for _, ep := range svc.Endpoints {
+		ports[ep.Port] = true
+	}
+	sorted := make([]int, 0, len(ports))
+	for p := range ports {
+		sorted = append(sorted, int(p))
+	}
+	sort.Ints(sorted)
+	out := []string{svc.Name}
+	for _, p := range sorted {
+		out = append(out, svc.Name+":"+strconv.Itoa(p))
+	}
+	return out
+}
+
+// localities groups endpoints by (region, zone), in sorted order.
+func localities(eps []sources.Endpoint) []envoy.Locality {
+	type key struct{ region, zone string }
+	idx := map[key]int{}
+	var out []envoy.Locality
+	for _, ep := range eps {
+		k := key{ep.Region, ep.Zone}
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, envoy.Locality{Region: ep.Region, Zone: ep.Zone})
+		}
+		out[i].Endpoints = append(out[i].Endpoints, envoy.Endpoint{
+			Address:  ep.Address,
+			Port:     ep.Port,
+			Health:   healthStatus(ep.Health),
+			Weight:   ep.Weight,
+			Metadata: ep.Metadata,
+		})
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Region != out[j].Region {
+			return out[i].Region < out[j].Region
+		}
+		return out[i].Zone < out[j].Zone
+	})
+	return out
+}
+
+func healthStatus(h sources.Health) corev3.HealthStatus {
+	switch h {
+	case sources.HealthHealthy:
+		return corev3.HealthStatus_HEALTHY
+	case sources.HealthUnhealthy:
+		return corev3.HealthStatus_UNHEALTHY
+	case sources.HealthDraining:
+		return corev3.HealthStatus_DRAINING
+	}
+	return corev3.HealthStatus_UNKNOWN
+}

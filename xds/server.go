@@ -1,0 +1,132 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Config configures a Server.
+type Config struct {
+	Log     *slog.Logger
+	Metrics *Metrics
+	// Cache holds the snapshots to serve (see NewCache); the snapshot loop
+	// publishes into it.
+	Cache cache.SnapshotCache
+	// Groups learns about each new proxy group (the snapshot loop).
+	Groups GroupRegistrar
+	// TLS, when set, makes the server require TLS (and client certificates
+	// if TLS.ClientAuth says so).
+	TLS *tls.Config
+	// KeepaliveTime is how often an idle connection is pinged; dead proxies
+	// are dropped after KeepaliveTimeout without an answer.
+	KeepaliveTime    time.Duration
+	KeepaliveTimeout time.Duration
+	// DrainTimeout bounds graceful stop; streams still open then are cut.
+	DrainTimeout time.Duration
+}
+
+// Server is the ADS server.
+type Server struct {
+	cfg     Config
+	Cache   cache.SnapshotCache
+	Tracker *Tracker
+	grpc    *grpc.Server
+}
+
+// NewCache returns the snapshot cache a Server serves from, keyed by
+// translator.Proxy.Key() of each client.
+func NewCache(log *slog.Logger) cache.SnapshotCache {
+	return cache.NewSnapshotCache(true, NodeHash{}, cacheLogger{log})
+}
+
+// NewServer builds an ADS server around cfg.Cache.
+func NewServer(ctx context.Context, cfg Config) *Server {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.KeepaliveTime <= 0 {
+		cfg.KeepaliveTime = 30 * time.Second
+	}
+	if cfg.KeepaliveTimeout <= 0 {
+		cfg.KeepaliveTimeout = 10 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 5 * time.Second
+	}
+	snapshots := cfg.Cache
+	if snapshots == nil {
+		snapshots = NewCache(cfg.Log)
+	}
+	tracker := NewTracker(cfg.Groups, cfg.Log, cfg.Metrics)
+	xdsServer := serverv3.NewServer(ctx, nackGuard{SnapshotCache: snapshots}, tracker)
+
+	opts := []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
+		// Envoy and gRPC clients ping idle ADS connections; allow it rather
+		// than answering with GOAWAY "too_many_pings".
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(1 << 20),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, xdsServer)
+	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xdsServer)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xdsServer)
+	listenerservice.RegisterListenerDiscoveryServiceServer(gs, xdsServer)
+	routeservice.RegisterRouteDiscoveryServiceServer(gs, xdsServer)
+	return &Server{cfg: cfg, Cache: snapshots, Tracker: tracker, grpc: gs}
+}
+
+// Serve serves on lis until ctx ends, then stops gracefully: open streams get
+// DrainTimeout to finish before they are cut.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(lis) }()
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serving xDS on %s: %w", lis.Addr(), err)
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.DrainTimeout):
+		s.grpc.Stop()
+		<-done
+	}
+	return nil
+}
+
+// cacheLogger routes go-control-plane's logging into slog at debug level;
+// its messages are per-watch and too chatty for anything higher.
+type cacheLogger struct{ log *slog.Logger }
+
+func (l cacheLogger) Debugf(format string, args ...any) { l.log.Debug(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Infof(format string, args ...any)  { l.log.Debug(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Warnf(format string, args ...any)  { l.log.Warn(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Errorf(format string, args ...any) { l.log.Error(fmt.Sprintf(format, args...)) }

@@ -1,0 +1,266 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sluice-mesh/sluice/translator"
+)
+
+// GroupRegistrar learns about proxy groups as clients connect; the snapshot
+// loop implements it.
+type GroupRegistrar interface {
+	EnsureGroup(p translator.Proxy)
+}
+
+// Tracker implements go-control-plane's server callbacks: it identifies each
+// stream's client, registers its config group, and records per type what was
+// sent, acknowledged and rejected, for the admin API and metrics.
+type Tracker struct {
+	groups  GroupRegistrar
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+
+	mu      sync.Mutex
+	streams map[int64]*streamState
+}
+
+type streamState struct {
+	id         int64
+	delta      bool
+	opened     time.Time
+	node       *corev3.Node
+	proxy      translator.Proxy
+	identified bool
+	types      map[string]*typeState
+	// nonces maps the nonce of each response still awaiting an answer to
+	// its version, so an ACK or NACK can be attributed to what it answers.
+	nonces map[string]sent
+}
+
+type sent struct {
+	version string
+	at      time.Time
+}
+
+type typeState struct {
+	Sent      string    `json:"sent,omitempty"`
+	SentAt    time.Time `json:"sent_at,omitzero"`
+	Acked     string    `json:"acked,omitempty"`
+	AckedAt   time.Time `json:"acked_at,omitzero"`
+	Resources int       `json:"resources"`
+	Pushes    int       `json:"pushes"`
+	LastNack  *Nack     `json:"last_nack,omitempty"`
+}
+
+// Nack is a client's most recent rejection of a response.
+type Nack struct {
+	Version string    `json:"version"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+}
+
+// NewTracker returns callbacks that register groups with groups.
+func NewTracker(groups GroupRegistrar, log *slog.Logger, m *Metrics) *Tracker {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	return &Tracker{groups: groups, log: log, metrics: m, now: time.Now, streams: map[int64]*streamState{}}
+}
+
+func (t *Tracker) open(id int64, delta bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.streams[id] = &streamState{id: id, delta: delta, opened: t.now(), types: map[string]*typeState{}, nonces: map[string]sent{}}
+}
+
+func (t *Tracker) closed(id int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := t.streams[id]; s != nil && s.identified {
+		t.metrics.connected.WithLabelValues(string(s.proxy.Kind)).Dec()
+	}
+	delete(t.streams, id)
+}
+
+// request handles any request: identify the client on its first one, then
+// classify it as initial request, ACK or NACK.
+func (t *Tracker) request(id int64, node *corev3.Node, typeURL, version, nonce string, errDetail error) error {
+	t.mu.Lock()
+	s := t.streams[id]
+	if s == nil {
+		t.mu.Unlock()
+		return status.Error(codes.Internal, "unknown stream")
+	}
+	var register *translator.Proxy
+	if !s.identified {
+		p, err := translator.ProxyFromNode(node)
+		if err != nil {
+			t.mu.Unlock()
+			t.metrics.rejected.Inc()
+			t.log.Warn("refusing xDS client with invalid node", "node_id", node.GetId(), "err", err)
+			return status.Errorf(codes.InvalidArgument, "sluice: %v", err)
+		}
+		s.node, s.proxy, s.identified = node, p, true
+		t.metrics.connected.WithLabelValues(string(p.Kind)).Inc()
+		register = &p
+	}
+	ts := s.typeState(typeURL)
+	if nonce != "" {
+		answered, known := s.nonces[nonce]
+		delete(s.nonces, nonce)
+		if errDetail != nil {
+			ts.LastNack = &Nack{Version: answered.version, Error: errDetail.Error(), At: t.now()}
+			t.metrics.nacks.WithLabelValues(shortTypeName(typeURL)).Inc()
+			t.log.Warn("xDS client rejected config", "node_id", s.node.GetId(), "type", typeURL, "version", answered.version, "error", errDetail)
+		} else if known {
+			ts.Acked, ts.AckedAt = answered.version, t.now()
+			if version != "" && !s.delta {
+				ts.Acked = version
+			}
+			t.metrics.acks.WithLabelValues(shortTypeName(typeURL)).Inc()
+			t.metrics.ackSeconds.WithLabelValues(shortTypeName(typeURL)).Observe(t.now().Sub(answered.at).Seconds())
+		}
+	}
+	t.mu.Unlock()
+	if register != nil {
+		t.groups.EnsureGroup(*register)
+	}
+	return nil
+}
+
+func (t *Tracker) response(id int64, typeURL, version, nonce string, resources int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.streams[id]
+	if s == nil {
+		return
+	}
+	ts := s.typeState(typeURL)
+	now := t.now()
+	ts.Sent, ts.SentAt, ts.Resources = version, now, resources
+	ts.Pushes++
+	s.nonces[nonce] = sent{version: version, at: now}
+	t.metrics.pushes.WithLabelValues(shortTypeName(typeURL)).Inc()
+}
+
+func (s *streamState) typeState(typeURL string) *typeState {
+	ts := s.types[typeURL]
+	if ts == nil {
+		ts = &typeState{}
+		s.types[typeURL] = ts
+	}
+	return ts
+}
+
+// OnStreamOpen implements server.Callbacks.
+func (t *Tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
+	t.open(id, false)
+	return nil
+}
+
+// OnStreamClosed implements server.Callbacks.
+func (t *Tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+
+// OnDeltaStreamOpen implements server.Callbacks.
+func (t *Tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
+	t.open(id, true)
+	return nil
+}
+
+// OnDeltaStreamClosed implements server.Callbacks.
+func (t *Tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+
+// OnStreamRequest implements server.Callbacks.
+func (t *Tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	return t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
+}
+
+// OnStreamResponse implements server.Callbacks.
+func (t *Tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	t.response(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
+}
+
+// OnStreamDeltaRequest implements server.Callbacks.
+func (t *Tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	return t.request(id, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
+}
+
+// OnStreamDeltaResponse implements server.Callbacks.
+func (t *Tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	t.response(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources())+len(resp.GetRemovedResources()))
+}
+
+// OnFetchRequest implements server.Callbacks; REST fetches are not served.
+func (t *Tracker) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error {
+	return status.Error(codes.Unimplemented, "sluice serves xDS over ADS streams only")
+}
+
+// OnFetchResponse implements server.Callbacks.
+func (t *Tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
+
+func statusErr(st interface {
+	GetCode() int32
+	GetMessage() string
+}) error {
+	if st == nil || (st.GetCode() == 0 && st.GetMessage() == "") {
+		return nil
+	}
+	return fmt.Errorf("%s (code %d)", st.GetMessage(), st.GetCode())
+}
+
+// ProxyStatus is one connected stream as the admin API shows it.
+type ProxyStatus struct {
+	Stream    int64                `json:"stream"`
+	NodeID    string               `json:"node_id"`
+	Cluster   string               `json:"cluster,omitempty"`
+	UserAgent string               `json:"user_agent,omitempty"`
+	Group     string               `json:"group"`
+	Proxy     translator.Proxy     `json:"proxy"`
+	Delta     bool                 `json:"delta"`
+	Connected time.Time            `json:"connected"`
+	Types     map[string]typeState `json:"types"`
+}
+
+// Proxies returns every identified stream, ordered by node id and stream.
+func (t *Tracker) Proxies() []ProxyStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]ProxyStatus, 0, len(t.streams))
+	for _, s := range t.streams {
+		if !s.identified {
+			continue
+		}
+		ps := ProxyStatus{
+			Stream: s.id, NodeID: s.node.GetId(), Cluster: s.node.GetCluster(),
+			UserAgent: s.node.GetUserAgentName(), Group: s.proxy.Key(), Proxy: s.proxy,
+			Delta: s.delta, Connected: s.opened, Types: map[string]typeState{},
+		}
+		for typ, ts := range s.types {
+			c := *ts
+			if ts.LastNack != nil {
+				n := *ts.LastNack
+				c.LastNack = &n
+			}
+			ps.Types[typ] = c
+		}
+		out = append(out, ps)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].NodeID != out[j].NodeID {
+			return out[i].NodeID < out[j].NodeID
+		}
+		return out[i].Stream < out[j].Stream
+	})
+	return out
+}
