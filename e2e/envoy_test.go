@@ -195,10 +195,11 @@ func TestEnvoyFollowsRegistryFile(t *testing.T) {
 	for _, mode := range []string{"sotw", "delta"} {
 		t.Run(mode, func(t *testing.T) {
 			envoyBinary(t)
-			bs := startHTTPBackends(t, 3)
+			bs := startHTTPBackends(t, 4)
 			reg := filepath.Join(t.TempDir(), "registry.yaml")
 			all := []string{instance(bs[0].addr, ""), instance(bs[1].addr, ""), instance(bs[2].addr, "")}
-			writeFile(t, reg, registry("user-service", all...))
+			others := serviceEntry("order-service", instance(bs[3].addr, ""))
+			writeFile(t, reg, registry("user-service", all...)+others)
 			s := startSluice(t, "--registry-file", reg)
 			var extra []string
 			if mode == "delta" {
@@ -217,14 +218,19 @@ func TestEnvoyFollowsRegistryFile(t *testing.T) {
 				t.Fatalf("Host nobody: got %d %v, want 404", code, err)
 			}
 
-			writeFile(t, reg, registry("user-service", all[0], all[1]))
+			envoyWaitOnly(t, e, "order-service", "http-3")
+
+			writeFile(t, reg, registry("user-service", all[0], all[1])+others)
 			envoyWaitOnly(t, e, "user-service", "http-0", "http-1")
 
-			writeFile(t, reg, registry("user-service", all[0], instance(bs[1].addr, "health: unhealthy")))
+			writeFile(t, reg, registry("user-service", all[0], instance(bs[1].addr, "health: unhealthy"))+others)
 			envoyWaitOnly(t, e, "user-service", "http-0")
+			// Changes to one cluster leave the other's endpoints alone.
+			envoyWaitOnly(t, e, "order-service", "http-3")
 
 			checkEnvoyAgrees(t, s, e, "frontend-"+mode, map[string][]string{
-				"user-service": {bs[0].addr + "=HEALTHY", bs[1].addr + "=UNHEALTHY"},
+				"user-service":  {bs[0].addr + "=HEALTHY", bs[1].addr + "=UNHEALTHY"},
+				"order-service": {bs[3].addr + "=HEALTHY"},
 			})
 		})
 	}

@@ -85,12 +85,18 @@ func spread(client testgrpc.TestServiceClient, n int) (map[string]int, error) {
 // and follows the file as instances are removed or marked unhealthy.
 func TestGRPCClientFollowsRegistryFile(t *testing.T) {
 	requireE2E(t)
-	bs := startGRPCBackends(t, 3)
+	bs := startGRPCBackends(t, 4)
 	reg := filepath.Join(t.TempDir(), "registry.yaml")
 	all := []string{instance(bs[0].addr, ""), instance(bs[1].addr, ""), instance(bs[2].addr, "")}
-	writeFile(t, reg, registry("user-service", all...))
+	// Other services in the mesh: the client asks for user-service's
+	// resources only, and must get them all the same.
+	others := serviceEntry("order-service", instance(bs[3].addr, "")) + serviceEntry("zz-empty")
+	writeFile(t, reg, registry("user-service", all...)+others)
 	s := startSluice(t, "--registry-file", reg)
 	client := dialXDS(t, s.XDSAddr, "user-service")
+	// A second channel, to another service, over the same xDS client.
+	orders := dialXDS(t, s.XDSAddr, "order-service")
+	waitOnly(t, orders, "backend-3")
 
 	eventually(t, 30*time.Second, "traffic to all three backends", func() error {
 		seen, err := spread(client, 30)
@@ -104,16 +110,17 @@ func TestGRPCClientFollowsRegistryFile(t *testing.T) {
 	})
 
 	// Remove backend-2 from the file: all traffic moves off it.
-	writeFile(t, reg, registry("user-service", all[0], all[1]))
+	writeFile(t, reg, registry("user-service", all[0], all[1])+others)
 	waitOnly(t, client, "backend-0", "backend-1")
 
 	// Mark backend-1 unhealthy: it stays in EDS but gets no traffic.
-	writeFile(t, reg, registry("user-service", all[0], instance(bs[1].addr, "health: unhealthy")))
+	writeFile(t, reg, registry("user-service", all[0], instance(bs[1].addr, "health: unhealthy"))+others)
 	waitOnly(t, client, "backend-0")
 
 	// And back to all three.
-	writeFile(t, reg, registry("user-service", all...))
+	writeFile(t, reg, registry("user-service", all...)+others)
 	waitOnly(t, client, "backend-0", "backend-1", "backend-2")
+	waitOnly(t, orders, "backend-3")
 
 	// The gRPC client's view, as sluice tracks it: every type acknowledged.
 	var proxies []struct {
@@ -125,15 +132,19 @@ func TestGRPCClientFollowsRegistryFile(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "sluice to see all gRPC types acked", func() error {
 		s.adminJSON(t, "/debug/proxies", &proxies)
-		if len(proxies) != 1 || proxies[0].Group != "grpc" {
+		// Each resolver built for a test has its own xDS client, so each
+		// channel is its own stream.
+		if len(proxies) != 2 {
 			return fmt.Errorf("proxies: %+v", proxies)
 		}
-		if len(proxies[0].Types) != 4 {
-			return fmt.Errorf("types: %+v", proxies[0].Types)
-		}
-		for typ, st := range proxies[0].Types {
-			if st.Sent == "" || st.Sent != st.Acked {
-				return fmt.Errorf("%s: sent %q acked %q", typ, st.Sent, st.Acked)
+		for _, p := range proxies {
+			if p.NodeID != "grpc-e2e-client" || p.Group != "grpc" || len(p.Types) != 4 {
+				return fmt.Errorf("proxy: %+v", p)
+			}
+			for typ, st := range p.Types {
+				if st.Sent == "" || st.Sent != st.Acked {
+					return fmt.Errorf("%s: sent %q acked %q", typ, st.Sent, st.Acked)
+				}
 			}
 		}
 		return nil

@@ -209,8 +209,13 @@ func freePort(t *testing.T) int {
 
 // registry renders a registry file for one service.
 func registry(service string, instances ...string) string {
+	return "services:\n" + serviceEntry(service, instances...)
+}
+
+// serviceEntry renders one service of a registry file's services list.
+func serviceEntry(service string, instances ...string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "services:\n  - name: %s\n    instances:\n", service)
+	fmt.Fprintf(&b, "  - name: %s\n    instances:\n", service)
 	for _, in := range instances {
 		fmt.Fprintf(&b, "      - %s\n", in)
 	}

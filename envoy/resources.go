@@ -67,9 +67,15 @@ type Locality struct {
 	Endpoints    []Endpoint
 }
 
+// maxLocalityWeight keeps the sum of all locality weights of a cluster within
+// uint32, which Envoy requires.
+const maxLocalityWeight = 1 << 24
+
 // LoadAssignment builds a ClusterLoadAssignment. Every locality gets a
-// Locality message and a load-balancing weight (the sum of its endpoints'
-// weights): gRPC's xDS client rejects an assignment without them.
+// Locality message and a load-balancing weight: gRPC's xDS client rejects an
+// assignment without them. The weight is the sum of the weights of the
+// endpoints that can take traffic (healthy or unknown), at least 1, so a zone
+// whose instances are failing does not keep its share of traffic.
 func LoadAssignment(cluster string, localities []Locality) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
 	for _, l := range localities {
@@ -82,7 +88,9 @@ func LoadAssignment(cluster string, localities []Locality) *endpointv3.ClusterLo
 			if w == 0 {
 				w = 1
 			}
-			total += w
+			if ep.Health == corev3.HealthStatus_HEALTHY || ep.Health == corev3.HealthStatus_UNKNOWN {
+				total = min(total+w, maxLocalityWeight)
+			}
 			lbe := &endpointv3.LbEndpoint{
 				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 					Address: SocketAddress(ep.Address, ep.Port),

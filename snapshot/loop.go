@@ -79,6 +79,9 @@ func NewLoop(cfg Config) *Loop {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
 	if cfg.HoldOff <= 0 {
 		cfg.HoldOff = 100 * time.Millisecond
 	}
@@ -254,20 +257,28 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 		}
 		versions := Versions(snap)
 		changed := !equalVersions(versions, g.versions)
-		g.err, g.fresh = "", false
-		if changed {
-			g.snap, g.versions = snap, versions
-		}
 		l.mu.Unlock()
 		if !changed {
+			l.mu.Lock()
+			g.err, g.fresh = "", false
+			l.mu.Unlock()
 			l.cfg.Metrics.snapshots.WithLabelValues("unchanged").Inc()
 			continue
 		}
 		if err := l.cfg.Publisher.SetSnapshot(ctx, g.proxy.Key(), snap); err != nil {
 			failed = true
+			l.mu.Lock()
+			g.err = err.Error()
+			l.mu.Unlock()
 			l.recordError(fmt.Errorf("publishing snapshot for %s: %w", g.proxy.Key(), err))
 			continue
 		}
+		// Record the versions only once the cache has them, so a failed
+		// publish is retried by the next build even if nothing changed.
+		l.mu.Lock()
+		g.snap, g.versions = snap, versions
+		g.err, g.fresh = "", false
+		l.mu.Unlock()
 		l.cfg.Metrics.snapshots.WithLabelValues("published").Inc()
 		l.cfg.Log.Debug("snapshot published", "group", g.proxy.Key(), "versions", versions)
 	}

@@ -6,6 +6,7 @@ package sources
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"sort"
@@ -35,6 +36,17 @@ func (h Health) String() string {
 
 // MarshalText makes Health readable in the admin API's JSON.
 func (h Health) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText reads the words MarshalText writes.
+func (h *Health) UnmarshalText(b []byte) error {
+	for i, n := range healthNames {
+		if string(b) == n {
+			*h = Health(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown health %q", b)
+}
 
 // ParseHealth maps the health words registries use onto Health. The empty
 // string means healthy: an instance that registered without a status is
@@ -86,17 +98,14 @@ type Instance struct {
 // Key identifies an instance across sources.
 func (i Instance) Key() string { return JoinHostPort(i.Address, i.Port) }
 
-// JoinHostPort formats an address and port the way registries key instances.
+// JoinHostPort formats an address and port the way registries key instances:
+// IPs in canonical form (so "::1" and "0:0::1" are one instance), anything
+// else verbatim.
 func JoinHostPort(addr string, port uint32) string {
-	return netip.AddrPortFrom(mustAddr(addr), uint16(port)).String()
-}
-
-func mustAddr(s string) netip.Addr {
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Addr{}
+	if a, err := netip.ParseAddr(addr); err == nil && port <= 65535 {
+		return netip.AddrPortFrom(a, uint16(port)).String()
 	}
-	return a
+	return net.JoinHostPort(addr, strconv.FormatUint(uint64(port), 10))
 }
 
 // Service is a named set of instances.
@@ -133,10 +142,22 @@ func (s *State) Normalize(source string) {
 	sortDiagnostics(s.Diagnostics)
 }
 
+// lessInstance orders instances by address (numerically for IPs, IPs before
+// names) and then port.
 func lessInstance(a, b Instance) bool {
-	aa, ab := mustAddr(a.Address), mustAddr(b.Address)
-	if c := aa.Compare(ab); c != 0 {
-		return c < 0
+	aa, errA := netip.ParseAddr(a.Address)
+	ab, errB := netip.ParseAddr(b.Address)
+	switch {
+	case errA == nil && errB == nil:
+		if c := aa.Compare(ab); c != 0 {
+			return c < 0
+		}
+	case errA == nil:
+		return true
+	case errB == nil:
+		return false
+	case a.Address != b.Address:
+		return a.Address < b.Address
 	}
 	return a.Port < b.Port
 }

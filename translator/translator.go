@@ -87,9 +87,15 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 		res.add(resource.EndpointType, envoy.LoadAssignment(name, localities(svc.Endpoints)))
 		switch in.Proxy.Kind {
 		case KindGRPC:
-			vh := envoy.VirtualHost(svc.Name, []string{svc.Name}, name)
+			// One API listener per name a client may dial: xds:///name and
+			// xds:///name:port. gRPC picks the virtual host by that name, so
+			// the shared route configuration lists them all as domains.
+			doms := domains(svc)
+			vh := envoy.VirtualHost(svc.Name, doms, name)
 			res.add(resource.RouteType, envoy.RouteConfiguration(svc.Name, []*routev3.VirtualHost{vh}))
-			res.add(resource.ListenerType, envoy.APIListener(svc.Name, envoy.HTTPConnectionManager(svc.Name, svc.Name)))
+			for _, d := range doms {
+				res.add(resource.ListenerType, envoy.APIListener(d, envoy.HTTPConnectionManager(svc.Name, svc.Name)))
+			}
 		default:
 			vhosts = append(vhosts, envoy.VirtualHost(svc.Name, domains(svc), name))
 		}
@@ -161,12 +167,21 @@ func localities(eps []sources.Endpoint) []envoy.Locality {
 			Metadata: ep.Metadata,
 		})
 	}
-	sort.SliceStable(out, func(i, j int) bool {
+	sort.Slice(out, func(i, j int) bool {
 		if out[i].Region != out[j].Region {
 			return out[i].Region < out[j].Region
 		}
 		return out[i].Zone < out[j].Zone
 	})
+	for _, l := range out {
+		sort.Slice(l.Endpoints, func(i, j int) bool {
+			a, b := l.Endpoints[i], l.Endpoints[j]
+			if a.Address != b.Address {
+				return a.Address < b.Address
+			}
+			return a.Port < b.Port
+		})
+	}
 	return out
 }
 

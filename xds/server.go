@@ -51,8 +51,13 @@ type Server struct {
 
 // NewCache returns the snapshot cache a Server serves from, keyed by
 // translator.Proxy.Key() of each client.
+//
+// The cache runs in non-ADS mode even though it serves ADS: in ADS mode it
+// refuses to answer a request that names only some resources of a type, yet
+// that is exactly what gRPC clients (and Envoy, for EDS and RDS) send when
+// they need a few services of a large mesh.
 func NewCache(log *slog.Logger) cache.SnapshotCache {
-	return cache.NewSnapshotCache(true, NodeHash{}, cacheLogger{log})
+	return cache.NewSnapshotCache(false, NodeHash{}, cacheLogger{log})
 }
 
 // NewServer builds an ADS server around cfg.Cache.

@@ -32,7 +32,14 @@ type Tracker struct {
 	now     func() time.Time
 
 	mu      sync.Mutex
-	streams map[int64]*streamState
+	streams map[streamKey]*streamState
+}
+
+// streamKey identifies a stream: go-control-plane numbers SotW and delta
+// streams independently, so the id alone is ambiguous.
+type streamKey struct {
+	delta bool
+	id    int64
 }
 
 type streamState struct {
@@ -75,29 +82,30 @@ func NewTracker(groups GroupRegistrar, log *slog.Logger, m *Metrics) *Tracker {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Tracker{groups: groups, log: log, metrics: m, now: time.Now, streams: map[int64]*streamState{}}
+	return &Tracker{groups: groups, log: log, metrics: m, now: time.Now, streams: map[streamKey]*streamState{}}
 }
 
 func (t *Tracker) open(id int64, delta bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[id] = &streamState{id: id, delta: delta, opened: t.now(), types: map[string]*typeState{}, nonces: map[string]sent{}}
+	t.streams[streamKey{delta, id}] = &streamState{id: id, delta: delta, opened: t.now(), types: map[string]*typeState{}, nonces: map[string]sent{}}
 }
 
-func (t *Tracker) closed(id int64) {
+func (t *Tracker) closed(id int64, delta bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s := t.streams[id]; s != nil && s.identified {
+	k := streamKey{delta, id}
+	if s := t.streams[k]; s != nil && s.identified {
 		t.metrics.connected.WithLabelValues(string(s.proxy.Kind)).Dec()
 	}
-	delete(t.streams, id)
+	delete(t.streams, k)
 }
 
 // request handles any request: identify the client on its first one, then
 // classify it as initial request, ACK or NACK.
-func (t *Tracker) request(id int64, node *corev3.Node, typeURL, version, nonce string, errDetail error) error {
+func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, version, nonce string, errDetail error) error {
 	t.mu.Lock()
-	s := t.streams[id]
+	s := t.streams[streamKey{delta, id}]
 	if s == nil {
 		t.mu.Unlock()
 		return status.Error(codes.Internal, "unknown stream")
@@ -139,10 +147,10 @@ func (t *Tracker) request(id int64, node *corev3.Node, typeURL, version, nonce s
 	return nil
 }
 
-func (t *Tracker) response(id int64, typeURL, version, nonce string, resources int) {
+func (t *Tracker) response(id int64, delta bool, typeURL, version, nonce string, resources int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := t.streams[id]
+	s := t.streams[streamKey{delta, id}]
 	if s == nil {
 		return
 	}
@@ -170,7 +178,7 @@ func (t *Tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
 }
 
 // OnStreamClosed implements server.Callbacks.
-func (t *Tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *Tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id, false) }
 
 // OnDeltaStreamOpen implements server.Callbacks.
 func (t *Tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
@@ -179,26 +187,26 @@ func (t *Tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error
 }
 
 // OnDeltaStreamClosed implements server.Callbacks.
-func (t *Tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *Tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id, true) }
 
 // OnStreamRequest implements server.Callbacks.
 func (t *Tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	return t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
+	return t.request(id, false, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
 }
 
 // OnStreamResponse implements server.Callbacks.
 func (t *Tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	t.response(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
+	t.response(id, false, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
 }
 
 // OnStreamDeltaRequest implements server.Callbacks.
 func (t *Tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-	return t.request(id, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
+	return t.request(id, true, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
 }
 
 // OnStreamDeltaResponse implements server.Callbacks.
 func (t *Tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	t.response(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources())+len(resp.GetRemovedResources()))
+	t.response(id, true, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources())+len(resp.GetRemovedResources()))
 }
 
 // OnFetchRequest implements server.Callbacks; REST fetches are not served.

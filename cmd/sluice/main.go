@@ -51,7 +51,15 @@ type app struct {
 }
 
 func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
-	a := &app{v: viper.New(), stdout: stdout, stderr: stderr}
+	return newApp(stdout, stderr).rootCommand()
+}
+
+func newApp(stdout, stderr io.Writer) *app {
+	return &app{v: viper.New(), stdout: stdout, stderr: stderr}
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	stdout, stderr := a.stdout, a.stderr
 	root := &cobra.Command{
 		Use:           "sluice",
 		Short:         "A service-mesh control plane: registries + policy files -> Envoy and gRPC xDS",

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -33,6 +34,8 @@ func Parse(filename string, data []byte) (*sources.State, []sources.Diagnostic) 
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
 		p.errorf(extra.Line, "", "a registry file holds one YAML document; found another")
+	} else if !errors.Is(err, io.EOF) {
+		p.errorf(lineOfYAMLError(err), "", "invalid YAML: %s", stripLinePrefix(err.Error()))
 	}
 	st := &sources.State{Services: []sources.Service{}}
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
@@ -154,7 +157,7 @@ func (p *parser) service(n *yaml.Node, path string) (sources.Service, bool) {
 }
 
 func (p *parser) instance(n *yaml.Node, path string) (sources.Instance, bool) {
-	in := sources.Instance{Origin: p.file + ":" + strconv.Itoa(n.Line)}
+	in := sources.Instance{Origin: p.file + ":" + strconv.Itoa(n.Line), Health: sources.HealthHealthy}
 	ok, hasAddr, hasPort := true, false, false
 	fail := func(v *yaml.Node, field, format string, args ...any) {
 		p.errorf(v.Line, path+"."+field, format, args...)
@@ -226,9 +229,6 @@ func (p *parser) instance(n *yaml.Node, path string) (sources.Instance, bool) {
 	if !hasPort {
 		fail(n, "port", "required field is missing")
 	}
-	if in.Health == sources.HealthUnknown {
-		in.Health = sources.HealthHealthy
-	}
 	return in, ok
 }
 
@@ -288,5 +288,5 @@ func stripLinePrefix(s string) string {
 	if loc := yamlLine.FindStringIndex(s); loc != nil {
 		return s[loc[1]:]
 	}
-	return s
+	return strings.TrimPrefix(s, "yaml: ")
 }

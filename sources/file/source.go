@@ -50,6 +50,9 @@ func (s *Source) Run(ctx context.Context, events chan<- sources.Event) error {
 	load := func() bool {
 		data, err := os.ReadFile(s.path)
 		if err != nil {
+			// Forget the last content, so restoring the very same file is
+			// seen as a change and clears the error.
+			loaded = false
 			s.log.Error("cannot read registry file; keeping the last good catalog", "err", err)
 			return sources.Send(ctx, events, sources.Event{Source: SourceName, Err: err})
 		}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+)
+
+func run(t *testing.T, env map[string]string, args ...string) (string, string, error) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	var out, errOut bytes.Buffer
+	cmd := newRootCommand(&out, &errOut)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
+}
+
+func TestServeRejectsBadInput(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("registry-file: x.yaml\nxds-adr: 1.2.3.4:5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unknown flag", nil, []string{"serve", "--bogus"}, "unknown flag: --bogus"},
+		{"no registry", nil, []string{"serve"}, "no registry configured"},
+		{"bad xds addr", nil, []string{"serve", "--registry-file", "x", "--xds-addr", "nohost"}, `--xds-addr: "nohost" is not host:port`},
+		{"bad admin addr", nil, []string{"serve", "--registry-file", "x", "--admin-addr", "::"}, "--admin-addr"},
+		{"bad duration", nil, []string{"serve", "--registry-file", "x", "--debounce", "soon"}, `invalid argument "soon" for "--debounce"`},
+		{"max delay below debounce", nil, []string{"serve", "--registry-file", "x", "--debounce", "2s", "--max-delay", "1s"}, "--max-delay: must be at least --debounce"},
+		{"bad outbound port", nil, []string{"serve", "--registry-file", "x", "--outbound-port", "70000"}, "--outbound-port"},
+		{"bad log level from env", map[string]string{"SLUICE_LOG_LEVEL": "loud"}, []string{"serve", "--registry-file", "x"}, `--log-level: "loud"`},
+		{"bad log format", nil, []string{"serve", "--registry-file", "x", "--log-format", "xml"}, `--log-format: "xml"`},
+		{"tls key without cert", nil, []string{"serve", "--registry-file", "x", "--xds-tls-key", "k.pem"}, "must be given together"},
+		{"unknown config key", nil, []string{"serve", "--config", cfg}, `unknown key "xds-adr"`},
+		{"missing config file", nil, []string{"serve", "--config", filepath.Join(t.TempDir(), "nope.yaml")}, "reading config file"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := run(t, tc.env, tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestConfigPrecedence: flags override SLUICE_* env vars, which override the
+// config file.
+func TestConfigPrecedence(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("registry-file: from-file.yaml\nxds-addr: 127.0.0.1:1\nadmin-addr: 127.0.0.1:2\ndebounce: 50ms\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SLUICE_XDS_ADDR", "127.0.0.1:3")
+	t.Setenv("SLUICE_ADMIN_ADDR", "127.0.0.1:5")
+	a := newApp(&bytes.Buffer{}, &bytes.Buffer{})
+	root := a.rootCommand()
+	serve, _, err := root.Find([]string{"serve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got serveOptions
+	serve.RunE = func(*cobra.Command, []string) error {
+		got, err = a.serveOptions()
+		return err
+	}
+	root.SetArgs([]string{"serve", "--config", cfg, "--admin-addr", "127.0.0.1:4"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.registryFile != "from-file.yaml" {
+		t.Errorf("registry file %q, want the config file's", got.registryFile)
+	}
+	if got.xdsAddr != "127.0.0.1:3" {
+		t.Errorf("xds addr %q, want the env var's over the file's", got.xdsAddr)
+	}
+	if got.adminAddr != "127.0.0.1:4" {
+		t.Errorf("admin addr %q, want the flag's over env and file", got.adminAddr)
+	}
+	if got.holdOff.String() != "50ms" {
+		t.Errorf("debounce %s, want 50ms from the file", got.holdOff)
+	}
+}
+
+// TestBootstrapIsValid: the bootstrap passes Envoy's proto validation and
+// carries the node identity and ADS settings sluice relies on.
+func TestBootstrapIsValid(t *testing.T) {
+	for _, args := range [][]string{
+		{"--service", "web", "--node-id", "web-1"},
+		{"--service", "web", "--node-id", "web-1", "--delta", "--xds-addr", "sluice.mesh.svc:18000", "--role", "gateway",
+			"--outbound-address", "0.0.0.0", "--outbound-port", "8080", "--inbound-port", "9090", "--format", "json"},
+	} {
+		out, _, err := run(t, nil, append([]string{"bootstrap"}, args...)...)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		js := []byte(out)
+		if !strings.Contains(strings.Join(args, " "), "json") {
+			if js, err = yaml.YAMLToJSON(js); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b := &bootstrapv3.Bootstrap{}
+		if err := protojson.Unmarshal(js, b); err != nil {
+			t.Fatalf("%v: decoding: %v\n%s", args, err, out)
+		}
+		if err := b.ValidateAll(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if b.GetNode().GetId() != "web-1" || b.GetNode().GetCluster() != "web" {
+			t.Errorf("%v: node %v", args, b.GetNode())
+		}
+		if b.GetDynamicResources().GetAdsConfig() == nil || b.GetDynamicResources().GetCdsConfig().GetAds() == nil {
+			t.Errorf("%v: not ADS: %v", args, b.GetDynamicResources())
+		}
+	}
+	for _, bad := range [][]string{
+		{},
+		{"--service", "web", "--role", "king"},
+		{"--service", "web", "--outbound-port", "70000"},
+		{"--service", "web", "--xds-addr", "nope"},
+		{"--service", "web", "--format", "toml"},
+	} {
+		if _, _, err := run(t, nil, append([]string{"bootstrap", "--node-id", "n"}, bad...)...); err == nil {
+			t.Errorf("bootstrap %v: no error", bad)
+		}
+	}
+}
+
+// TestValidateExitCodes: validate prints file:line: field: message and
+// returns exit status 1 on any error, nothing and success otherwise.
+func TestValidateExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(good, []byte("services:\n  - name: a\n    instances:\n      - {address: 10.0.0.1, port: 80}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("services:\n  - name: a\n    instances:\n      - {address: 10.0.0.1, port: 0}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := run(t, nil, "validate", good)
+	if err != nil || out != "" {
+		t.Fatalf("good file: out %q err %v", out, err)
+	}
+	out, _, err = run(t, nil, "validate", good, bad)
+	var ee exitError
+	if !errors.As(err, &ee) || ee != 1 {
+		t.Fatalf("bad file: err %v, want exit status 1", err)
+	}
+	want := bad + ":4: services[0].instances[0].port: \"0\" is not a port (1-65535)\n"
+	if out != want {
+		t.Fatalf("bad file: output %q, want %q", out, want)
+	}
+}

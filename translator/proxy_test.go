@@ -1,0 +1,110 @@
+package translator_test
+
+import (
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/sluice-mesh/sluice/translator"
+)
+
+func node(cluster, userAgent string, md map[string]any) *corev3.Node {
+	n := &corev3.Node{Cluster: cluster, UserAgentName: userAgent}
+	if md != nil {
+		s, err := structpb.NewStruct(md)
+		if err != nil {
+			panic(err)
+		}
+		n.Metadata = s
+	}
+	return n
+}
+
+func TestProxyFromNode(t *testing.T) {
+	sidecar := func(p translator.Proxy) translator.Proxy {
+		p.Kind, p.Role = translator.KindEnvoy, translator.RoleSidecar
+		return p
+	}
+	tests := []struct {
+		name    string
+		node    *corev3.Node
+		want    translator.Proxy
+		wantErr string
+	}{
+		{name: "nil node", node: nil, want: sidecar(translator.Proxy{})},
+		{name: "plain envoy", node: node("web", "envoy", nil), want: sidecar(translator.Proxy{Service: "web"})},
+		{name: "grpc by user agent", node: node("web", "gRPC Go", nil), want: translator.Proxy{Kind: translator.KindGRPC}},
+		{
+			name: "grpc by metadata drops everything else",
+			node: node("web", "envoy", map[string]any{"proxy_type": "grpc", "role": "gateway", "outbound_port": 1}),
+			want: translator.Proxy{Kind: translator.KindGRPC},
+		},
+		{
+			name: "metadata envoy wins over a grpc user agent",
+			node: node("web", "grpc-java", map[string]any{"proxy_type": "envoy"}),
+			want: sidecar(translator.Proxy{Service: "web"}),
+		},
+		{
+			name: "gateway with outbound and inbound ports",
+			node: node("edge", "envoy", map[string]any{
+				"role": "gateway", "outbound_address": "0.0.0.0", "outbound_port": 8443.0, "inbound_port": "15006",
+			}),
+			want: translator.Proxy{
+				Kind: translator.KindEnvoy, Role: translator.RoleGateway, Service: "edge",
+				OutboundAddress: "0.0.0.0", OutboundPort: 8443, InboundPort: 15006,
+			},
+		},
+		{name: "bad proxy type", node: node("", "", map[string]any{"proxy_type": "nginx"}), wantErr: `"proxy_type": "nginx"`},
+		{name: "bad role", node: node("", "", map[string]any{"role": "mesh"}), wantErr: `"role": "mesh"`},
+		{name: "port zero", node: node("", "", map[string]any{"outbound_port": 0}), wantErr: `"outbound_port"`},
+		{name: "port too large", node: node("", "", map[string]any{"inbound_port": 65536}), wantErr: `"inbound_port"`},
+		{name: "fractional port", node: node("", "", map[string]any{"outbound_port": 80.5}), wantErr: `"outbound_port"`},
+		{name: "port not a number", node: node("", "", map[string]any{"outbound_port": "http"}), wantErr: `"outbound_port": "http"`},
+		{name: "port of the wrong type", node: node("", "", map[string]any{"inbound_port": true}), wantErr: `"inbound_port": want a port number`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := translator.ProxyFromNode(tt.node)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ProxyFromNode() = %+v, %v; want error containing %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ProxyFromNode() error: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ProxyFromNode() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestProxyKey(t *testing.T) {
+	tests := []struct {
+		p    translator.Proxy
+		want string
+	}{
+		{translator.Proxy{Kind: translator.KindGRPC, Service: "ignored", OutboundPort: 1}, "grpc"},
+		{translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web"}, "envoy/sidecar/web"},
+		{translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar}, "envoy/sidecar/"},
+		{
+			translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleGateway, Service: "edge", OutboundAddress: "0.0.0.0", OutboundPort: 8443, InboundPort: 15006},
+			"envoy/gateway/edge/out=0.0.0.0:8443/in=15006",
+		},
+	}
+	seen := map[string]bool{}
+	for _, tt := range tests {
+		if got := tt.p.Key(); got != tt.want {
+			t.Errorf("%+v.Key() = %q, want %q", tt.p, got, tt.want)
+		}
+		if seen[tt.want] {
+			t.Errorf("key %q not unique", tt.want)
+		}
+		seen[tt.want] = true
+	}
+}
