@@ -31,6 +31,7 @@ func TestLoadAssignment(t *testing.T) {
 		{Region: "r", Zone: "a", Endpoints: []envoy.Endpoint{
 			{Address: "10.0.0.1", Port: 80, Health: corev3.HealthStatus_HEALTHY, Weight: 2, Metadata: map[string]string{"v": "1"}},
 			{Address: "10.0.0.2", Port: 81, Health: corev3.HealthStatus_UNHEALTHY, Weight: 0},
+			{Address: "10.0.0.3", Port: 82, Health: corev3.HealthStatus_UNKNOWN, Weight: 0},
 		}},
 		{Region: "r", Zone: "b"},
 	})
@@ -42,8 +43,13 @@ func TestLoadAssignment(t *testing.T) {
 	if a.GetLocality().GetRegion() != "r" || a.GetLocality().GetZone() != "a" {
 		t.Errorf("locality = %v", a.GetLocality())
 	}
+	// The unhealthy endpoint takes no traffic, so it adds nothing; the
+	// unknown one does, and its weight 0 counts as 1.
 	if got := a.GetLoadBalancingWeight().GetValue(); got != 3 {
-		t.Errorf("locality weight = %d, want 2+1 (weight 0 counts as 1)", got)
+		t.Errorf("locality weight = %d, want 2+1", got)
+	}
+	if got := b.GetLoadBalancingWeight().GetValue(); got != 1 {
+		t.Errorf("empty locality weight = %d, want the minimum 1", got)
 	}
 	eps := a.GetLbEndpoints()
 	if got := eps[1].GetLoadBalancingWeight().GetValue(); got != 1 {
