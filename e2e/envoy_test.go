@@ -87,7 +87,7 @@ func startEnvoy(t *testing.T, s *sluice, service, nodeID string, extra ...string
 	eventually(t, 30*time.Second, "envoy admin address", func() error {
 		b, err := os.ReadFile(adminPath)
 		if err != nil || len(b) == 0 {
-			return fmt.Errorf("no admin address yet (%v)", err)
+			return fmt.Errorf("no admin address yet (%w)", err)
 		}
 		e.AdminAddr = strings.TrimSpace(string(b))
 		return nil
@@ -107,7 +107,7 @@ func (e *envoyProc) get(host string) (int, string, error) {
 	if err != nil {
 		return 0, "", err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
 }
@@ -118,7 +118,7 @@ func (e *envoyProc) admin(t *testing.T, path string) []byte {
 	if err != nil {
 		t.Fatalf("envoy admin %s: %v", path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	sluiceBin = filepath.Join(dir, "sluice")
 	build := exec.Command("go", "build", "-race", "-o", sluiceBin, "../cmd/sluice")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
@@ -97,7 +97,7 @@ func startSluice(t *testing.T, args ...string) *sluice {
 		sent := false
 		for sc.Scan() {
 			line := sc.Bytes()
-			s.logs.Write(append(append([]byte(nil), line...), '\n'))
+			_, _ = s.logs.Write(append(append([]byte(nil), line...), '\n'))
 			var rec struct {
 				Msg   string `json:"msg"`
 				XDS   string `json:"xds"`
@@ -139,7 +139,7 @@ func (s *sluice) adminJSON(t *testing.T, path string, v any) int {
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
@@ -159,7 +159,7 @@ func (s *sluice) adminText(t *testing.T, path string) string {
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
@@ -203,7 +203,7 @@ func freePort(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }
 

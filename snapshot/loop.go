@@ -152,7 +152,10 @@ func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case ev := <-events:
+		case ev, ok := <-events:
+			if !ok {
+				return nil
+			}
 			if l.apply(ev) {
 				schedule()
 			}

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 )
 
 // Health is the health of one instance as its registry reports it.
@@ -133,6 +135,16 @@ func (s *State) Normalize(source string) {
 				in.Weight = DefaultWeight
 			}
 			in.Source = source
+			// Registries hand over raw bytes; protobuf strings must be
+			// UTF-8, and one bad label must not block every build.
+			in.Zone, in.Region = validUTF8(in.Zone), validUTF8(in.Region)
+			if needsUTF8Fix(in.Metadata) {
+				md := make(map[string]string, len(in.Metadata))
+				for k, v := range in.Metadata {
+					md[validUTF8(k)] = validUTF8(v)
+				}
+				in.Metadata = md
+			}
 		}
 		sort.Slice(svc.Instances, func(a, b int) bool {
 			return lessInstance(svc.Instances[a], svc.Instances[b])
@@ -140,6 +152,17 @@ func (s *State) Normalize(source string) {
 	}
 	sort.Slice(s.Services, func(a, b int) bool { return s.Services[a].Name < s.Services[b].Name })
 	sortDiagnostics(s.Diagnostics)
+}
+
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
+func needsUTF8Fix(m map[string]string) bool {
+	for k, v := range m {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return true
+		}
+	}
+	return false
 }
 
 // lessInstance orders instances by address (numerically for IPs, IPs before

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand"
+	"reflect"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -413,5 +414,24 @@ func TestHealthJSONRoundTrip(t *testing.T) {
 	}
 	if diff := cmp.Diff(in, out); diff != "" {
 		t.Errorf("round trip mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestNormalizeRepairsUTF8: registries hand over raw bytes; Normalize makes
+// locality and metadata valid UTF-8 so that one bad label cannot fail every
+// snapshot build (protobuf strings must be UTF-8).
+func TestNormalizeRepairsUTF8(t *testing.T) {
+	st := sources.State{Services: []sources.Service{{Name: "svc", Instances: []sources.Instance{{
+		Address: "10.0.0.1", Port: 80, Zone: "z\xff", Region: "r\xfe",
+		Metadata: map[string]string{"team": "\xffops", "k\xff": "v"},
+	}}}}}
+	st.Normalize("etcd")
+	in := st.Services[0].Instances[0]
+	if in.Zone != "z\uFFFD" || in.Region != "r\uFFFD" {
+		t.Errorf("locality %q/%q not repaired", in.Region, in.Zone)
+	}
+	want := map[string]string{"team": "\uFFFDops", "k\uFFFD": "v"}
+	if !reflect.DeepEqual(in.Metadata, want) {
+		t.Errorf("metadata %q, want %q", in.Metadata, want)
 	}
 }
