@@ -1,0 +1,462 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-mesh/sluice/sources"
+)
+
+var (
+	topFields      = []string{"apiVersion", "kind", "metadata", "spec"}
+	metadataFields = []string{"name", "labels", "annotations"}
+	meshSpecFields = []string{"defaults", "tracing"}
+	specFields     = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "retry", "rateLimit", "tracing", "routes"}
+	// defaultsFields are the fields of a MeshPolicy's spec.defaults: those
+	// of a ServicePolicy's spec except tracing, which is mesh-wide.
+	defaultsFields = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "retry", "rateLimit", "routes"}
+	routeFields    = []string{"match", "timeout", "retry", "rateLimit"}
+	matchFields    = []string{"pathPrefix", "path", "methods", "headers"}
+)
+
+// MaxFileSize bounds the size of one policy file.
+const MaxFileSize = 4 << 20
+
+// Parse decodes one policy file, which may hold several YAML documents
+// separated by "---"; empty documents are skipped. On any error the whole
+// file is rejected: the documents are nil and the diagnostics (errors, sorted
+// by line) say where and which field. Checks that span files, such as
+// duplicate policies, are made by Load.
+func Parse(filename string, data []byte) ([]Document, []sources.Diagnostic) {
+	docs, diags := parseFile(filename, data)
+	if len(diags) > 0 {
+		return nil, diags
+	}
+	if docs == nil {
+		docs = []Document{}
+	}
+	return docs, nil
+}
+
+// parseFile returns every document whose kind and name could be read, valid
+// or not, so duplicates can be reported alongside other errors.
+func parseFile(filename string, data []byte) (docs []Document, diags []sources.Diagnostic) {
+	p := &parser{file: filename}
+	if len(data) > MaxFileSize {
+		p.errorf(1, "", "the file is larger than %d bytes; split it", MaxFileSize)
+		return nil, p.diags
+	}
+	defer func() {
+		// The YAML library is not known to panic, but a policy file must
+		// never take the control plane down.
+		if r := recover(); r != nil {
+			p.errorf(1, "", "invalid YAML: the parser failed: %v", r)
+			docs, diags = nil, p.diags
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var root yaml.Node
+		err := dec.Decode(&root)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			p.errorf(lineOfYAMLError(err), "", "invalid YAML: %s", stripLinePrefix(err.Error()))
+			break
+		}
+		if doc, ok := p.document(&root); ok {
+			docs = append(docs, doc)
+		}
+	}
+	sortDiagnostics(p.diags)
+	return docs, p.diags
+}
+
+// document parses one YAML document; ok reports whether its kind (and, for a
+// ServicePolicy, its name) could be read.
+func (p *parser) document(root *yaml.Node) (doc Document, ok bool) {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return doc, false
+	}
+	n := p.deref(root.Content[0])
+	if isNull(n) {
+		return doc, false // an empty document, e.g. after a trailing "---"
+	}
+	doc = Document{File: p.file, Line: n.Line, lines: map[string]int{}}
+	p.lines = doc.lines
+	defer func() { p.lines = nil }()
+
+	var apiVersion, kind, metadata, spec *yaml.Node
+	if !p.fields(n, "", topFields, nil, func(key string, v *yaml.Node) {
+		switch key {
+		case "apiVersion":
+			apiVersion = v
+		case "kind":
+			kind = v
+		case "metadata":
+			metadata = v
+		case "spec":
+			spec = v
+		}
+	}) {
+		return doc, false
+	}
+	if apiVersion == nil {
+		p.errorf(n.Line, "apiVersion", "required field is missing (want %s)", APIVersion)
+	} else if s, ok := p.scalar(apiVersion, "apiVersion", "an API version"); ok && s != APIVersion {
+		p.errorf(apiVersion.Line, "apiVersion", "unsupported API version %q (want %s)", s, APIVersion)
+	}
+	if kind == nil {
+		p.errorf(n.Line, "kind", "required field is missing (want %s or %s)", KindMeshPolicy, KindServicePolicy)
+		return doc, false
+	}
+	k, kok := p.enum(kind, "kind", "kind", []string{string(KindMeshPolicy), string(KindServicePolicy)})
+	if !kok {
+		return doc, false
+	}
+	doc.Kind = Kind(k)
+
+	nameOK := doc.Kind == KindMeshPolicy
+	if metadata != nil {
+		nameOK = p.metadata(metadata, &doc) || nameOK
+	} else if doc.Kind == KindServicePolicy {
+		p.errorf(n.Line, "metadata.name", "required field is missing (the service this policy applies to)")
+	}
+	if spec == nil {
+		p.errorf(n.Line, "spec", "required field is missing")
+	} else if doc.Kind == KindMeshPolicy {
+		p.meshSpec(spec, &doc)
+	} else {
+		p.spec(spec, "spec", &doc.Spec, false)
+	}
+	return doc, nameOK
+}
+
+func (p *parser) metadata(n *yaml.Node, doc *Document) (nameOK bool) {
+	hasName := false
+	if !p.fields(n, "metadata", metadataFields, nil, func(key string, v *yaml.Node) {
+		switch key {
+		case "name":
+			hasName = true
+			s, ok := p.scalar(v, "metadata.name", "a name")
+			if !ok {
+				return
+			}
+			if doc.Kind == KindServicePolicy && !sources.ValidServiceName(s) {
+				p.errorf(v.Line, "metadata.name", "%q is not a valid service name (lowercase letters, digits, '-', '.', '_'; starts and ends alphanumeric; at most 253 characters)", s)
+				return
+			}
+			doc.Name, nameOK = s, true
+		case "labels", "annotations":
+			p.stringMap(v, "metadata."+key, key)
+		}
+	}) {
+		return false
+	}
+	if !hasName && doc.Kind == KindServicePolicy {
+		p.errorf(n.Line, "metadata.name", "required field is missing (the service this policy applies to)")
+	}
+	return nameOK
+}
+
+func (p *parser) meshSpec(n *yaml.Node, doc *Document) {
+	misplaced := func(key string) string {
+		if key == "defaults" || key == "tracing" {
+			return ""
+		}
+		for _, f := range specFields {
+			if f == key {
+				return fmt.Sprintf("a MeshPolicy sets %s under spec.defaults", key)
+			}
+		}
+		return ""
+	}
+	p.fields(n, "spec", meshSpecFields, misplaced, func(key string, v *yaml.Node) {
+		switch key {
+		case "defaults":
+			p.spec(v, "spec.defaults", &doc.Spec, true)
+		case "tracing":
+			doc.Tracing = p.tracing(v, "spec.tracing")
+		}
+	})
+}
+
+// spec parses a ServicePolicy's spec or a MeshPolicy's spec.defaults.
+func (p *parser) spec(n *yaml.Node, path string, s *Spec, mesh bool) {
+	known := specFields
+	if mesh {
+		known = defaultsFields
+	}
+	misplaced := func(key string) string {
+		if mesh && key == "tracing" {
+			return "tracing is mesh-wide: set it in the MeshPolicy's spec.tracing"
+		}
+		return ""
+	}
+	p.fields(n, path, known, misplaced, func(key string, v *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "loadBalancer":
+			s.LoadBalancer = p.loadBalancer(v, fp)
+		case "timeout":
+			if d, ok := p.duration(v, fp, maxTimeout); ok {
+				s.Timeout = &d
+			}
+		case "circuitBreaker":
+			s.CircuitBreaker = p.circuitBreaker(v, fp)
+		case "outlierDetection":
+			s.OutlierDetection = p.outlierDetection(v, fp)
+		case "retry":
+			s.Retry, s.RetryBudget = p.retry(v, fp, true)
+		case "rateLimit":
+			s.RateLimit = p.rateLimit(v, fp)
+		case "tracing":
+			s.SamplingPercent = p.serviceTracing(v, fp)
+		case "routes":
+			s.Routes = p.routes(v, fp)
+		}
+	})
+	p.checkPerTryTimeout(path, s.Timeout, s.Retry)
+}
+
+// checkPerTryTimeout enforces perTryTimeout ≤ timeout within one level.
+func (p *parser) checkPerTryTimeout(path string, timeout *time.Duration, r *RetrySpec) {
+	if timeout == nil || r == nil || r.PerTryTimeout == nil || *r.PerTryTimeout <= *timeout {
+		return
+	}
+	fp := join(path, "retry.perTryTimeout")
+	p.errorf(p.lines[fp], fp, "perTryTimeout (%s) is longer than the timeout (%s) set beside it", fmtDuration(*r.PerTryTimeout), fmtDuration(*timeout))
+}
+
+func (p *parser) routes(n *yaml.Node, path string) []RouteSpec {
+	items, ok := p.seq(n, path)
+	if !ok {
+		return nil
+	}
+	routes := make([]RouteSpec, 0, len(items))
+	byMatch := map[string]RouteSpec{}
+	for i, it := range items {
+		rp := index(path, i)
+		r, ok := p.route(it, rp)
+		if !ok {
+			continue
+		}
+		r.Index = i
+		if prev, dup := byMatch[r.Match.key()]; dup {
+			p.errorf(r.Line, rp+".match", "same match as %s (line %d); merge the two routes", index(path, prev.Index), prev.Line)
+			continue
+		}
+		byMatch[r.Match.key()] = r
+		routes = append(routes, r)
+	}
+	return routes
+}
+
+func (p *parser) route(n *yaml.Node, path string) (RouteSpec, bool) {
+	r := RouteSpec{Line: n.Line}
+	hasMatch, matchOK := false, false
+	serviceWide := func(key string) string {
+		switch key {
+		case "loadBalancer", "circuitBreaker", "outlierDetection", "tracing", "routes":
+			return key + " applies to the whole service, not to one route"
+		}
+		return ""
+	}
+	if !p.fields(n, path, routeFields, serviceWide, func(key string, v *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "match":
+			hasMatch = true
+			r.Match, matchOK = p.match(v, fp)
+		case "timeout":
+			if d, ok := p.duration(v, fp, maxTimeout); ok {
+				r.Timeout = &d
+			}
+		case "retry":
+			r.Retry, _ = p.retry(v, fp, false)
+		case "rateLimit":
+			r.RateLimit = p.rateLimit(v, fp)
+		}
+	}) {
+		return r, false
+	}
+	if !hasMatch {
+		p.errorf(n.Line, path+".match", "required field is missing")
+	}
+	p.checkPerTryTimeout(path, r.Timeout, r.Retry)
+	return r, matchOK
+}
+
+var validPath = regexp.MustCompile(`^/[^\s?#]*$`)
+
+func (p *parser) match(n *yaml.Node, path string) (RouteMatch, bool) {
+	var m RouteMatch
+	ok := true
+	var prefixLine, pathLine int
+	before := len(p.diags)
+	if !p.fields(n, path, matchFields, nil, func(key string, v *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "pathPrefix", "path":
+			s, sok := p.str(v, fp, "a path starting with /")
+			if sok && !validPath.MatchString(s) {
+				p.errorf(v.Line, fp, "%q is not a path: it starts with / and has no spaces, ? or #", s)
+				sok = false
+			}
+			ok = ok && sok
+			if key == "path" {
+				m.Path, pathLine = s, v.Line
+			} else {
+				m.PathPrefix, prefixLine = s, v.Line
+			}
+		case "methods":
+			var mok bool
+			m.Methods, mok = p.methods(v, fp)
+			ok = ok && mok
+		case "headers":
+			var hok bool
+			m.Headers, hok = p.headerMatches(v, fp)
+			ok = ok && hok
+		}
+	}) {
+		return m, false
+	}
+	switch {
+	case !ok || len(p.diags) > before: // say nothing more about a match already in error
+		ok = false
+	case prefixLine > 0 && pathLine > 0:
+		p.errorf(pathLine, path+".path", "set pathPrefix or path, not both")
+		ok = false
+	case prefixLine == 0 && pathLine == 0:
+		p.errorf(p.deref(n).Line, path, "needs pathPrefix or path")
+		ok = false
+	}
+	return m, ok
+}
+
+func (p *parser) methods(n *yaml.Node, path string) ([]string, bool) {
+	items, ok := p.seq(n, path)
+	if !ok {
+		return nil, false
+	}
+	if len(items) == 0 {
+		p.errorf(n.Line, path, "list at least one method, or leave methods out to match any method")
+		return nil, false
+	}
+	var out []string
+	seen := map[string]bool{}
+	for i, it := range items {
+		fp := index(path, i)
+		s, sok := p.scalar(it, fp, "an HTTP method")
+		if !sok {
+			ok = false
+			continue
+		}
+		if !slices.Contains(httpMethods, s) {
+			if up := strings.ToUpper(s); slices.Contains(httpMethods, up) {
+				p.errorf(it.Line, fp, "methods are upper case: write %s", up)
+			} else {
+				p.errorf(it.Line, fp, "unknown HTTP method %q (want %s)", s, oneOf(httpMethods))
+			}
+			ok = false
+			continue
+		}
+		if seen[s] {
+			p.errorf(it.Line, fp, "%s is listed twice", s)
+			ok = false
+			continue
+		}
+		seen[s] = true
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out, ok
+}
+
+func (p *parser) headerMatches(n *yaml.Node, path string) ([]HeaderMatch, bool) {
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n.Line, path, "expected a mapping of header names to values, got %s", kindName(n))
+		return nil, false
+	}
+	var out []HeaderMatch
+	ok := true
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := p.deref(n.Content[i]), p.deref(n.Content[i+1])
+		name, nok := p.headerName(k, join(path, k.Value))
+		if !nok {
+			ok = false
+			continue
+		}
+		fp := join(path, name)
+		if prev, dup := seen[name]; dup {
+			p.errorf(k.Line, fp, "header given twice (first at line %d)", prev)
+			ok = false
+			continue
+		}
+		seen[name] = k.Line
+		val, vok := p.scalar(v, fp, "a header value")
+		if !vok {
+			ok = false
+			continue
+		}
+		out = append(out, HeaderMatch{Name: name, Exact: val})
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out, ok
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// yamlParserProblems are the errors of the YAML library's parser stage. It
+// reports their line 0-based (its scanner errors are 1-based), so they are
+// corrected by one.
+var yamlParserProblems = []string{
+	"did not find expected <stream-start>",
+	"did not find expected <document start>",
+	"did not find expected node content",
+	"did not find expected '-' indicator",
+	"did not find expected key",
+	"did not find expected ',' or ']'",
+	"did not find expected ',' or '}'",
+	"found undefined tag handle",
+	"found duplicate %YAML directive",
+	"found duplicate %TAG directive",
+	"found incompatible YAML document",
+}
+
+func lineOfYAMLError(err error) int {
+	msg := err.Error()
+	m := yamlLine.FindStringSubmatch(msg)
+	if m == nil {
+		return 1
+	}
+	n, convErr := strconv.Atoi(m[1])
+	if convErr != nil {
+		return 1
+	}
+	for _, pp := range yamlParserProblems {
+		if strings.HasSuffix(msg, pp) {
+			return n + 1
+		}
+	}
+	return n
+}
+
+func stripLinePrefix(s string) string {
+	if loc := yamlLine.FindStringIndex(s); loc != nil {
+		return s[loc[1]:]
+	}
+	return s
+}

@@ -1,0 +1,218 @@
+package policy
+
+import (
+	"math"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// loadBalancer reads either a policy name or a mapping
+// {policy, leastRequest: {choiceCount}, ringHash: {hashOn, minRingSize, maxRingSize}}.
+func (p *parser) loadBalancer(n *yaml.Node, path string) *LoadBalancer {
+	const what = "load-balancing policy"
+	if n.Kind == yaml.ScalarNode && !isNull(n) {
+		s, ok := p.enum(n, path, what, lbPolicies)
+		if !ok {
+			return nil
+		}
+		lb := defaultLoadBalancer(LBPolicy(s))
+		return &lb
+	}
+	var (
+		policy              string
+		policyOK            = true
+		lrNode, rhNode      *yaml.Node
+		choiceCount         *uint32
+		ringHash            RingHashConfig
+		ringHashOK, counted = true, true
+	)
+	if !p.fields(n, path, []string{"policy", "leastRequest", "ringHash"}, nil, func(key string, v *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "policy":
+			policy, policyOK = p.enum(v, fp, what, lbPolicies)
+		case "leastRequest":
+			lrNode = v
+			p.fields(v, fp, []string{"choiceCount"}, nil, func(_ string, cv *yaml.Node) {
+				c, ok := p.count32(cv, fp+".choiceCount", minChoiceCount, math.MaxUint32)
+				counted = ok
+				choiceCount = &c
+			})
+		case "ringHash":
+			rhNode = v
+			ringHash, ringHashOK = p.ringHash(v, fp)
+		}
+	}) {
+		return nil
+	}
+	if !policyOK {
+		return nil
+	}
+	if policy == "" {
+		p.errorf(p.deref(n).Line, path+".policy", "required field is missing (want %s)", oneOf(lbPolicies))
+		return nil
+	}
+	lb := defaultLoadBalancer(LBPolicy(policy))
+	ok := counted && ringHashOK
+	if lrNode != nil && lb.Policy != LeastRequest {
+		p.errorf(lrNode.Line, path+".leastRequest", "applies only to policy %s, not %s", LeastRequest, policy)
+		ok = false
+	}
+	if rhNode != nil && lb.Policy != RingHash {
+		p.errorf(rhNode.Line, path+".ringHash", "applies only to policy %s, not %s", RingHash, policy)
+		ok = false
+	}
+	if !ok {
+		return nil
+	}
+	if choiceCount != nil {
+		lb.ChoiceCount = *choiceCount
+	}
+	if rhNode != nil {
+		lb.RingHash = ringHash
+	}
+	return &lb
+}
+
+func defaultLoadBalancer(policy LBPolicy) LoadBalancer {
+	lb := LoadBalancer{Policy: policy}
+	switch policy {
+	case LeastRequest:
+		lb.ChoiceCount = DefaultChoiceCount
+	case RingHash:
+		lb.RingHash = RingHashConfig{MinRingSize: DefaultMinRingSize, MaxRingSize: DefaultMaxRingSize}
+	}
+	return lb
+}
+
+func (p *parser) ringHash(n *yaml.Node, path string) (RingHashConfig, bool) {
+	rh := RingHashConfig{MinRingSize: DefaultMinRingSize, MaxRingSize: DefaultMaxRingSize}
+	ok := true
+	var minSet, maxLine int
+	if !p.fields(n, path, []string{"hashOn", "minRingSize", "maxRingSize"}, nil, func(key string, v *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "hashOn":
+			var hok bool
+			rh.HashOn, hok = p.hashOn(v, fp)
+			ok = ok && hok
+		case "minRingSize":
+			size, sok := p.count(v, fp, 1, maxRingSize)
+			rh.MinRingSize, minSet, ok = size, v.Line, ok && sok
+		case "maxRingSize":
+			size, sok := p.count(v, fp, 1, maxRingSize)
+			rh.MaxRingSize, maxLine, ok = size, v.Line, ok && sok
+		}
+	}) {
+		return rh, false
+	}
+	if ok && rh.MinRingSize > rh.MaxRingSize {
+		line, field, note := maxLine, path+".maxRingSize", ""
+		if maxLine == 0 {
+			line, field, note = minSet, path+".minRingSize", " (the default)"
+		}
+		p.errorf(line, field, "minRingSize (%d) is larger than maxRingSize (%d%s)", rh.MinRingSize, rh.MaxRingSize, note)
+		ok = false
+	}
+	return rh, ok
+}
+
+func (p *parser) hashOn(n *yaml.Node, path string) (HashOn, bool) {
+	var h HashOn
+	ok, set := true, 0
+	if !p.fields(n, path, []string{"header", "sourceIP"}, nil, func(key string, v *yaml.Node) {
+		fp := join(path, key)
+		set++
+		switch key {
+		case "header":
+			var hok bool
+			h.Header, hok = p.headerName(v, fp)
+			ok = ok && hok
+		case "sourceIP":
+			b, bok := p.boolean(v, fp)
+			if bok && !b {
+				p.errorf(v.Line, fp, "sourceIP: false hashes on nothing; leave hashOn out for no affinity")
+				bok = false
+			}
+			h.SourceIP, ok = b, ok && bok
+		}
+	}) {
+		return h, false
+	}
+	if set != 1 {
+		p.errorf(p.deref(n).Line, path, "set exactly one of header and sourceIP")
+		return h, false
+	}
+	return h, ok
+}
+
+func (p *parser) circuitBreaker(n *yaml.Node, path string) *CircuitBreakerSpec {
+	cb := &CircuitBreakerSpec{}
+	ok := p.fields(n, path, []string{"maxConnections", "maxPendingRequests", "maxRequests", "maxRetries"}, nil, func(key string, v *yaml.Node) {
+		c, cok := p.count32(v, join(path, key), 1, math.MaxUint32)
+		if !cok {
+			return
+		}
+		switch key {
+		case "maxConnections":
+			cb.MaxConnections = &c
+		case "maxPendingRequests":
+			cb.MaxPendingRequests = &c
+		case "maxRequests":
+			cb.MaxRequests = &c
+		case "maxRetries":
+			cb.MaxRetries = &c
+		}
+	})
+	if !ok {
+		return nil
+	}
+	return cb
+}
+
+func (p *parser) outlierDetection(n *yaml.Node, path string) *OutlierDetectionSpec {
+	od := &OutlierDetectionSpec{}
+	known := []string{"consecutiveErrors", "errorPercent", "minRequests", "minHosts", "interval", "baseEjectionTime", "maxEjectionPercent"}
+	ok := p.fields(n, path, known, nil, func(key string, v *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "consecutiveErrors":
+			if c, cok := p.count32(v, fp, 0, math.MaxUint32); cok {
+				od.ConsecutiveErrors = &c
+			}
+		case "minRequests":
+			if c, cok := p.count32(v, fp, 1, math.MaxUint32); cok {
+				od.MinRequests = &c
+			}
+		case "minHosts":
+			if c, cok := p.count32(v, fp, 1, math.MaxUint32); cok {
+				od.MinHosts = &c
+			}
+		case "errorPercent", "maxEjectionPercent":
+			f, fok := p.percent(v, fp, true)
+			if !fok {
+				return
+			}
+			pc := uint32(f)
+			if key == "errorPercent" {
+				od.ErrorPercent = &pc
+			} else {
+				od.MaxEjectionPercent = &pc
+			}
+		case "interval", "baseEjectionTime":
+			d, dok := p.duration(v, fp, maxDuration)
+			if !dok {
+				return
+			}
+			if key == "interval" {
+				od.Interval = &d
+			} else {
+				od.BaseEjectionTime = &d
+			}
+		}
+	})
+	if !ok {
+		return nil
+	}
+	return od
+}

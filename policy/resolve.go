@@ -1,0 +1,315 @@
+package policy
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Resolved is the effective policy of one service: every field has its
+// value, taken from the most specific level that sets it (route > service >
+// mesh defaults > built-in defaults). It is plain data built fresh by each
+// Resolve call; consumers may keep it.
+type Resolved struct {
+	Service          string           `json:"service"`
+	LoadBalancer     LoadBalancer     `json:"loadBalancer"`
+	Timeout          time.Duration    `json:"timeout"`
+	CircuitBreaker   CircuitBreaker   `json:"circuitBreaker"`
+	OutlierDetection OutlierDetection `json:"outlierDetection"`
+	// Retry is the service-level retry policy: what requests that match no
+	// route get.
+	Retry       Retry       `json:"retry"`
+	RetryBudget RetryBudget `json:"retryBudget"`
+	// RateLimit is the service's inbound token bucket, shared by all
+	// routes that do not set their own.
+	RateLimit RateLimit `json:"rateLimit"`
+	Tracing   Tracing   `json:"tracing"`
+	// Routes are the per-route overrides, most specific first (see
+	// RouteVariants for the order).
+	Routes []ResolvedRoute `json:"routes,omitempty"`
+	// Origins are the documents that contributed ("file:line"), the
+	// MeshPolicy first. Provenance only: Hash ignores it.
+	Origins []string `json:"origins,omitempty"`
+}
+
+// ResolvedRoute is one route with its effective settings; fields its
+// policy did not set are inherited from the service level.
+type ResolvedRoute struct {
+	// Name is stable and unique within the service: "routes[2]" for the
+	// ServicePolicy's spec.routes[2], "mesh.routes[0]" for a route of the
+	// MeshPolicy's spec.defaults.routes, "default" for the catch-all route
+	// RouteVariants adds.
+	Name    string        `json:"name"`
+	Match   RouteMatch    `json:"match"`
+	Timeout time.Duration `json:"timeout"`
+	Retry   Retry         `json:"retry"`
+	// RateLimit is the route's own bucket when OwnRateLimit, else the
+	// service's shared one (Resolved.RateLimit).
+	RateLimit    RateLimit `json:"rateLimit"`
+	OwnRateLimit bool      `json:"ownRateLimit,omitempty"`
+	// Origin is "file:line" of the route (provenance only; Hash ignores it).
+	Origin string `json:"origin,omitempty"`
+}
+
+// Defaults returns the built-in policy: what a service gets when no policy
+// file says anything about it.
+func Defaults(service string) Resolved {
+	var s *Set
+	return s.Resolve(service)
+}
+
+// Resolve returns the effective policy of a service. It works for any name,
+// with or without a ServicePolicy, and on a nil Set (built-in defaults
+// only).
+func (s *Set) Resolve(service string) Resolved {
+	var levels []*Spec // most specific first
+	var meshTracing *Tracing
+	var svcDoc, meshDoc *Document
+	r := Resolved{Service: service}
+	if s != nil {
+		svcDoc, meshDoc = s.services[service], s.mesh
+	}
+	if svcDoc != nil {
+		levels = append(levels, &svcDoc.Spec)
+	}
+	if meshDoc != nil {
+		levels = append(levels, &meshDoc.Spec)
+		meshTracing = meshDoc.Tracing
+		r.Origins = append(r.Origins, meshDoc.Location())
+	}
+	if svcDoc != nil {
+		r.Origins = append(r.Origins, svcDoc.Location())
+	}
+
+	r.LoadBalancer = pick(defaultLoadBalancer(DefaultLBPolicy), get(levels, func(s *Spec) *LoadBalancer { return s.LoadBalancer })...)
+	r.Timeout = pick(DefaultTimeout, get(levels, func(s *Spec) *time.Duration { return s.Timeout })...)
+
+	cbs := get(levels, func(s *Spec) *CircuitBreakerSpec { return s.CircuitBreaker })
+	r.CircuitBreaker = CircuitBreaker{
+		MaxConnections:     pick(DefaultMaxConnections, get(cbs, func(c *CircuitBreakerSpec) *uint32 { return c.MaxConnections })...),
+		MaxPendingRequests: pick(DefaultMaxPendingRequests, get(cbs, func(c *CircuitBreakerSpec) *uint32 { return c.MaxPendingRequests })...),
+		MaxRequests:        pick(DefaultMaxRequests, get(cbs, func(c *CircuitBreakerSpec) *uint32 { return c.MaxRequests })...),
+		MaxRetries:         pick(DefaultMaxRetries, get(cbs, func(c *CircuitBreakerSpec) *uint32 { return c.MaxRetries })...),
+	}
+	r.OutlierDetection = resolveOutlier(get(levels, func(s *Spec) *OutlierDetectionSpec { return s.OutlierDetection }))
+
+	retries := get(levels, func(s *Spec) *RetrySpec { return s.Retry })
+	r.Retry = resolveRetry(retries)
+	r.RetryBudget = pick(RetryBudget{}, get(levels, func(s *Spec) *RetryBudget { return s.RetryBudget })...)
+	r.RateLimit = pick(RateLimit{}, get(levels, func(s *Spec) *RateLimit { return s.RateLimit })...)
+
+	if meshTracing != nil {
+		r.Tracing = *meshTracing
+		r.Tracing.Tags = slices.Clone(meshTracing.Tags)
+		if svcDoc != nil && svcDoc.Spec.SamplingPercent != nil {
+			r.Tracing.SamplingPercent = *svcDoc.Spec.SamplingPercent
+		}
+	}
+	r.Routes = resolveRoutes(r, svcDoc, meshDoc, retries)
+	return r
+}
+
+// RouteVariants is Resolve(service).RouteVariants().
+func (s *Set) RouteVariants(service string) []RouteVariant {
+	return s.Resolve(service).RouteVariants()
+}
+
+// get collects, most specific first, the field get returns from each
+// non-nil level, skipping levels where it is nil.
+func get[L, T any](levels []*L, field func(*L) *T) []*T {
+	var out []*T
+	for _, l := range levels {
+		if l == nil {
+			continue
+		}
+		if v := field(l); v != nil {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// pick returns the first non-nil value, or def.
+func pick[T any](def T, values ...*T) T {
+	for _, v := range values {
+		if v != nil {
+			return *v
+		}
+	}
+	return def
+}
+
+func resolveOutlier(specs []*OutlierDetectionSpec) OutlierDetection {
+	if len(specs) == 0 {
+		return OutlierDetection{}
+	}
+	u := func(def uint32, f func(*OutlierDetectionSpec) *uint32) uint32 { return pick(def, get(specs, f)...) }
+	d := func(def time.Duration, f func(*OutlierDetectionSpec) *time.Duration) time.Duration {
+		return pick(def, get(specs, f)...)
+	}
+	o := OutlierDetection{
+		ConsecutiveErrors:  u(DefaultConsecutiveErrors, func(s *OutlierDetectionSpec) *uint32 { return s.ConsecutiveErrors }),
+		ErrorPercent:       u(0, func(s *OutlierDetectionSpec) *uint32 { return s.ErrorPercent }),
+		MinRequests:        u(DefaultOutlierMinRequests, func(s *OutlierDetectionSpec) *uint32 { return s.MinRequests }),
+		MinHosts:           u(DefaultOutlierMinHosts, func(s *OutlierDetectionSpec) *uint32 { return s.MinHosts }),
+		Interval:           d(DefaultOutlierInterval, func(s *OutlierDetectionSpec) *time.Duration { return s.Interval }),
+		BaseEjectionTime:   d(DefaultBaseEjectionTime, func(s *OutlierDetectionSpec) *time.Duration { return s.BaseEjectionTime }),
+		MaxEjectionPercent: u(DefaultMaxEjectionPercent, func(s *OutlierDetectionSpec) *uint32 { return s.MaxEjectionPercent }),
+	}
+	if o.ConsecutiveErrors == 0 && o.ErrorPercent == 0 {
+		return OutlierDetection{}
+	}
+	o.Enabled = true
+	return o
+}
+
+// resolveRetry merges retry blocks, most specific first. No block at all
+// means no retries; a block without attempts means DefaultRetryAttempts.
+func resolveRetry(specs []*RetrySpec) Retry {
+	if len(specs) == 0 {
+		return Retry{}
+	}
+	attempts := pick(uint32(DefaultRetryAttempts), get(specs, func(s *RetrySpec) *uint32 { return s.Attempts })...)
+	if attempts == 0 {
+		return Retry{}
+	}
+	r := Retry{
+		Attempts:          attempts,
+		PerTryTimeout:     pick(0, get(specs, func(s *RetrySpec) *time.Duration { return s.PerTryTimeout })...),
+		RetryOn:           DefaultRetryOn(),
+		Backoff:           pick(Backoff{Base: DefaultBackoffBase, Max: DefaultBackoffMaxFactor * DefaultBackoffBase}, get(specs, func(s *RetrySpec) *Backoff { return s.Backoff })...),
+		IdempotencyHeader: pick("", get(specs, func(s *RetrySpec) *string { return s.IdempotencyHeader })...),
+	}
+	for _, s := range specs {
+		if s.RetryOn != nil { // retryOn and retriableStatusCodes are set together
+			r.RetryOn = slices.Clone(s.RetryOn)
+			r.RetriableStatusCodes = slices.Clone(s.RetriableStatusCodes)
+			break
+		}
+	}
+	return r
+}
+
+type routeSource struct {
+	spec RouteSpec
+	mesh bool
+	file string
+}
+
+// resolveRoutes merges the routes of the ServicePolicy and the MeshPolicy
+// (a MeshPolicy route whose match equals a ServicePolicy route's is replaced
+// by it) and orders them most specific first.
+func resolveRoutes(svc Resolved, svcDoc, meshDoc *Document, serviceRetries []*RetrySpec) []ResolvedRoute {
+	var srcs []routeSource
+	own := map[string]bool{}
+	if svcDoc != nil {
+		for _, rs := range svcDoc.Spec.Routes {
+			srcs = append(srcs, routeSource{spec: rs, file: svcDoc.File})
+			own[rs.Match.key()] = true
+		}
+	}
+	if meshDoc != nil {
+		for _, rs := range meshDoc.Spec.Routes {
+			if !own[rs.Match.key()] {
+				srcs = append(srcs, routeSource{spec: rs, mesh: true, file: meshDoc.File})
+			}
+		}
+	}
+	slices.SortStableFunc(srcs, func(a, b routeSource) int {
+		if c := compareMatch(a.spec.Match, b.spec.Match); c != 0 {
+			return c
+		}
+		if a.mesh != b.mesh {
+			if b.mesh {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.spec.Index, b.spec.Index)
+	})
+	var out []ResolvedRoute
+	for _, src := range srcs {
+		rs := src.spec
+		name := fmt.Sprintf("routes[%d]", rs.Index)
+		if src.mesh {
+			name = "mesh." + name
+		}
+		rr := ResolvedRoute{
+			Name:    name,
+			Match:   cloneMatch(rs.Match),
+			Timeout: pick(svc.Timeout, rs.Timeout),
+			Origin:  location(src.file, rs.Line),
+		}
+		if rs.Retry != nil {
+			rr.Retry = resolveRetry(append([]*RetrySpec{rs.Retry}, serviceRetries...))
+		} else {
+			rr.Retry = cloneRetry(svc.Retry)
+		}
+		if rs.RateLimit != nil {
+			rr.RateLimit, rr.OwnRateLimit = *rs.RateLimit, true
+		} else {
+			rr.RateLimit = svc.RateLimit
+		}
+		out = append(out, rr)
+	}
+	return out
+}
+
+// compareMatch orders matches most specific first, as the Gateway API
+// orders HTTPRoute rules: an exact path before a prefix, a longer path
+// before a shorter one, a match restricted to methods before one that is
+// not, more header matches before fewer.
+func compareMatch(a, b RouteMatch) int {
+	exact := func(m RouteMatch) int {
+		if m.Path != "" {
+			return 0
+		}
+		return 1
+	}
+	hasMethods := func(m RouteMatch) int {
+		if len(m.Methods) > 0 {
+			return 0
+		}
+		return 1
+	}
+	return cmp.Or(
+		cmp.Compare(exact(a), exact(b)),
+		-cmp.Compare(len(a.Path+a.PathPrefix), len(b.Path+b.PathPrefix)),
+		cmp.Compare(hasMethods(a), hasMethods(b)),
+		-cmp.Compare(len(a.Headers), len(b.Headers)),
+	)
+}
+
+func cloneMatch(m RouteMatch) RouteMatch {
+	m.Methods = slices.Clone(m.Methods)
+	m.Headers = slices.Clone(m.Headers)
+	return m
+}
+
+func cloneRetry(r Retry) Retry {
+	r.RetryOn = slices.Clone(r.RetryOn)
+	r.RetriableStatusCodes = slices.Clone(r.RetriableStatusCodes)
+	return r
+}
+
+// Hash is a stable digest of everything in r that affects behaviour (it
+// leaves out the provenance fields Origins and Route.Origin): equal policies
+// hash equally in every process and across restarts.
+func (r Resolved) Hash() string {
+	c := r
+	c.Origins = nil
+	c.Routes = slices.Clone(r.Routes)
+	for i := range c.Routes {
+		c.Routes[i].Origin = ""
+	}
+	b, err := json.Marshal(c)
+	if err != nil { // unreachable: plain data, and percentages are never NaN
+		panic(fmt.Sprintf("policy: encoding a resolved policy: %v", err))
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}

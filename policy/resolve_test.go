@@ -1,0 +1,311 @@
+package policy
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestDefaults pins the built-in defaults the package documentation lists.
+func TestDefaults(t *testing.T) {
+	want := Resolved{
+		Service:        "web",
+		LoadBalancer:   LoadBalancer{Policy: RoundRobin},
+		Timeout:        15 * time.Second,
+		CircuitBreaker: CircuitBreaker{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3},
+	}
+	if diff := cmp.Diff(want, Defaults("web")); diff != "" {
+		t.Errorf("Defaults() mismatch (-want +got):\n%s", diff)
+	}
+	var nilSet *Set
+	if diff := cmp.Diff(want, nilSet.Resolve("web")); diff != "" {
+		t.Errorf("nil Set Resolve() mismatch (-want +got):\n%s", diff)
+	}
+	if got := nilSet.Services(); got != nil {
+		t.Errorf("nil Set Services() = %v", got)
+	}
+}
+
+// TestBlockDefaults checks the defaults of fields in blocks that are
+// written without them.
+func TestBlockDefaults(t *testing.T) {
+	set := mustLoad(t, "p.yaml", svc(
+		"  outlierDetection: {}",
+		"  retry: {retryBudget: {}}",
+		"  rateLimit: {requestsPerSecond: 7}",
+	))
+	r := set.Resolve("web")
+	wantOD := OutlierDetection{
+		Enabled: true, ConsecutiveErrors: 5, ErrorPercent: 0, MinRequests: 50, MinHosts: 5,
+		Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 10,
+	}
+	if diff := cmp.Diff(wantOD, r.OutlierDetection); diff != "" {
+		t.Errorf("OutlierDetection mismatch (-want +got):\n%s", diff)
+	}
+	wantRetry := Retry{
+		Attempts: 1,
+		RetryOn:  []RetryOn{RetryOnConnectFailure, RetryOnRefusedStream, RetryOnCancelled, RetryOnUnavailable},
+		Backoff:  Backoff{Base: 25 * time.Millisecond, Max: 250 * time.Millisecond},
+	}
+	if diff := cmp.Diff(wantRetry, r.Retry); diff != "" {
+		t.Errorf("Retry mismatch (-want +got):\n%s", diff)
+	}
+	if want := (RetryBudget{Enabled: true, BudgetPercent: 20, MinRetryConcurrency: 3}); r.RetryBudget != want {
+		t.Errorf("RetryBudget = %+v, want %+v", r.RetryBudget, want)
+	}
+	if want := (RateLimit{Enabled: true, RequestsPerSecond: 7, Burst: 7}); r.RateLimit != want {
+		t.Errorf("RateLimit = %+v, want %+v (burst defaults to requestsPerSecond)", r.RateLimit, want)
+	}
+
+	set = mustLoad(t, "p.yaml", svc("  retry:", "    backoff: {base: 10ms}"))
+	if got, want := set.Resolve("web").Retry.Backoff, (Backoff{Base: 10 * time.Millisecond, Max: 100 * time.Millisecond}); got != want {
+		t.Errorf("backoff with only base = %+v, want max = 10 × base: %+v", got, want)
+	}
+	set = mustLoad(t, "p.yaml", svc("  retry:", "    backoff: {base: 10m}"))
+	if got, want := set.Resolve("web").Retry.Backoff, (Backoff{Base: 10 * time.Minute, Max: time.Hour}); got != want {
+		t.Errorf("backoff with a long base = %+v, want max capped at 1h: %+v", got, want)
+	}
+}
+
+func TestResolvePrecedence(t *testing.T) {
+	set := mustLoad(t,
+		"mesh.yaml", mesh(
+			"  defaults:",
+			"    loadBalancer: {policy: ring_hash, ringHash: {hashOn: {header: x-user}}}",
+			"    timeout: 10s",
+			"    circuitBreaker: {maxConnections: 100, maxRequests: 200}",
+			"    outlierDetection: {consecutiveErrors: 7, interval: 5s}",
+			"    retry:",
+			"      attempts: 2",
+			"      retryOn: [retriable-status-codes, 5xx]",
+			"      retriableStatusCodes: [503, 409]",
+			"      backoff: {base: 100ms, max: 1s}",
+			"      idempotencyHeader: x-mesh-key",
+			"    rateLimit: {requestsPerSecond: 100, burst: 300}",
+			"  tracing: {collector: 'otel:4317', samplingPercent: 10, tags: {env: prod, a: b}}",
+		),
+		"web.yaml", svc(
+			"  loadBalancer: least_request",
+			"  circuitBreaker: {maxRequests: 50}",
+			"  outlierDetection: {errorPercent: 40}",
+			"  retry:",
+			"    perTryTimeout: 1s",
+			"    backoff: {base: 10ms}",
+			"  rateLimit: {requestsPerSecond: 1000}",
+			"  tracing: {samplingPercent: 100}",
+			"  routes:",
+			"    - match: {pathPrefix: /slow}",
+			"      timeout: 30s",
+			"      retry: {attempts: 5, retryOn: [reset]}",
+			"    - match: {pathPrefix: /quiet}",
+			"      retry: {attempts: 0}",
+			"      rateLimit: {disabled: true}",
+		),
+	)
+	web := set.Resolve("web")
+	other := set.Resolve("other")
+	quiet, slow := web.Routes[0], web.Routes[1] // the longer prefix first
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		// Mesh defaults apply to a service without a policy.
+		{"other: timeout from mesh", other.Timeout, 10 * time.Second},
+		{"other: load balancer from mesh", other.LoadBalancer, LoadBalancer{Policy: RingHash, RingHash: RingHashConfig{HashOn: HashOn{Header: "x-user"}, MinRingSize: 1024, MaxRingSize: 8388608}}},
+		{"other: circuit breaker mesh + built-in", other.CircuitBreaker, CircuitBreaker{MaxConnections: 100, MaxPendingRequests: 1024, MaxRequests: 200, MaxRetries: 3}},
+		{"other: retry from mesh", other.Retry, Retry{
+			Attempts: 2, RetryOn: []RetryOn{RetryOn5xx, RetryOnRetriableStatusCodes}, RetriableStatusCodes: []uint32{409, 503},
+			Backoff: Backoff{Base: 100 * time.Millisecond, Max: time.Second}, IdempotencyHeader: "x-mesh-key",
+		}},
+		{"other: rate limit from mesh", other.RateLimit, RateLimit{Enabled: true, RequestsPerSecond: 100, Burst: 300}},
+		{"other: sampling from mesh", other.Tracing.SamplingPercent, 10.0},
+		{"other: tags sorted", other.Tracing.Tags, []Tag{{"a", "b"}, {"env", "prod"}}},
+		{"other: no routes", len(other.Routes), 0},
+
+		// The service overrides field by field; whole blocks replace.
+		{"web: load balancer replaced whole", web.LoadBalancer, LoadBalancer{Policy: LeastRequest, ChoiceCount: 2}},
+		{"web: timeout inherited", web.Timeout, 10 * time.Second},
+		{"web: circuit breaker merged", web.CircuitBreaker, CircuitBreaker{MaxConnections: 100, MaxPendingRequests: 1024, MaxRequests: 50, MaxRetries: 3}},
+		{"web: outlier merged", web.OutlierDetection, OutlierDetection{
+			Enabled: true, ConsecutiveErrors: 7, ErrorPercent: 40, MinRequests: 50, MinHosts: 5,
+			Interval: 5 * time.Second, BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 10,
+		}},
+		{"web: retry merged, backoff replaced whole", web.Retry, Retry{
+			Attempts: 2, PerTryTimeout: time.Second, RetryOn: []RetryOn{RetryOn5xx, RetryOnRetriableStatusCodes}, RetriableStatusCodes: []uint32{409, 503},
+			Backoff: Backoff{Base: 10 * time.Millisecond, Max: 100 * time.Millisecond}, IdempotencyHeader: "x-mesh-key",
+		}},
+		{"web: rate limit replaced whole (burst not inherited)", web.RateLimit, RateLimit{Enabled: true, RequestsPerSecond: 1000, Burst: 1000}},
+		{"web: sampling overridden", web.Tracing.SamplingPercent, 100.0},
+		{"web: collector kept", web.Tracing.Collector, "otel:4317"},
+		{"web: origins", web.Origins, []string{"mesh.yaml:1", "web.yaml:1"}},
+
+		// Routes override the service; unset route fields come from it.
+		{"slow: timeout", slow.Timeout, 30 * time.Second},
+		{"slow: retry merged with service and mesh", slow.Retry, Retry{
+			Attempts: 5, PerTryTimeout: time.Second, RetryOn: []RetryOn{RetryOnReset},
+			Backoff: Backoff{Base: 10 * time.Millisecond, Max: 100 * time.Millisecond}, IdempotencyHeader: "x-mesh-key",
+		}},
+		{"slow: shares the service bucket", [2]any{slow.RateLimit, slow.OwnRateLimit}, [2]any{web.RateLimit, false}},
+		{"slow: origin", slow.Origin, "web.yaml:14"},
+		{"quiet: timeout inherited", quiet.Timeout, 10 * time.Second},
+		{"quiet: retries off", quiet.Retry, Retry{}},
+		{"quiet: rate limit off, own", [2]any{quiet.RateLimit, quiet.OwnRateLimit}, [2]any{RateLimit{}, true}},
+	}
+	for _, c := range checks {
+		if diff := cmp.Diff(c.want, c.got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", c.what, diff)
+		}
+	}
+}
+
+func TestResolveOutlierOff(t *testing.T) {
+	set := mustLoad(t,
+		"mesh.yaml", mesh("  defaults:", "    outlierDetection: {consecutiveErrors: 3}"),
+		"web.yaml", svc("  outlierDetection: {consecutiveErrors: 0}"),
+		"api.yaml", svcNamed("api", "  outlierDetection: {consecutiveErrors: 0, errorPercent: 25}"),
+	)
+	if got := set.Resolve("web").OutlierDetection; got != (OutlierDetection{}) {
+		t.Errorf("web: both forms off: %+v, want disabled (zero)", got)
+	}
+	if got := set.Resolve("api").OutlierDetection; !got.Enabled || got.ConsecutiveErrors != 0 || got.ErrorPercent != 25 {
+		t.Errorf("api: %+v, want enabled with only the error-percentage form", got)
+	}
+	if got := set.Resolve("db").OutlierDetection; !got.Enabled || got.ConsecutiveErrors != 3 {
+		t.Errorf("db: %+v, want the mesh's", got)
+	}
+}
+
+func TestResolveMeshRoutes(t *testing.T) {
+	set := mustLoad(t,
+		"mesh.yaml", mesh(
+			"  defaults:",
+			"    retry: {attempts: 2}",
+			"    routes:",
+			"      - match: {path: /healthz}",
+			"        retry: {attempts: 0}",
+			"        timeout: 1s",
+			"      - match: {pathPrefix: /admin}",
+			"        timeout: 60s",
+		),
+		"web.yaml", svc(
+			"  timeout: 3s",
+			"  routes:",
+			"    - match: {pathPrefix: /admin}",
+			"      timeout: 5s",
+			"    - match: {pathPrefix: /api}",
+		),
+	)
+	var got []string
+	for _, rr := range set.Resolve("web").Routes {
+		got = append(got, rr.Name+" "+rr.Match.String()+" "+rr.Timeout.String())
+	}
+	want := []string{
+		"mesh.routes[0] path /healthz 1s", // exact path first
+		"routes[0] pathPrefix /admin 5s",  // replaces the mesh route with the same match
+		"routes[1] pathPrefix /api 3s",    // inherits the service timeout
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("routes mismatch (-want +got):\n%s", diff)
+	}
+	api := set.Resolve("api")
+	if len(api.Routes) != 2 || api.Routes[1].Timeout != 60*time.Second || api.Routes[0].Retry.Enabled() {
+		t.Errorf("api routes = %+v, want the mesh routes with their settings", api.Routes)
+	}
+}
+
+func TestRouteOrder(t *testing.T) {
+	set := mustLoad(t, "p.yaml", svc(
+		"  routes:",
+		"    - match: {pathPrefix: /}",                                         // 0
+		"    - match: {pathPrefix: /api}",                                      // 1
+		"    - match: {pathPrefix: /api, methods: [POST]}",                     // 2
+		"    - match: {pathPrefix: /api/v1}",                                   // 3
+		"    - match: {path: /api}",                                            // 4
+		"    - match: {pathPrefix: /api, headers: {x-a: '1', x-b: '2'}}",       // 5
+		"    - match: {pathPrefix: /api, headers: {x-a: '1'}}",                 // 6
+		"    - match: {pathPrefix: /api, methods: [GET], headers: {x-a: '1'}}", // 7
+		"    - match: {pathPrefix: /api, headers: {x-c: '1'}}",                 // 8
+	))
+	var got []string
+	for _, rr := range set.Resolve("web").Routes {
+		got = append(got, rr.Name)
+	}
+	want := []string{"routes[4]", "routes[3]", "routes[7]", "routes[2]", "routes[5]", "routes[6]", "routes[8]", "routes[1]", "routes[0]"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("route order (-want +got):\n%s", diff)
+	}
+}
+
+func TestRetryForGRPC(t *testing.T) {
+	r := Retry{
+		Attempts: 3, PerTryTimeout: time.Second,
+		RetryOn:              []RetryOn{RetryOn5xx, RetryOnReset, RetryOnConnectFailure, RetryOnRetriableStatusCodes, RetryOnUnavailable},
+		RetriableStatusCodes: []uint32{503}, Backoff: Backoff{Base: time.Millisecond, Max: time.Second}, IdempotencyHeader: "x-key",
+	}
+	want := Retry{Attempts: 3, PerTryTimeout: time.Second, RetryOn: []RetryOn{RetryOnConnectFailure, RetryOnUnavailable}, Backoff: r.Backoff}
+	if diff := cmp.Diff(want, r.ForGRPC()); diff != "" {
+		t.Errorf("ForGRPC() mismatch (-want +got):\n%s", diff)
+	}
+	if got := (Retry{Attempts: 3, RetryOn: []RetryOn{RetryOn5xx}}).ForGRPC(); got.Enabled() {
+		t.Errorf("ForGRPC() with only HTTP conditions = %+v, want disabled", got)
+	}
+	for _, c := range retryOnOrder {
+		want := c == RetryOnCancelled || c == RetryOnDeadlineExceeded || c == RetryOnInternal || c == RetryOnResourceExhausted || c == RetryOnUnavailable
+		if c.IsGRPCStatus() != want {
+			t.Errorf("%s.IsGRPCStatus() = %v", c, !want)
+		}
+	}
+}
+
+func TestResolveIsolated(t *testing.T) {
+	set := mustLoad(t, "issue5.yaml", string(readTestdata(t, "issue5.yaml")))
+	r := set.Resolve("user-service")
+	before := r.Hash()
+	r.Retry.RetryOn[0] = RetryOnInternal
+	r.Routes[0].Match.Methods[0] = "GET"
+	vs := r.RouteVariants()
+	vs[0].Match.Methods[0] = "PUT"
+	if after := set.Resolve("user-service").Hash(); after != before {
+		t.Errorf("changing a Resolved changed the Set")
+	}
+}
+
+func TestHash(t *testing.T) {
+	example := string(readTestdata(t, "issue5.yaml"))
+	a := mustLoad(t, "a.yaml", example).Resolve("user-service")
+	b := mustLoad(t, "b.yaml", "# a comment moves every line\n\n"+example).Resolve("user-service")
+	if a.Hash() != b.Hash() {
+		t.Errorf("Hash differs for the same policy in another file at other lines")
+	}
+	if len(a.Hash()) != 32 {
+		t.Errorf("Hash() = %q, want 32 hex digits", a.Hash())
+	}
+	if again := mustLoad(t, "a.yaml", example).Resolve("user-service"); a.Hash() != again.Hash() {
+		t.Errorf("Hash() is not stable")
+	}
+	// Rewriting the same meaning differently gives the same hash.
+	c := mustLoad(t, "c.yaml", svcNamed("user-service", "  retry: {retryOn: [reset, 5xx]}")).Resolve("user-service")
+	d := mustLoad(t, "d.yaml", svcNamed("user-service", "  retry:", "    retryOn: [5xx, reset]")).Resolve("user-service")
+	if c.Hash() != d.Hash() {
+		t.Errorf("Hash differs for retryOn lists in another order")
+	}
+	// Every change of behaviour changes it.
+	changes := []string{
+		"  timeout: 2001ms",
+		"  retry: {attempts: 2}",
+		"  routes: [{match: {pathPrefix: /orders, methods: [POST]}, timeout: 5s}]",
+		"  rateLimit: {requestsPerSecond: 1}",
+	}
+	seen := map[string]string{a.Hash(): "issue example", c.Hash(): "retryOn"}
+	for _, ch := range changes {
+		h := mustLoad(t, "x.yaml", svcNamed("user-service", ch)).Resolve("user-service").Hash()
+		if prev, dup := seen[h]; dup {
+			t.Errorf("%q hashes like %s", ch, prev)
+		}
+		seen[h] = ch
+	}
+	if Defaults("a").Hash() == Defaults("b").Hash() {
+		t.Errorf("Hash ignores the service name")
+	}
+}
