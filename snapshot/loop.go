@@ -16,6 +16,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/sluice-mesh/sluice/policy"
+	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
 )
@@ -32,6 +34,11 @@ type Config struct {
 	Sources    []string
 	Translator *translator.Translator
 	Publisher  Publisher
+	// Policies, when set, delivers policy-directory updates. The loop then
+	// builds nothing until the first valid policy set arrived (proxies never
+	// see config that silently lacks its policies) and keeps the last valid
+	// set whenever an update is rejected. Nil means built-in defaults only.
+	Policies <-chan watch.Update
 	// HoldOff is how long the loop waits after a change for more changes;
 	// MaxDelay bounds the wait while changes keep coming.
 	HoldOff  time.Duration
@@ -51,6 +58,9 @@ type Loop struct {
 	sources map[string]*sourceStatus
 	catalog sources.Catalog
 	groups  map[string]*group
+	// policy is the last valid policy set and policyStatus its state.
+	policy       *policy.Set
+	policyStatus sourceStatus
 	// built says at least one full build has succeeded.
 	built     bool
 	lastError string
@@ -99,6 +109,9 @@ func NewLoop(cfg Config) *Loop {
 	}
 	for _, s := range cfg.Sources {
 		l.sources[s] = &sourceStatus{}
+	}
+	if cfg.Policies == nil {
+		l.policyStatus.Synced = true
 	}
 	return l
 }
@@ -159,6 +172,10 @@ func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
 			if l.apply(ev) {
 				schedule()
 			}
+		case u := <-l.cfg.Policies:
+			if l.applyPolicy(u) {
+				schedule()
+			}
 		case <-timer.C:
 			timerRunning = false
 			firstPending = time.Time{}
@@ -202,13 +219,38 @@ func (l *Loop) apply(ev sources.Event) bool {
 	return true
 }
 
+// applyPolicy records a policy update and reports whether a rebuild is needed.
+func (l *Loop) applyPolicy(u watch.Update) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, m := &l.policyStatus, l.cfg.Metrics
+	m.setDiagnostics(policy.SourceName, u.Diagnostics)
+	if u.Set == nil {
+		st.Stale = true
+		st.Error = fmt.Sprint(u.Err)
+		st.Diagnostics = u.Diagnostics
+		m.sourceErrors.WithLabelValues(policy.SourceName).Inc()
+		m.sourceStale.WithLabelValues(policy.SourceName).Set(1)
+		l.cfg.Log.Error("policy change rejected; serving the last valid policy set", "err", u.Err)
+		return false
+	}
+	st.Synced, st.Stale, st.Error, st.Diagnostics = true, false, "", nil
+	st.LastUpdate = l.cfg.Now()
+	m.sourceUpdates.WithLabelValues(policy.SourceName).Inc()
+	m.sourceStale.WithLabelValues(policy.SourceName).Set(0)
+	l.policy = u.Set
+	l.dirty = true
+	l.cfg.Log.Info("policy set loaded", "files", len(u.Set.Files()))
+	return true
+}
+
 func (l *Loop) synced() bool {
 	for _, s := range l.sources {
 		if !s.Synced {
 			return false
 		}
 	}
-	return true
+	return l.policyStatus.Synced
 }
 
 // build translates for every group (or, with onlyFresh, for groups not built
@@ -226,10 +268,11 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 		}
 		l.catalog = sources.Merge(states)
 		l.dirty = false
+		l.policyWarnings()
 		l.cfg.Metrics.catalogServices.Set(float64(len(l.catalog.Services)))
 		l.cfg.Metrics.catalogInstances.Set(float64(l.catalog.InstanceCount()))
 	}
-	catalog := l.catalog
+	catalog, pol := l.catalog, l.policy
 	var todo []*group
 	for _, g := range l.groups {
 		if !onlyFresh || g.fresh {
@@ -243,13 +286,13 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 	// Translating the default sidecar view validates the catalog even before
 	// any proxy connects, which is what readiness reports.
 	if !onlyFresh {
-		if _, err := l.translate(catalog, translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar}); err != nil {
+		if _, err := l.translate(catalog, pol, translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar}); err != nil {
 			failed = true
 			l.recordError(err)
 		}
 	}
 	for _, g := range todo {
-		snap, err := l.translate(catalog, g.proxy)
+		snap, err := l.translate(catalog, pol, g.proxy)
 		l.mu.Lock()
 		if err != nil {
 			failed = true
@@ -295,9 +338,9 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 	}
 }
 
-func (l *Loop) translate(catalog sources.Catalog, p translator.Proxy) (*cache.Snapshot, error) {
+func (l *Loop) translate(catalog sources.Catalog, pol *policy.Set, p translator.Proxy) (*cache.Snapshot, error) {
 	start := time.Now()
-	res, err := l.cfg.Translator.Translate(translator.Input{Catalog: catalog, Proxy: p})
+	res, err := l.cfg.Translator.Translate(translator.Input{Catalog: catalog, Policy: pol, Proxy: p})
 	l.cfg.Metrics.translateSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, err
@@ -323,4 +366,18 @@ func equalVersions(a, b map[resource.Type]string) bool {
 		}
 	}
 	return true
+}
+
+// policyWarnings records policies that name services missing from the
+// catalog: warnings, since the service may register later. Called with l.mu held.
+func (l *Loop) policyWarnings() {
+	if l.policy == nil {
+		return
+	}
+	names := make([]string, len(l.catalog.Services))
+	for i, s := range l.catalog.Services {
+		names[i] = s.Name
+	}
+	l.policyStatus.Diagnostics = l.policy.Warnings(names)
+	l.cfg.Metrics.setDiagnostics(policy.SourceName, l.policyStatus.Diagnostics)
 }

@@ -13,6 +13,7 @@ import (
 type Status struct {
 	Ready     bool                    `json:"ready"`
 	Sources   map[string]SourceStatus `json:"sources"`
+	Policy    SourceStatus            `json:"policy"`
 	Groups    []GroupStatus           `json:"groups"`
 	LastError string                  `json:"last_error,omitempty"`
 }
@@ -41,7 +42,7 @@ func (l *Loop) Ready() bool {
 func (l *Loop) Status() Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := Status{Ready: l.built && l.synced(), Sources: map[string]SourceStatus{}, LastError: l.lastError}
+	st := Status{Ready: l.built && l.synced(), Sources: map[string]SourceStatus{}, Policy: l.policyStatus, LastError: l.lastError}
 	for name, s := range l.sources {
 		st.Sources[name] = *s
 	}

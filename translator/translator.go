@@ -17,6 +17,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/sluice-mesh/sluice/envoy"
+	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/sources"
 )
 
@@ -56,7 +57,9 @@ func New() *Translator {
 // Input is everything one translation reads.
 type Input struct {
 	Catalog sources.Catalog
-	Proxy   Proxy
+	// Policy is the current valid policy set; nil means built-in defaults.
+	Policy *policy.Set
+	Proxy  Proxy
 }
 
 // Result holds the resources for one proxy group, each type sorted by name.

@@ -170,3 +170,33 @@ func TestValidateExitCodes(t *testing.T) {
 		t.Fatalf("bad file: output %q, want %q", out, want)
 	}
 }
+
+// TestValidatePolicies: policy files and directories are checked as one set
+// with file:line: field: message output and exit status 1 on errors.
+func TestValidatePolicies(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: user-service}\nspec:\n  timeout: 2s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, err := run(t, nil, "validate", dir); err != nil || out != "" {
+		t.Fatalf("good dir: out %q err %v", out, err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: user-service}\nspec:\n  retry: {attempts: -1}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := run(t, nil, "validate", bad)
+	var ee exitError
+	if !errors.As(err, &ee) || ee != 1 {
+		t.Fatalf("bad file: err %v, want exit status 1", err)
+	}
+	if !strings.HasPrefix(out, bad+":5: spec.retry.attempts: ") {
+		t.Fatalf("bad file: output %q, want file:line: field: message", out)
+	}
+	// The same service in two files given together is a duplicate.
+	out, _, err = run(t, nil, "validate", good, dir)
+	if !errors.As(err, &ee) || !strings.Contains(out, "good.yaml") {
+		t.Fatalf("duplicate across files: out %q err %v", out, err)
+	}
+}

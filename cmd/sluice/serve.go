@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/sources/file"
@@ -27,6 +28,7 @@ import (
 type serveOptions struct {
 	xdsAddr, adminAddr     string
 	registryFile           string
+	policyDir              string
 	holdOff, maxDelay      time.Duration
 	outboundPort           uint32
 	outboundAddress        string
@@ -54,6 +56,7 @@ func (a *app) serveCommand() *cobra.Command {
 	f.String("xds-addr", "127.0.0.1:18000", "address of the xDS (ADS) gRPC server")
 	f.String("admin-addr", "127.0.0.1:18080", "address of the admin HTTP server (health, metrics, debug views)")
 	f.String("registry-file", "", "YAML file of services and instances (the file source), re-read on change")
+	f.String("policy-dir", "", "directory of policy files (*.yaml), re-read on change; nothing is served until it holds a valid policy set")
 	f.Duration("debounce", 100*time.Millisecond, "wait this long after a change for more changes before pushing")
 	f.Duration("max-delay", time.Second, "push at the latest this long after the first of a burst of changes")
 	f.Uint32("outbound-port", translator.DefaultOutboundPort, "port of Envoy's outbound listener unless the node's metadata sets outbound_port")
@@ -70,6 +73,7 @@ func (a *app) serveOptions() (serveOptions, error) {
 		xdsAddr:         v.GetString("xds-addr"),
 		adminAddr:       v.GetString("admin-addr"),
 		registryFile:    v.GetString("registry-file"),
+		policyDir:       v.GetString("policy-dir"),
 		holdOff:         v.GetDuration("debounce"),
 		maxDelay:        v.GetDuration("max-delay"),
 		outboundAddress: v.GetString("outbound-address"),
@@ -101,6 +105,11 @@ func (a *app) serveOptions() (serveOptions, error) {
 	}
 	if o.tlsCA != "" && o.tlsCert == "" {
 		return o, errors.New("--xds-tls-client-ca needs --xds-tls-cert and --xds-tls-key")
+	}
+	if o.policyDir != "" {
+		if fi, err := os.Stat(o.policyDir); err != nil || !fi.IsDir() {
+			return o, fmt.Errorf("--policy-dir: %q is not a directory", o.policyDir)
+		}
 	}
 	if o.registryFile == "" {
 		return o, errors.New("no registry configured: give --registry-file FILE")
@@ -147,11 +156,16 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		names[i] = s.Name()
 	}
 
+	var policies chan watch.Update
+	if o.policyDir != "" {
+		policies = make(chan watch.Update, 1)
+	}
+
 	tr := translator.New()
 	tr.OutboundPort, tr.OutboundAddress = o.outboundPort, o.outboundAddress
 	snapshots := xds.NewCache(log)
 	loop := snapshot.NewLoop(snapshot.Config{
-		Sources: names, Translator: tr, Publisher: snapshots,
+		Sources: names, Translator: tr, Publisher: snapshots, Policies: policies,
 		HoldOff: o.holdOff, MaxDelay: o.maxDelay,
 		Log: log.With("component", "snapshot"), Metrics: snapshot.NewMetrics(reg),
 	})
@@ -195,6 +209,10 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	for _, s := range srcs {
 		run("source "+s.Name(), func() error { return s.Run(ctx, events) })
+	}
+	if policies != nil {
+		w := &watch.Watcher{Dir: o.policyDir, Log: log.With("component", "policy")}
+		run("policy watcher", func() error { return w.Run(ctx, policies) })
 	}
 	run("snapshot loop", func() error { return loop.Run(ctx, events) })
 	run("xds server", func() error { return srv.Serve(ctx, xdsLis) })
