@@ -1,0 +1,185 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap/zapcore"
+)
+
+// DefaultClientURL is where the embedded etcd listens unless told otherwise:
+// etcd's own default client port, on loopback.
+const DefaultClientURL = "http://127.0.0.1:2379"
+
+// embeddedReadyTimeout bounds how long StartEmbedded waits for the server to
+// become ready (WAL replay of a large data dir included).
+const embeddedReadyTimeout = time.Minute
+
+// EmbeddedConfig configures an in-process etcd.
+type EmbeddedConfig struct {
+	// ClientURL is where clients connect, "http://127.0.0.1:2379" when
+	// empty; "host:port" is accepted too. Port 0 picks a free port (see
+	// Embedded.Endpoints). The host must be a loopback address: the
+	// embedded etcd has no authentication.
+	ClientURL string
+	// PeerURL is the raft peer listener, a free loopback port when empty.
+	// A single member never dials it, but etcd needs one.
+	PeerURL string
+	// DataDir holds etcd's data. Empty means a temporary directory, removed
+	// by Close; its data is throwaway, so etcd also skips fsync there.
+	DataDir string
+	// Log receives etcd's warnings and errors; nil discards them.
+	Log *slog.Logger
+}
+
+// Embedded is a running in-process etcd. Stop it with Close.
+type Embedded struct {
+	etcd      *embed.Etcd
+	dir       string
+	removeDir bool
+	endpoints []string
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// StartEmbedded starts a single-member etcd on loopback and waits until it
+// serves clients (or ctx ends, or a minute passes).
+func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
+	clientURL, err := loopbackURL(cfg.ClientURL, DefaultClientURL)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd: ClientURL: %w", err)
+	}
+	peerURL, err := loopbackURL(cfg.PeerURL, "http://127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd: PeerURL: %w", err)
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Embedded{dir: cfg.DataDir}
+	if e.dir == "" {
+		if e.dir, err = os.MkdirTemp("", "sluice-etcd-"); err != nil {
+			return nil, fmt.Errorf("embedded etcd: creating a data directory: %w", err)
+		}
+		e.removeDir = true
+	} else if err := os.MkdirAll(e.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded etcd: DataDir: %w", err)
+	}
+
+	ec := embed.NewConfig()
+	ec.Name = "sluice"
+	ec.Dir = e.dir
+	ec.ListenClientUrls = []url.URL{*clientURL}
+	ec.AdvertiseClientUrls = []url.URL{*clientURL}
+	ec.ListenPeerUrls = []url.URL{*peerURL}
+	ec.AdvertisePeerUrls = []url.URL{*peerURL}
+	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	ec.Logger = "zap"
+	ec.LogLevel = "warn"
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(log.With("component", "embedded-etcd"), zapcore.WarnLevel,
+		// Expected of a loopback development etcd; not worth a warning.
+		"Running http and grpc server on single port. This is not recommended for production.",
+		"simple token is not cryptographically signed",
+	))
+	// Keep an hour of history; a watch that falls further behind re-lists.
+	ec.AutoCompactionMode = embed.CompactorModePeriodic
+	ec.AutoCompactionRetention = "1h"
+	ec.UnsafeNoFsync = e.removeDir
+
+	srv, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("starting embedded etcd on %s: %w", clientURL.Host, err), e.removeData())
+	}
+	e.etcd = srv
+	timer := time.NewTimer(embeddedReadyTimeout)
+	defer timer.Stop()
+	select {
+	case <-srv.Server.ReadyNotify():
+	case err := <-srv.Err():
+		_ = e.Close()
+		return nil, fmt.Errorf("embedded etcd failed while starting: %w", err)
+	case <-timer.C:
+		_ = e.Close()
+		return nil, fmt.Errorf("embedded etcd was not ready within %s", embeddedReadyTimeout)
+	case <-ctx.Done():
+		_ = e.Close()
+		return nil, ctx.Err()
+	}
+	for _, l := range srv.Clients {
+		e.endpoints = append(e.endpoints, clientURL.Scheme+"://"+l.Addr().String())
+	}
+	log.Info("embedded etcd started", "endpoints", e.endpoints, "data_dir", e.dir)
+	return e, nil
+}
+
+// loopbackURL parses an http URL (or bare host:port) on a loopback address.
+func loopbackURL(s, def string) (*url.URL, error) {
+	if s == "" {
+		s = def
+	}
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a URL: %w", s, err)
+	}
+	if u.Scheme != "http" {
+		return nil, fmt.Errorf("%q: the embedded etcd serves plain http only", s)
+	}
+	if u.Path != "" && u.Path != "/" {
+		return nil, fmt.Errorf("%q: a listen URL has no path", s)
+	}
+	host, _, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not host:port: %w", u.Host, err)
+	}
+	if host != "localhost" {
+		a, err := netip.ParseAddr(host)
+		if err != nil || !a.IsLoopback() {
+			return nil, fmt.Errorf("%q: the embedded etcd has no authentication and only listens on loopback (127.0.0.1, ::1 or localhost)", host)
+		}
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+// Endpoints are the client URLs to connect to, with real ports.
+func (e *Embedded) Endpoints() []string { return append([]string(nil), e.endpoints...) }
+
+// DataDir is the directory holding etcd's data.
+func (e *Embedded) DataDir() string { return e.dir }
+
+// Err reports a fatal error of the running server.
+func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
+
+// Close stops etcd and, if the data directory was temporary, removes it.
+func (e *Embedded) Close() error {
+	e.closeOnce.Do(func() {
+		if e.etcd != nil {
+			e.etcd.Close()
+		}
+		e.closeErr = e.removeData()
+	})
+	return e.closeErr
+}
+
+func (e *Embedded) removeData() error {
+	if !e.removeDir {
+		return nil
+	}
+	if err := os.RemoveAll(e.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing embedded etcd data %s: %w", e.dir, err)
+	}
+	return nil
+}
