@@ -41,9 +41,9 @@ fmt:
 golden:
 	$(GO) test ./translator/ -run Golden -update
 
-## run: serve the example registry file
+## run: serve with the embedded etcd (zero setup)
 run:
-	$(GO) run ./cmd/sluice serve --registry-file examples/registry.yaml
+	$(GO) run ./cmd/sluice serve
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./snapshot/

@@ -231,3 +231,6 @@ func instance(addr string, extra string) string {
 	}
 	return s + "}"
 }
+
+// interruptSignal stops a sluice command the way Ctrl-C does.
+var interruptSignal = os.Interrupt

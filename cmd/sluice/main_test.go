@@ -39,7 +39,9 @@ func TestServeRejectsBadInput(t *testing.T) {
 		want string
 	}{
 		{"unknown flag", nil, []string{"serve", "--bogus"}, "unknown flag: --bogus"},
-		{"no registry", nil, []string{"serve"}, "no registry configured"},
+		{"bad etcd format", nil, []string{"serve", "--etcd-format", "zk"}, "--etcd-format: unknown format"},
+		{"bad etcd endpoint", nil, []string{"serve", "--etcd-endpoints", "ftp://x"}, "--etcd-endpoints"},
+		{"data dir without dev", nil, []string{"serve", "--registry-file", "x", "--data-dir", "/tmp/x"}, "--data-dir"},
 		{"bad xds addr", nil, []string{"serve", "--registry-file", "x", "--xds-addr", "nohost"}, `--xds-addr: "nohost" is not host:port`},
 		{"bad admin addr", nil, []string{"serve", "--registry-file", "x", "--admin-addr", "::"}, "--admin-addr"},
 		{"bad duration", nil, []string{"serve", "--registry-file", "x", "--debounce", "soon"}, `invalid argument "soon" for "--debounce"`},
@@ -85,8 +87,8 @@ func TestConfigPrecedence(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	if got.registryFile != "from-file.yaml" {
-		t.Errorf("registry file %q, want the config file's", got.registryFile)
+	if got.registries.registryFile != "from-file.yaml" {
+		t.Errorf("registry file %q, want the config file's", got.registries.registryFile)
 	}
 	if got.xdsAddr != "127.0.0.1:3" {
 		t.Errorf("xds addr %q, want the env var's over the file's", got.xdsAddr)

@@ -20,14 +20,13 @@ import (
 	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
-	"github.com/sluice-mesh/sluice/sources/file"
 	"github.com/sluice-mesh/sluice/translator"
 	"github.com/sluice-mesh/sluice/xds"
 )
 
 type serveOptions struct {
 	xdsAddr, adminAddr     string
-	registryFile           string
+	registries             registryOptions
 	policyDir              string
 	holdOff, maxDelay      time.Duration
 	outboundPort           uint32
@@ -55,7 +54,7 @@ func (a *app) serveCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.String("xds-addr", "127.0.0.1:18000", "address of the xDS (ADS) gRPC server")
 	f.String("admin-addr", "127.0.0.1:18080", "address of the admin HTTP server (health, metrics, debug views)")
-	f.String("registry-file", "", "YAML file of services and instances (the file source), re-read on change")
+	addRegistryFlags(f)
 	f.String("policy-dir", "", "directory of policy files (*.yaml), re-read on change; nothing is served until it holds a valid policy set")
 	f.Duration("debounce", 100*time.Millisecond, "wait this long after a change for more changes before pushing")
 	f.Duration("max-delay", time.Second, "push at the latest this long after the first of a burst of changes")
@@ -72,7 +71,6 @@ func (a *app) serveOptions() (serveOptions, error) {
 	o := serveOptions{
 		xdsAddr:         v.GetString("xds-addr"),
 		adminAddr:       v.GetString("admin-addr"),
-		registryFile:    v.GetString("registry-file"),
 		policyDir:       v.GetString("policy-dir"),
 		holdOff:         v.GetDuration("debounce"),
 		maxDelay:        v.GetDuration("max-delay"),
@@ -111,10 +109,9 @@ func (a *app) serveOptions() (serveOptions, error) {
 			return o, fmt.Errorf("--policy-dir: %q is not a directory", o.policyDir)
 		}
 	}
-	if o.registryFile == "" {
-		return o, errors.New("no registry configured: give --registry-file FILE")
-	}
-	return o, nil
+	var err error
+	o.registries, err = a.registryOptions()
+	return o, err
 }
 
 func (o serveOptions) tlsConfig() (*tls.Config, error) {
@@ -150,7 +147,12 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	srcs := []sources.Source{file.New(o.registryFile, log)}
+	regs, err := openRegistries(ctx, log, o.registries)
+	if err != nil {
+		return err
+	}
+	defer regs.close()
+	srcs := regs.sources
 	names := make([]string, len(srcs))
 	for i, s := range srcs {
 		names[i] = s.Name()
@@ -213,6 +215,16 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if policies != nil {
 		w := &watch.Watcher{Dir: o.policyDir, Log: log.With("component", "policy")}
 		run("policy watcher", func() error { return w.Run(ctx, policies) })
+	}
+	if regs.fatal != nil {
+		run("embedded etcd", func() error {
+			select {
+			case err := <-regs.fatal:
+				return fmt.Errorf("embedded etcd failed: %w", err)
+			case <-ctx.Done():
+				return nil
+			}
+		})
 	}
 	run("snapshot loop", func() error { return loop.Run(ctx, events) })
 	run("xds server", func() error { return srv.Serve(ctx, xdsLis) })
