@@ -10,11 +10,16 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/policy/watch"
@@ -47,6 +52,9 @@ type Config struct {
 	Metrics  *Metrics
 	// Now is the loop's clock; nil means time.Now.
 	Now func() time.Time
+	// Tracer records spans for source updates, builds, translations and
+	// publishes; nil records nothing.
+	Tracer trace.Tracer
 }
 
 // Loop is the update loop. Create it with NewLoop and start it with Run.
@@ -91,6 +99,9 @@ func NewLoop(cfg Config) *Loop {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if cfg.HoldOff <= 0 {
 		cfg.HoldOff = 100 * time.Millisecond
@@ -169,7 +180,7 @@ func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
 			if !ok {
 				return nil
 			}
-			if l.apply(ev) {
+			if l.traceApply(ctx, ev) {
 				schedule()
 			}
 		case u := <-l.cfg.Policies:
@@ -184,6 +195,26 @@ func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
 			l.build(ctx, true)
 		}
 	}
+}
+
+// traceApply is apply inside a span describing the source update.
+func (l *Loop) traceApply(ctx context.Context, ev sources.Event) bool {
+	_, span := l.cfg.Tracer.Start(ctx, "sluice.source.update", trace.WithAttributes(
+		attribute.String("sluice.source", ev.Source),
+		attribute.Bool("sluice.source.stale", ev.State == nil),
+	))
+	defer span.End()
+	if ev.State != nil {
+		n := 0
+		for _, s := range ev.State.Services {
+			n += len(s.Instances)
+		}
+		span.SetAttributes(attribute.Int("sluice.services", len(ev.State.Services)), attribute.Int("sluice.instances", n))
+	}
+	if ev.Err != nil {
+		span.SetStatus(codes.Error, ev.Err.Error())
+	}
+	return l.apply(ev)
 }
 
 // apply records a source event and reports whether a rebuild is needed.
@@ -261,6 +292,8 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 		l.mu.Unlock()
 		return
 	}
+	ctx, span := l.cfg.Tracer.Start(ctx, "sluice.snapshot.build", trace.WithAttributes(attribute.Bool("sluice.only_new_groups", onlyFresh)))
+	defer span.End()
 	if l.dirty {
 		states := map[string]sources.State{}
 		for name, s := range l.sources {
@@ -286,13 +319,13 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 	// Translating the default sidecar view validates the catalog even before
 	// any proxy connects, which is what readiness reports.
 	if !onlyFresh {
-		if _, err := l.translate(catalog, pol, translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar}); err != nil {
+		if _, err := l.translate(ctx, catalog, pol, translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar}); err != nil {
 			failed = true
 			l.recordError(err)
 		}
 	}
 	for _, g := range todo {
-		snap, err := l.translate(catalog, pol, g.proxy)
+		snap, err := l.translate(ctx, catalog, pol, g.proxy)
 		l.mu.Lock()
 		if err != nil {
 			failed = true
@@ -311,7 +344,7 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 			l.cfg.Metrics.snapshots.WithLabelValues("unchanged").Inc()
 			continue
 		}
-		if err := l.cfg.Publisher.SetSnapshot(ctx, g.proxy.Key(), snap); err != nil {
+		if err := l.publish(ctx, g.proxy.Key(), snap, versions); err != nil {
 			failed = true
 			l.mu.Lock()
 			g.err = err.Error()
@@ -331,6 +364,9 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 	if !failed {
 		l.mu.Lock()
 		if !onlyFresh {
+			if !l.built {
+				l.cfg.Log.Info("catalog translated; ready", "services", len(catalog.Services))
+			}
 			l.built = true
 			l.lastError = ""
 		}
@@ -338,14 +374,21 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 	}
 }
 
-func (l *Loop) translate(catalog sources.Catalog, pol *policy.Set, p translator.Proxy) (*cache.Snapshot, error) {
+func (l *Loop) translate(ctx context.Context, catalog sources.Catalog, pol *policy.Set, p translator.Proxy) (*cache.Snapshot, error) {
+	_, span := l.cfg.Tracer.Start(ctx, "sluice.translate", trace.WithAttributes(
+		attribute.String("sluice.group", p.Key()), attribute.Int("sluice.services", len(catalog.Services))))
+	defer span.End()
 	start := time.Now()
 	res, err := l.cfg.Translator.Translate(translator.Input{Catalog: catalog, Policy: pol, Proxy: p})
 	l.cfg.Metrics.translateSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		return nil, err
+	if err == nil {
+		var snap *cache.Snapshot
+		if snap, err = Build(res.Resources); err == nil {
+			return snap, nil
+		}
 	}
-	return Build(res.Resources)
+	span.SetStatus(codes.Error, err.Error())
+	return nil, err
 }
 
 func (l *Loop) recordError(err error) {
@@ -380,4 +423,17 @@ func (l *Loop) policyWarnings() {
 	}
 	l.policyStatus.Diagnostics = l.policy.Warnings(names)
 	l.cfg.Metrics.setDiagnostics(policy.SourceName, l.policyStatus.Diagnostics)
+}
+
+func (l *Loop) publish(ctx context.Context, group string, snap *cache.Snapshot, versions map[resource.Type]string) error {
+	ctx, span := l.cfg.Tracer.Start(ctx, "sluice.publish", trace.WithAttributes(attribute.String("sluice.group", group)))
+	defer span.End()
+	for typ, v := range versions {
+		span.SetAttributes(attribute.String("sluice.version."+typ[strings.LastIndexByte(typ, '.')+1:], v))
+	}
+	err := l.cfg.Publisher.SetSnapshot(ctx, group, snap)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
 }

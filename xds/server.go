@@ -16,6 +16,7 @@ import (
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -25,6 +26,8 @@ import (
 type Config struct {
 	Log     *slog.Logger
 	Metrics *Metrics
+	// Tracer records a span per xDS response sent; nil records nothing.
+	Tracer trace.Tracer
 	// Cache holds the snapshots to serve (see NewCache); the snapshot loop
 	// publishes into it.
 	Cache cache.SnapshotCache
@@ -78,7 +81,7 @@ func NewServer(ctx context.Context, cfg Config) *Server {
 	if snapshots == nil {
 		snapshots = NewCache(cfg.Log)
 	}
-	tracker := NewTracker(cfg.Groups, cfg.Log, cfg.Metrics)
+	tracker := NewTracker(cfg.Groups, cfg.Log, cfg.Metrics, cfg.Tracer)
 	xdsServer := serverv3.NewServer(ctx, nackGuard{SnapshotCache: snapshots}, tracker)
 
 	opts := []grpc.ServerOption{

@@ -10,6 +10,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -29,6 +32,7 @@ type Tracker struct {
 	groups  GroupRegistrar
 	log     *slog.Logger
 	metrics *Metrics
+	tracer  trace.Tracer
 	now     func() time.Time
 
 	mu      sync.Mutex
@@ -77,12 +81,16 @@ type Nack struct {
 	At      time.Time `json:"at"`
 }
 
-// NewTracker returns callbacks that register groups with groups.
-func NewTracker(groups GroupRegistrar, log *slog.Logger, m *Metrics) *Tracker {
+// NewTracker returns callbacks that register groups with groups. A nil
+// tracer records no spans.
+func NewTracker(groups GroupRegistrar, log *slog.Logger, m *Metrics, tracer trace.Tracer) *Tracker {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Tracker{groups: groups, log: log, metrics: m, now: time.Now, streams: map[streamKey]*streamState{}}
+	if tracer == nil {
+		tracer = noop.NewTracerProvider().Tracer("")
+	}
+	return &Tracker{groups: groups, log: log, metrics: m, tracer: tracer, now: time.Now, streams: map[streamKey]*streamState{}}
 }
 
 func (t *Tracker) open(id int64, delta bool) {
@@ -147,13 +155,22 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 	return nil
 }
 
-func (t *Tracker) response(id int64, delta bool, typeURL, version, nonce string, resources int) {
+func (t *Tracker) response(ctx context.Context, id int64, delta bool, typeURL, version, nonce string, resources int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.streams[streamKey{delta, id}]
 	if s == nil {
 		return
 	}
+	_, span := t.tracer.Start(ctx, "sluice.xds.push", trace.WithAttributes(
+		attribute.String("sluice.node_id", s.node.GetId()),
+		attribute.String("sluice.group", s.proxy.Key()),
+		attribute.String("sluice.type", shortTypeName(typeURL)),
+		attribute.String("sluice.version", version),
+		attribute.Int("sluice.resources", resources),
+		attribute.Bool("sluice.delta", delta),
+	))
+	span.End()
 	ts := s.typeState(typeURL)
 	now := t.now()
 	ts.Sent, ts.SentAt, ts.Resources = version, now, resources
@@ -195,8 +212,8 @@ func (t *Tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 }
 
 // OnStreamResponse implements server.Callbacks.
-func (t *Tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	t.response(id, false, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
+func (t *Tracker) OnStreamResponse(ctx context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	t.response(ctx, id, false, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
 }
 
 // OnStreamDeltaRequest implements server.Callbacks.
@@ -206,7 +223,7 @@ func (t *Tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 
 // OnStreamDeltaResponse implements server.Callbacks.
 func (t *Tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	t.response(id, true, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources())+len(resp.GetRemovedResources()))
+	t.response(context.Background(), id, true, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources())+len(resp.GetRemovedResources()))
 }
 
 // OnFetchRequest implements server.Callbacks; REST fetches are not served.

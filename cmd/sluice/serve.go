@@ -28,6 +28,8 @@ type serveOptions struct {
 	xdsAddr, adminAddr     string
 	registries             registryOptions
 	policyDir              string
+	otelEndpoint           string
+	otelInsecure           bool
 	holdOff, maxDelay      time.Duration
 	outboundPort           uint32
 	outboundAddress        string
@@ -60,6 +62,8 @@ func (a *app) serveCommand() *cobra.Command {
 	f.Duration("max-delay", time.Second, "push at the latest this long after the first of a burst of changes")
 	f.Uint32("outbound-port", translator.DefaultOutboundPort, "port of Envoy's outbound listener unless the node's metadata sets outbound_port")
 	f.String("outbound-address", translator.DefaultOutboundAddress, "address of Envoy's outbound listener unless the node's metadata sets outbound_address")
+	f.String("otel-endpoint", "", "export sluice's own traces (source updates, translations, pushes) over OTLP/gRPC to this host:port; off when empty")
+	f.Bool("otel-insecure", true, "talk plaintext to --otel-endpoint (set false for TLS)")
 	f.String("xds-tls-cert", "", "serve xDS over TLS with this certificate (PEM); needs --xds-tls-key")
 	f.String("xds-tls-key", "", "private key (PEM) for --xds-tls-cert")
 	f.String("xds-tls-client-ca", "", "require xDS clients to present a certificate signed by this CA (PEM)")
@@ -72,6 +76,8 @@ func (a *app) serveOptions() (serveOptions, error) {
 		xdsAddr:         v.GetString("xds-addr"),
 		adminAddr:       v.GetString("admin-addr"),
 		policyDir:       v.GetString("policy-dir"),
+		otelEndpoint:    v.GetString("otel-endpoint"),
+		otelInsecure:    v.GetBool("otel-insecure"),
 		holdOff:         v.GetDuration("debounce"),
 		maxDelay:        v.GetDuration("max-delay"),
 		outboundAddress: v.GetString("outbound-address"),
@@ -107,6 +113,11 @@ func (a *app) serveOptions() (serveOptions, error) {
 	if o.policyDir != "" {
 		if fi, err := os.Stat(o.policyDir); err != nil || !fi.IsDir() {
 			return o, fmt.Errorf("--policy-dir: %q is not a directory", o.policyDir)
+		}
+	}
+	if o.otelEndpoint != "" {
+		if _, _, err := net.SplitHostPort(o.otelEndpoint); err != nil {
+			return o, fmt.Errorf("--otel-endpoint: %q is not host:port: %w", o.otelEndpoint, err)
 		}
 	}
 	var err error
@@ -147,6 +158,13 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	tp, stopTracing, err := tracing(ctx, log, o.otelEndpoint, o.otelInsecure)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	tracer := tp.Tracer("github.com/sluice-mesh/sluice")
+
 	regs, err := openRegistries(ctx, log, o.registries)
 	if err != nil {
 		return err
@@ -169,11 +187,11 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	loop := snapshot.NewLoop(snapshot.Config{
 		Sources: names, Translator: tr, Publisher: snapshots, Policies: policies,
 		HoldOff: o.holdOff, MaxDelay: o.maxDelay,
-		Log: log.With("component", "snapshot"), Metrics: snapshot.NewMetrics(reg),
+		Log: log.With("component", "snapshot"), Metrics: snapshot.NewMetrics(reg), Tracer: tracer,
 	})
 	srv := xds.NewServer(ctx, xds.Config{
 		Log: log.With("component", "xds"), Metrics: xds.NewMetrics(reg),
-		Cache: snapshots, Groups: loop, TLS: tlsCfg,
+		Cache: snapshots, Groups: loop, TLS: tlsCfg, Tracer: tracer,
 	})
 
 	xdsLis, err := net.Listen("tcp", o.xdsAddr)
