@@ -1,0 +1,192 @@
+package consul
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// SourceName is the name this source reports under.
+const SourceName = "consul"
+
+// Defaults of the tuning fields of Config; see there.
+const (
+	DefaultWaitTime          = time.Minute
+	DefaultRequestTimeout    = 10 * time.Second
+	DefaultMinQueryInterval  = 100 * time.Millisecond
+	DefaultMinResyncInterval = time.Second
+	DefaultConcurrency       = 8
+	DefaultRetryMin          = 500 * time.Millisecond
+	DefaultRetryMax          = 30 * time.Second
+)
+
+// Config configures the Consul source.
+//
+// Start from DefaultConfig: its WarningIsHealthy is true, while the zero
+// Config's is false.
+type Config struct {
+	// Address of the Consul HTTP API: "host:port", "http://host:port",
+	// "https://host:port" or "unix:///path". Empty means Consul's standard
+	// CONSUL_HTTP_ADDR, else 127.0.0.1:8500. Usually the local agent.
+	Address string
+	// Token is the ACL token (needs service:read and node:read on what
+	// should be served). Empty means CONSUL_HTTP_TOKEN, else anonymous.
+	Token string
+	// Datacenter to read; empty means the agent's own.
+	Datacenter string
+	// TLS secures the connection; with any of its fields set the scheme is
+	// https.
+	TLS TLSConfig
+	// Tags, when set, serve only instances that carry every one of them.
+	Tags []string
+	// WarningIsHealthy decides what a "warning" check status means. True
+	// (DefaultConfig, and Consul's own xDS) serves the instance, weighted
+	// by Weights.Warning; false marks it unhealthy.
+	WarningIsHealthy bool
+	// Log receives the source's logs; nil discards them.
+	Log *slog.Logger
+
+	// WaitTime is how long a blocking query waits for a change before the
+	// agent answers anyway (Consul caps it at 10m). It also bounds how long
+	// a silently dead connection goes unnoticed. 0 means DefaultWaitTime.
+	WaitTime time.Duration
+	// RequestTimeout bounds each non-blocking request, and is the grace on
+	// top of WaitTime for blocking ones. 0 means DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// MinQueryInterval is the least time between the starts of two
+	// blocking queries of one watch (Consul's "rate limit" guidance: a
+	// flapping check costs at most one list per interval). 0 means
+	// DefaultMinQueryInterval.
+	MinQueryInterval time.Duration
+	// MinResyncInterval is the least time between two full re-reads of
+	// every service, which a change of the service catalog triggers; the
+	// gap also grows to four times the last re-read's duration, so re-reads
+	// never take more than a fifth of the time. 0 means
+	// DefaultMinResyncInterval.
+	MinResyncInterval time.Duration
+	// Concurrency bounds the per-service health reads in flight. 0 means
+	// DefaultConcurrency.
+	Concurrency int
+	// RetryMin and RetryMax bound the jittered exponential backoff between
+	// attempts to reach Consul. 0 means DefaultRetryMin/DefaultRetryMax.
+	RetryMin, RetryMax time.Duration
+}
+
+// TLSConfig configures HTTPS to Consul. Empty fields fall back to Consul's
+// standard CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY and
+// CONSUL_TLS_SERVER_NAME environment variables.
+type TLSConfig struct {
+	// CAFile verifies the server's certificate (PEM); empty means the
+	// system roots.
+	CAFile string
+	// CertFile and KeyFile are a client certificate and its key (PEM),
+	// for agents that verify incoming HTTPS (verify_incoming).
+	CertFile, KeyFile string
+	// ServerName is the name expected in the server's certificate, when it
+	// differs from the host in Address (e.g. "server.dc1.consul").
+	ServerName string
+	// InsecureSkipVerify disables certificate verification. For tests only.
+	InsecureSkipVerify bool
+}
+
+func (t TLSConfig) enabled() bool {
+	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
+}
+
+// DefaultConfig returns the recommended settings: the local agent, warning
+// counted as healthy, the default tuning.
+func DefaultConfig() Config {
+	return Config{WarningIsHealthy: true}
+}
+
+// normalize validates c and fills in defaults. Errors name the field.
+func (c Config) normalize() (Config, error) {
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return c, errors.New("consul: TLS.CertFile and TLS.KeyFile must be given together")
+	}
+	if strings.HasPrefix(c.Address, "http://") && c.TLS.enabled() {
+		return c, fmt.Errorf("consul: Address: %q is plaintext (http://) but TLS is configured; use https:// or host:port", c.Address)
+	}
+	tags := make([]string, 0, len(c.Tags))
+	for i, t := range c.Tags {
+		if t == "" {
+			return c, fmt.Errorf("consul: Tags[%d]: empty tag", i)
+		}
+		tags = append(tags, t)
+	}
+	c.Tags = tags
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"WaitTime", &c.WaitTime, DefaultWaitTime},
+		{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout},
+		{"MinQueryInterval", &c.MinQueryInterval, DefaultMinQueryInterval},
+		{"MinResyncInterval", &c.MinResyncInterval, DefaultMinResyncInterval},
+		{"RetryMin", &c.RetryMin, DefaultRetryMin},
+		{"RetryMax", &c.RetryMax, DefaultRetryMax},
+	} {
+		if *d.v < 0 {
+			return c, fmt.Errorf("consul: %s: must not be negative, got %s", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.WaitTime > 10*time.Minute {
+		return c, fmt.Errorf("consul: WaitTime: Consul caps blocking queries at 10m, got %s", c.WaitTime)
+	}
+	if c.RetryMax < c.RetryMin {
+		return c, fmt.Errorf("consul: RetryMax (%s) is below RetryMin (%s)", c.RetryMax, c.RetryMin)
+	}
+	if c.Concurrency < 0 {
+		return c, fmt.Errorf("consul: Concurrency: must not be negative, got %d", c.Concurrency)
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// client builds the Consul API client for c (already normalized).
+func (c Config) client() (*api.Client, error) {
+	ac := api.DefaultConfig() // reads the CONSUL_* environment variables
+	if c.Address != "" {
+		ac.Address = c.Address
+	}
+	if c.Token != "" {
+		ac.Token = c.Token
+	}
+	if c.Datacenter != "" {
+		ac.Datacenter = c.Datacenter
+	}
+	if c.TLS.enabled() {
+		ac.Scheme = "https"
+		if c.TLS.CAFile != "" {
+			ac.TLSConfig.CAFile, ac.TLSConfig.CAPath = c.TLS.CAFile, ""
+		}
+		if c.TLS.CertFile != "" {
+			ac.TLSConfig.CertFile, ac.TLSConfig.KeyFile = c.TLS.CertFile, c.TLS.KeyFile
+		}
+		if c.TLS.ServerName != "" {
+			ac.TLSConfig.Address = c.TLS.ServerName
+		}
+		ac.TLSConfig.InsecureSkipVerify = ac.TLSConfig.InsecureSkipVerify || c.TLS.InsecureSkipVerify
+	}
+	// Keep a connection per watch and per concurrent read, instead of the
+	// pooled transport's GOMAXPROCS+1, so reads never churn connections.
+	ac.Transport.MaxIdleConnsPerHost = c.Concurrency + numWatches + 1
+	cl, err := api.NewClient(ac)
+	if err != nil {
+		return nil, fmt.Errorf("consul: client for %q: %w", ac.Address, err)
+	}
+	return cl, nil
+}
