@@ -6,8 +6,9 @@ LINT      := $(GO) tool -modfile=tools/lint/go.mod golangci-lint
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.Version=$(VERSION)
-# Tests look here for the real Envoy binary that `make deps` installs.
+# Tests look here for the real Envoy and Consul binaries `make deps` installs.
 export SLUICE_ENVOY ?= $(CURDIR)/.deps/bin/envoy
+export SLUICE_CONSUL ?= $(CURDIR)/bin/consul
 
 .PHONY: all build test unit e2e lint fmt vet deps run golden bench clean
 
@@ -19,6 +20,7 @@ build:
 ## deps: install pinned real components for the tests (idempotent, fast when done)
 deps:
 	tools/install-envoy.sh
+	tools/install-consul.sh
 
 ## test: vet, then every test (unit, feature and end-to-end) with the race detector
 test: deps vet

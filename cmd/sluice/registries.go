@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/sources/consul"
 	"github.com/sluice-mesh/sluice/sources/etcd"
 	"github.com/sluice-mesh/sluice/sources/file"
 )
@@ -26,6 +27,9 @@ type registryOptions struct {
 	etcd etcdOptions
 	// etcdSet says --etcd-endpoints was given (flag, env or config file).
 	etcdSet bool
+
+	// consul is the Consul source's config; nil without --consul-addr.
+	consul *consul.Config
 }
 
 type etcdOptions struct {
@@ -40,6 +44,15 @@ func addRegistryFlags(f *pflag.FlagSet) {
 	f.Bool("dev", false, "start an embedded etcd on --etcd-endpoints and watch it (the default when no registry is configured)")
 	f.String("data-dir", "", "data directory of the embedded etcd (default: a temporary directory removed on exit)")
 	addEtcdFlags(f)
+	f.String("consul-addr", "", "Consul agent HTTP address (host:port or URL); setting it watches Consul")
+	f.String("consul-token", "", "Consul ACL token (prefer SLUICE_CONSUL_TOKEN over the flag)")
+	f.String("consul-datacenter", "", "Consul datacenter to watch (default: the agent's)")
+	f.StringSlice("consul-tag", nil, "only serve Consul instances that have all of these tags (repeatable)")
+	f.String("consul-ca", "", "CA certificate (PEM) that signed the Consul agent's HTTPS certificate")
+	f.String("consul-cert", "", "client certificate (PEM) for Consul agents that verify incoming HTTPS")
+	f.String("consul-key", "", "client key (PEM) for --consul-cert")
+	f.String("consul-tls-server-name", "", "name expected in the Consul agent's certificate, when it differs from the address")
+	f.Bool("consul-warning-healthy", true, "serve instances whose checks are in warning state (false: treat warning as unhealthy)")
 }
 
 // addEtcdFlags are shared by serve and register.
@@ -81,6 +94,22 @@ func (a *app) registryOptions() (registryOptions, error) {
 		etcd:         a.etcdOptions(),
 		etcdSet:      a.v.IsSet("etcd-endpoints"),
 	}
+	if addr := a.v.GetString("consul-addr"); addr != "" {
+		cfg := consul.DefaultConfig()
+		cfg.Address = addr
+		cfg.Token = a.v.GetString("consul-token")
+		cfg.Datacenter = a.v.GetString("consul-datacenter")
+		cfg.Tags = a.v.GetStringSlice("consul-tag")
+		cfg.WarningIsHealthy = a.v.GetBool("consul-warning-healthy")
+		cfg.TLS = consul.TLSConfig{
+			CAFile: a.v.GetString("consul-ca"), CertFile: a.v.GetString("consul-cert"),
+			KeyFile: a.v.GetString("consul-key"), ServerName: a.v.GetString("consul-tls-server-name"),
+		}
+		if _, err := consul.New(cfg); err != nil {
+			return o, consulFlagError(err)
+		}
+		o.consul = &cfg
+	}
 	check := o.etcd
 	if o.embedded() {
 		// The embedded etcd may listen on port 0 (any free port); its real
@@ -100,7 +129,24 @@ func (a *app) registryOptions() (registryOptions, error) {
 // nothing else is configured, so `sluice serve` alone gives a working
 // control plane to register into.
 func (o registryOptions) embedded() bool {
-	return o.dev || (o.registryFile == "" && !o.etcdSet)
+	return o.dev || (o.registryFile == "" && !o.etcdSet && o.consul == nil)
+}
+
+// consulFlagError rewords the consul package's field names as flags.
+func consulFlagError(err error) error {
+	msg := err.Error()
+	// Ordered: a longer field name before its prefix.
+	for _, r := range [][2]string{
+		{"consul: TLS.CertFile and TLS.KeyFile", "--consul-cert and --consul-key"},
+		{"consul: TLS", "--consul-ca/--consul-cert/--consul-key"},
+		{"consul: Address", "--consul-addr"},
+		{"consul: Tags", "--consul-tag"},
+	} {
+		if strings.HasPrefix(msg, r[0]) {
+			return fmt.Errorf("%s%s", r[1], strings.TrimPrefix(msg, r[0]))
+		}
+	}
+	return err
 }
 
 // config turns the flags into the etcd source's config; errors name flags.
@@ -176,6 +222,16 @@ func openRegistries(ctx context.Context, log *slog.Logger, o registryOptions) (*
 		if err != nil {
 			r.close()
 			return nil, flagError(err)
+		}
+		r.sources = append(r.sources, src)
+	}
+	if o.consul != nil {
+		cfg := *o.consul
+		cfg.Log = log
+		src, err := consul.New(cfg)
+		if err != nil {
+			r.close()
+			return nil, consulFlagError(err)
 		}
 		r.sources = append(r.sources, src)
 	}
