@@ -83,7 +83,7 @@ func startConsul(t *testing.T) *consulAgent {
 	eventually(t, 30*time.Second, "a consul leader", func() error {
 		leader, err := cli.Status().Leader()
 		if err != nil || leader == "" {
-			return fmt.Errorf("no leader yet (%v)", err)
+			return fmt.Errorf("no leader yet (%w)", err)
 		}
 		return nil
 	})
