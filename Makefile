@@ -52,3 +52,15 @@ bench:
 
 clean:
 	rm -rf $(BIN)
+
+## --- deployment (deploy/, docs/deploy.md) ---
+DOCKER ?= docker
+IMAGE  ?= ghcr.io/sluice-mesh/sluice:dev
+
+.PHONY: image
+
+## image: build sluice's container image (deploy/Dockerfile) as $(IMAGE)
+image:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make image: '$(DOCKER)' is not on PATH: install Docker (or set DOCKER=podman)" >&2; exit 1; }
+	@$(DOCKER) version --format '{{.Server.Version}}' >/dev/null 2>&1 || { echo "make image: '$(DOCKER)' cannot reach a container engine ('$(DOCKER) version' failed): start the Docker daemon or set DOCKER_HOST" >&2; exit 1; }
+	$(DOCKER) build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
