@@ -80,27 +80,23 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 		services = append([]sources.CatalogService(nil), services...)
 		sort.Slice(services, func(i, j int) bool { return services[i].Name < services[j].Name })
 	}
+	view := serviceView{kind: in.Proxy.Kind, gateway: in.Proxy.Kind == KindEnvoy && in.Proxy.Role == RoleGateway}
 	var vhosts []*routev3.VirtualHost
 	for i, svc := range services {
 		if i > 0 && services[i-1].Name == svc.Name {
 			return nil, fmt.Errorf("translating catalog: service %q listed twice", svc.Name)
 		}
-		name := ClusterName(svc.Name)
-		res.add(resource.ClusterType, envoy.EDSCluster(name, t.ConnectTimeout))
-		res.add(resource.EndpointType, envoy.LoadAssignment(name, localities(svc.Endpoints)))
-		switch in.Proxy.Kind {
-		case KindGRPC:
-			// One API listener per name a client may dial: xds:///name and
-			// xds:///name:port. gRPC picks the virtual host by that name, so
-			// the shared route configuration lists them all as domains.
-			doms := domains(svc)
-			vh := envoy.VirtualHost(svc.Name, doms, name)
-			res.add(resource.RouteType, envoy.RouteConfiguration(svc.Name, []*routev3.VirtualHost{vh}))
-			for _, d := range doms {
-				res.add(resource.ListenerType, envoy.APIListener(d, envoy.HTTPConnectionManager(svc.Name, svc.Name)))
-			}
-		default:
-			vhosts = append(vhosts, envoy.VirtualHost(svc.Name, domains(svc), name))
+		sr := t.service(svc, in.Policy.Resolve(svc.Name), view)
+		res.add(resource.ClusterType, sr.cluster)
+		res.add(resource.EndpointType, sr.endpoints)
+		if sr.vhost != nil {
+			vhosts = append(vhosts, sr.vhost)
+		}
+		if sr.routes != nil {
+			res.add(resource.RouteType, sr.routes)
+		}
+		for _, l := range sr.listeners {
+			res.add(resource.ListenerType, l)
 		}
 	}
 	if in.Proxy.Kind != KindGRPC {

@@ -27,12 +27,14 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
@@ -61,6 +63,10 @@ var goldenTypes = []struct {
 type goldenInput struct {
 	Proxy   translator.Proxy `json:"proxy"`
 	Catalog sources.Catalog  `json:"catalog"`
+	// Policies is the content of one policy file (YAML documents separated
+	// by "---"), loaded with policy.Load as <case>.yaml#policies; empty
+	// means no policy set (built-in defaults).
+	Policies string `json:"policies,omitempty"`
 }
 
 type goldenCase struct {
@@ -105,7 +111,15 @@ func loadInput(t *testing.T, path string) translator.Input {
 	if in.Proxy.Kind != translator.KindEnvoy && in.Proxy.Kind != translator.KindGRPC {
 		t.Fatalf("%s: proxy.kind is %q, want envoy or grpc", path, in.Proxy.Kind)
 	}
-	return translator.Input{Catalog: in.Catalog, Proxy: in.Proxy}
+	var set *policy.Set
+	if in.Policies != "" {
+		var diags []sources.Diagnostic
+		set, diags = policy.Load([]policy.File{{Name: path + "#policies", Data: []byte(in.Policies)}})
+		if set == nil {
+			t.Fatalf("%s: policies rejected: %v", path, diags)
+		}
+	}
+	return translator.Input{Catalog: in.Catalog, Proxy: in.Proxy, Policy: set}
 }
 
 func translate(t *testing.T, in translator.Input) *translator.Result {
@@ -465,13 +479,19 @@ func TestTranslateDoesNotModifyInput(t *testing.T) {
 					reverse(want.Catalog.Services)
 				}
 				translate(t, in)
-				if diff := cmp.Diff(want, in); diff != "" {
+				if diff := cmp.Diff(want, in, comparePolicySets); diff != "" {
 					t.Errorf("Translate modified its input (-before +after):\n%s", diff)
 				}
 			})
 		}
 	}
 }
+
+// comparePolicySets compares policy sets by their documents (a Set is
+// immutable, and its fields are unexported).
+var comparePolicySets = cmp.Comparer(func(a, b *policy.Set) bool {
+	return cmp.Equal(a.Documents(), b.Documents(), cmpopts.IgnoreUnexported(policy.Document{}))
+})
 
 func reverse[T any](s []T) {
 	for i, j := 0, len(s)-1; i < j; i, j = i+1, j-1 {

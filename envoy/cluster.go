@@ -1,0 +1,195 @@
+package envoy
+
+import (
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// HTTPProtocolOptionsKey is the typed_extension_protocol_options key of the
+// upstream HTTP protocol options.
+const HTTPProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// ClusterPolicy is what a cluster does besides finding its endpoints: how
+// it balances load, how much it sends at once and which hosts it ejects.
+type ClusterPolicy struct {
+	LB LB
+	// CircuitBreaker, when set, replaces Envoy's default-priority
+	// thresholds.
+	CircuitBreaker *Thresholds
+	// OutlierDetection, when set, turns outlier detection on.
+	OutlierDetection *Outlier
+}
+
+// LB is a load-balancing algorithm with its settings.
+type LB struct {
+	Policy clusterv3.Cluster_LbPolicy
+	// ChoiceCount is LEAST_REQUEST's choice_count; 0 leaves it unset.
+	ChoiceCount uint32
+	// MinRingSize and MaxRingSize configure RING_HASH; 0 leaves them unset.
+	MinRingSize, MaxRingSize uint64
+}
+
+// Thresholds are default-priority circuit-breaker limits. A zero count
+// leaves that limit at Envoy's default.
+type Thresholds struct {
+	MaxConnections     uint32
+	MaxPendingRequests uint32
+	MaxRequests        uint32
+	MaxRetries         uint32
+	// RetryBudget, when set, bounds concurrent retries instead of
+	// MaxRetries.
+	RetryBudget *RetryBudget
+}
+
+// RetryBudget caps concurrent retries to a share of the active requests.
+type RetryBudget struct {
+	BudgetPercent       float64
+	MinRetryConcurrency uint32
+}
+
+// Outlier configures outlier detection. Every form it does not turn on is
+// turned off explicitly: Envoy enables the consecutive-5xx and success-rate
+// forms by default, and gRPC the success-rate form.
+type Outlier struct {
+	// Consecutive ejects a host after that many consecutive 5xx or gateway
+	// errors; 0 turns the form off, nil leaves its fields out altogether
+	// (for clients that ignore them).
+	Consecutive *uint32
+	// FailurePercent ejects a host whose error rate over an interval
+	// reaches it; 0 turns the form off.
+	FailurePercent              uint32
+	FailurePercentMinHosts      uint32
+	FailurePercentRequestVolume uint32
+	Interval                    time.Duration
+	BaseEjectionTime            time.Duration
+	MaxEjectionPercent          uint32
+}
+
+// ServiceCluster is an EDS cluster (see EDSCluster) with a policy.
+func ServiceCluster(name string, connectTimeout time.Duration, p ClusterPolicy) *clusterv3.Cluster {
+	c := EDSCluster(name, connectTimeout)
+	c.LbPolicy = p.LB.Policy
+	switch p.LB.Policy {
+	case clusterv3.Cluster_LEAST_REQUEST:
+		if p.LB.ChoiceCount != 0 {
+			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
+				ChoiceCount: wrapperspb.UInt32(p.LB.ChoiceCount),
+			}}
+		}
+	case clusterv3.Cluster_RING_HASH:
+		rh := &clusterv3.Cluster_RingHashLbConfig{HashFunction: clusterv3.Cluster_RingHashLbConfig_XX_HASH}
+		if p.LB.MinRingSize != 0 {
+			rh.MinimumRingSize = wrapperspb.UInt64(p.LB.MinRingSize)
+		}
+		if p.LB.MaxRingSize != 0 {
+			rh.MaximumRingSize = wrapperspb.UInt64(p.LB.MaxRingSize)
+		}
+		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: rh}
+	}
+	if p.CircuitBreaker != nil {
+		c.CircuitBreakers = CircuitBreakers(*p.CircuitBreaker)
+	}
+	if p.OutlierDetection != nil {
+		c.OutlierDetection = OutlierDetection(*p.OutlierDetection)
+	}
+	return c
+}
+
+// CircuitBreakers sets the default-priority thresholds.
+func CircuitBreakers(t Thresholds) *clusterv3.CircuitBreakers {
+	th := &clusterv3.CircuitBreakers_Thresholds{
+		Priority:           corev3.RoutingPriority_DEFAULT,
+		MaxConnections:     optUInt32(t.MaxConnections),
+		MaxPendingRequests: optUInt32(t.MaxPendingRequests),
+		MaxRequests:        optUInt32(t.MaxRequests),
+		MaxRetries:         optUInt32(t.MaxRetries),
+	}
+	if b := t.RetryBudget; b != nil {
+		th.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+			BudgetPercent:       &typev3.Percent{Value: b.BudgetPercent},
+			MinRetryConcurrency: wrapperspb.UInt32(b.MinRetryConcurrency),
+		}
+	}
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
+}
+
+// OutlierDetection builds a cluster's outlier detection.
+func OutlierDetection(o Outlier) *clusterv3.OutlierDetection {
+	od := &clusterv3.OutlierDetection{
+		Interval:           durationpb.New(o.Interval),
+		BaseEjectionTime:   durationpb.New(o.BaseEjectionTime),
+		MaxEjectionPercent: wrapperspb.UInt32(o.MaxEjectionPercent),
+		// Not a form sluice offers; Envoy and gRPC both enable it unless
+		// told otherwise.
+		EnforcingSuccessRate: wrapperspb.UInt32(0),
+	}
+	if o.Consecutive != nil {
+		if n := *o.Consecutive; n > 0 {
+			od.Consecutive_5Xx = wrapperspb.UInt32(n)
+			od.EnforcingConsecutive_5Xx = wrapperspb.UInt32(100)
+			// Gateway errors (502, 503, 504 and connection failures) are
+			// 5xx too; counting them on their own makes the intent explicit
+			// and keeps ejecting if a later Envoy splits local-origin errors.
+			od.ConsecutiveGatewayFailure = wrapperspb.UInt32(n)
+			od.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(100)
+		} else {
+			od.EnforcingConsecutive_5Xx = wrapperspb.UInt32(0)
+			od.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(0)
+		}
+	}
+	if o.FailurePercent > 0 {
+		od.FailurePercentageThreshold = wrapperspb.UInt32(o.FailurePercent)
+		od.EnforcingFailurePercentage = wrapperspb.UInt32(100)
+		od.FailurePercentageMinimumHosts = wrapperspb.UInt32(o.FailurePercentMinHosts)
+		od.FailurePercentageRequestVolume = wrapperspb.UInt32(o.FailurePercentRequestVolume)
+	}
+	return od
+}
+
+// AddressCluster is a cluster of fixed addresses (typ STATIC for IP
+// addresses, STRICT_DNS for host names) in one locality. With http2 it
+// speaks HTTP/2 (prior knowledge) upstream, as gRPC services need.
+func AddressCluster(name string, connectTimeout time.Duration, typ clusterv3.Cluster_DiscoveryType, endpoints []Endpoint, http2 bool) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: typ},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		LoadAssignment:       LoadAssignment(name, []Locality{{Endpoints: endpoints}}),
+	}
+	if http2 {
+		return WithHTTP2(c)
+	}
+	return c
+}
+
+// WithHTTP2 returns c speaking HTTP/2 (prior knowledge) upstream.
+func WithHTTP2(c *clusterv3.Cluster) *clusterv3.Cluster {
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptionsKey: MustAny(HTTP2ProtocolOptions())}
+	return c
+}
+
+// HTTP2ProtocolOptions selects HTTP/2 upstream explicitly.
+func HTTP2ProtocolOptions() *httpv3.HttpProtocolOptions {
+	return &httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+			},
+		}},
+	}
+}
+
+func optUInt32(n uint32) *wrapperspb.UInt32Value {
+	if n == 0 {
+		return nil
+	}
+	return wrapperspb.UInt32(n)
+}

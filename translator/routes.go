@@ -1,0 +1,152 @@
+package translator
+
+import (
+	"slices"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/sluice-mesh/sluice/envoy"
+	"github.com/sluice-mesh/sluice/policy"
+)
+
+// envoyRoutes maps the service's route variants one to one onto Envoy
+// routes, in order, each with its timeout and retry policy.
+func envoyRoutes(cluster string, pol policy.Resolved, v serviceView) []*routev3.Route {
+	hash := hashPolicies(pol.LoadBalancer, v.kind)
+	variants := pol.RouteVariants()
+	out := make([]*routev3.Route, 0, len(variants))
+	for _, rv := range variants {
+		timeout := rv.Timeout
+		out = append(out, envoy.Route(envoy.RouteOptions{
+			Name:    rv.Name,
+			Match:   variantMatch(rv),
+			Cluster: cluster,
+			Timeout: &timeout,
+			Retry:   envoyRetry(rv.Retry),
+			Hash:    hash,
+		}))
+	}
+	return out
+}
+
+func variantMatch(rv policy.RouteVariant) envoy.Match {
+	m := envoy.Match{
+		Prefix:  rv.Match.PathPrefix,
+		Path:    rv.Match.Path,
+		Methods: rv.Match.Methods,
+		GRPC:    rv.GRPC,
+		Headers: headerValues(rv.Match.Headers),
+	}
+	if rv.RequireHeader != "" {
+		m.Present = []string{rv.RequireHeader}
+	}
+	return m
+}
+
+func headerValues(hs []policy.HeaderMatch) []envoy.HeaderValue {
+	var out []envoy.HeaderValue
+	for _, h := range hs {
+		out = append(out, envoy.HeaderValue{Name: h.Name, Value: h.Exact})
+	}
+	return out
+}
+
+// envoyRetry is Envoy's form of a retry policy: HTTP and gRPC-status
+// conditions together in retry_on (Envoy reads the gRPC ones as
+// x-envoy-retry-grpc-on does), and retries prefer hosts not tried yet.
+func envoyRetry(r policy.Retry) *envoy.Retry {
+	if !r.Enabled() {
+		return nil
+	}
+	on := make([]string, len(r.RetryOn))
+	for i, c := range r.RetryOn {
+		on[i] = string(c)
+	}
+	return &envoy.Retry{
+		On:                   on,
+		NumRetries:           r.Attempts,
+		PerTryTimeout:        r.PerTryTimeout,
+		BackoffBase:          r.Backoff.Base,
+		BackoffMax:           r.Backoff.Max,
+		RetriableStatusCodes: r.RetriableStatusCodes,
+		OtherHosts:           true,
+	}
+}
+
+// hashPolicies are the ring-hash inputs of every route of a service. gRPC
+// clients cannot hash on the source address (they are the source), so
+// they get the equivalent affinity: every call of one channel on one host.
+func hashPolicies(lb policy.LoadBalancer, kind ProxyKind) []envoy.Hash {
+	if lb.Policy != policy.RingHash {
+		return nil
+	}
+	switch h := lb.RingHash.HashOn; {
+	case h.Header != "":
+		return []envoy.Hash{{Header: h.Header}}
+	case h.SourceIP && kind == KindGRPC:
+		return []envoy.Hash{{ChannelID: true}}
+	case h.SourceIP:
+		return []envoy.Hash{{SourceIP: true}}
+	}
+	return nil
+}
+
+// grpcRoutes is what a proxyless gRPC client gets: one route per policy
+// route that a gRPC call can match (calls are always POST, and gRPC's
+// route matching sees neither :method nor the idempotency rules), carrying
+// the route's gRPC variant: retries only on gRPC status codes, and the
+// timeout as max_stream_duration (gRPC ignores the route timeout and
+// per_try_timeout).
+func grpcRoutes(cluster string, pol policy.Resolved) []*routev3.Route {
+	hash := hashPolicies(pol.LoadBalancer, KindGRPC)
+	var out []*routev3.Route
+	done := map[string]bool{}
+	for _, rv := range pol.RouteVariants() {
+		if done[rv.Route] {
+			continue
+		}
+		// A route's gRPC variant comes first; a route without one either
+		// does not retry (a single no-retry variant) or does not admit
+		// POST, and then no gRPC call can match it.
+		if rv.Kind != policy.VariantGRPC && (rv.Kind != policy.VariantNoRetry || !admitsPOST(rv.Match.Methods)) {
+			continue
+		}
+		done[rv.Route] = true
+		out = append(out, envoy.Route(envoy.RouteOptions{
+			Name: rv.Route,
+			Match: envoy.Match{
+				Prefix:  rv.Match.PathPrefix,
+				Path:    rv.Match.Path,
+				Headers: headerValues(rv.Match.Headers),
+			},
+			Cluster:           cluster,
+			MaxStreamDuration: rv.Timeout,
+			Retry:             grpcRetry(rv.Retry),
+			Hash:              hash,
+		}))
+	}
+	return out
+}
+
+func admitsPOST(methods []string) bool {
+	return len(methods) == 0 || slices.Contains(methods, "POST")
+}
+
+// grpcRetry keeps the gRPC status conditions, the only ones gRPC's xDS
+// client reads; without any the route gets no retry policy (gRPC retries
+// connection failures transparently anyway).
+func grpcRetry(r policy.Retry) *envoy.Retry {
+	if !r.Enabled() {
+		return nil
+	}
+	var on []string
+	for _, c := range r.RetryOn {
+		if c.IsGRPCStatus() {
+			on = append(on, string(c))
+		}
+	}
+	if len(on) == 0 {
+		return nil
+	}
+	return &envoy.Retry{On: on, NumRetries: r.Attempts, BackoffBase: r.Backoff.Base, BackoffMax: r.Backoff.Max}
+}

@@ -1,0 +1,116 @@
+package translator
+
+import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/sluice-mesh/sluice/envoy"
+	"github.com/sluice-mesh/sluice/policy"
+	"github.com/sluice-mesh/sluice/sources"
+)
+
+// serviceView is everything besides the service itself and its resolved
+// policy that the service's resources depend on. Two proxies with equal
+// views get identical per-service resources, so they could be cached by
+// (service, policy hash, view).
+type serviceView struct {
+	kind ProxyKind
+	// gateway: the proxy enforces the service's rate limits on its routes
+	// to the service (gateways have no inbound listener for it).
+	gateway bool
+}
+
+// serviceResources are the resources one service contributes.
+type serviceResources struct {
+	cluster   *clusterv3.Cluster
+	endpoints *endpointv3.ClusterLoadAssignment
+	// vhost is the service's virtual host on Envoy's outbound route
+	// configuration.
+	vhost *routev3.VirtualHost
+	// routes and listeners are a proxyless gRPC client's route
+	// configuration and API listeners for the service.
+	routes    *routev3.RouteConfiguration
+	listeners []*listenerv3.Listener
+}
+
+// service translates one service. It reads nothing but its arguments and
+// the translator's options.
+func (t *Translator) service(svc sources.CatalogService, pol policy.Resolved, v serviceView) serviceResources {
+	name := ClusterName(svc.Name)
+	out := serviceResources{
+		cluster:   envoy.ServiceCluster(name, t.ConnectTimeout, clusterPolicy(pol, v.kind)),
+		endpoints: envoy.LoadAssignment(name, localities(svc.Endpoints)),
+	}
+	doms := domains(svc)
+	if v.kind == KindGRPC {
+		// One API listener per name a client may dial: xds:///name and
+		// xds:///name:port. gRPC picks the virtual host by that name, so
+		// the shared route configuration lists them all as domains.
+		vh := envoy.VirtualHostRoutes(svc.Name, doms, grpcRoutes(name, pol), nil)
+		out.routes = envoy.RouteConfiguration(svc.Name, []*routev3.VirtualHost{vh})
+		for _, d := range doms {
+			out.listeners = append(out.listeners, envoy.APIListener(d, envoy.HTTPConnectionManager(svc.Name, svc.Name)))
+		}
+		return out
+	}
+	out.vhost = envoy.VirtualHostRoutes(svc.Name, doms, envoyRoutes(name, pol, v), nil)
+	return out
+}
+
+// clusterPolicy maps the resolved policy onto a cluster for kind. Proxyless
+// gRPC clients NACK RANDOM (and MAGLEV) and honour only max_requests of the
+// circuit breakers and the failure-percentage form of outlier detection, so
+// they get the closest form they accept.
+func clusterPolicy(pol policy.Resolved, kind ProxyKind) envoy.ClusterPolicy {
+	grpc := kind == KindGRPC
+	var p envoy.ClusterPolicy
+	lb := pol.LoadBalancer
+	switch lb.Policy {
+	case policy.LeastRequest:
+		p.LB = envoy.LB{Policy: clusterv3.Cluster_LEAST_REQUEST, ChoiceCount: lb.ChoiceCount}
+	case policy.RingHash:
+		p.LB = envoy.LB{Policy: clusterv3.Cluster_RING_HASH, MinRingSize: lb.RingHash.MinRingSize, MaxRingSize: lb.RingHash.MaxRingSize}
+	case policy.Random:
+		p.LB = envoy.LB{Policy: clusterv3.Cluster_RANDOM}
+		if grpc {
+			p.LB.Policy = clusterv3.Cluster_ROUND_ROBIN
+		}
+	default:
+		p.LB = envoy.LB{Policy: clusterv3.Cluster_ROUND_ROBIN}
+	}
+
+	cb := pol.CircuitBreaker
+	if grpc {
+		p.CircuitBreaker = &envoy.Thresholds{MaxRequests: cb.MaxRequests}
+	} else {
+		p.CircuitBreaker = &envoy.Thresholds{
+			MaxConnections:     cb.MaxConnections,
+			MaxPendingRequests: cb.MaxPendingRequests,
+			MaxRequests:        cb.MaxRequests,
+			MaxRetries:         cb.MaxRetries,
+		}
+		if b := pol.RetryBudget; b.Enabled {
+			p.CircuitBreaker.RetryBudget = &envoy.RetryBudget{BudgetPercent: b.BudgetPercent, MinRetryConcurrency: b.MinRetryConcurrency}
+		}
+	}
+
+	od := pol.OutlierDetection
+	if !od.Enabled || grpc && od.ErrorPercent == 0 {
+		return p
+	}
+	p.OutlierDetection = &envoy.Outlier{
+		FailurePercent:              od.ErrorPercent,
+		FailurePercentMinHosts:      od.MinHosts,
+		FailurePercentRequestVolume: od.MinRequests,
+		Interval:                    od.Interval,
+		BaseEjectionTime:            od.BaseEjectionTime,
+		MaxEjectionPercent:          od.MaxEjectionPercent,
+	}
+	if !grpc {
+		n := od.ConsecutiveErrors
+		p.OutlierDetection.Consecutive = &n
+	}
+	return p
+}
