@@ -59,6 +59,15 @@ func (t *Translator) service(svc sources.CatalogService, pol policy.Resolved, v 
 	return out
 }
 
+// defaultCircuitBreaker is the built-in circuit breaker, equal to Envoy's
+// defaults.
+var defaultCircuitBreaker = policy.CircuitBreaker{
+	MaxConnections:     policy.DefaultMaxConnections,
+	MaxPendingRequests: policy.DefaultMaxPendingRequests,
+	MaxRequests:        policy.DefaultMaxRequests,
+	MaxRetries:         policy.DefaultMaxRetries,
+}
+
 // clusterPolicy maps the resolved policy onto a cluster for kind. Proxyless
 // gRPC clients NACK RANDOM (and MAGLEV) and honour only max_requests of the
 // circuit breakers and the failure-percentage form of outlier detection, so
@@ -81,10 +90,16 @@ func clusterPolicy(pol policy.Resolved, kind ProxyKind) envoy.ClusterPolicy {
 		p.LB = envoy.LB{Policy: clusterv3.Cluster_ROUND_ROBIN}
 	}
 
+	// The built-in thresholds are Envoy's (and gRPC's max_requests) own
+	// defaults; a cluster only carries thresholds when they differ, so a
+	// service without policy gets a plain cluster.
 	cb := pol.CircuitBreaker
-	if grpc {
-		p.CircuitBreaker = &envoy.Thresholds{MaxRequests: cb.MaxRequests}
-	} else {
+	switch {
+	case grpc:
+		if cb.MaxRequests != policy.DefaultMaxRequests {
+			p.CircuitBreaker = &envoy.Thresholds{MaxRequests: cb.MaxRequests}
+		}
+	case cb != defaultCircuitBreaker || pol.RetryBudget.Enabled:
 		p.CircuitBreaker = &envoy.Thresholds{
 			MaxConnections:     cb.MaxConnections,
 			MaxPendingRequests: cb.MaxPendingRequests,
