@@ -1,0 +1,44 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ServerMemory is the server's resident memory around the initial sync, read
+// from its Prometheus endpoint (process_resident_memory_bytes).
+type ServerMemory struct {
+	BeforeMiB      float64 `json:"before_mib"`
+	AfterSyncMiB   float64 `json:"after_sync_mib"`
+	PerProxyKiB    float64 `json:"per_proxy_kib"`
+	MetricsAddress string  `json:"metrics_url"`
+}
+
+// ResidentBytes reads process_resident_memory_bytes from a metrics URL.
+func ResidentBytes(ctx context.Context, url string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no process_resident_memory_bytes", url)
+}

@@ -1,0 +1,220 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Config describes one load run.
+type Config struct {
+	// Target is the ADS server's host:port.
+	Target string
+	// Proxies is the number of simulated clients, each on its own
+	// connection, as real proxies are.
+	Proxies int
+	// Delta selects incremental ADS instead of state-of-the-world.
+	Delta bool
+	// NodePrefix prefixes every node id (NodePrefix-0, NodePrefix-1, ...).
+	NodePrefix string
+	// Watch is the change the proxies wait for after Change runs.
+	Watch Watch
+	// SyncTimeout and ChangeTimeout bound the two phases.
+	SyncTimeout, ChangeTimeout time.Duration
+	// MetricsURL, when set, is the server's Prometheus endpoint; its
+	// resident memory is sampled before the proxies connect and after they
+	// synced.
+	MetricsURL string
+}
+
+// Stats summarises per-proxy durations, in milliseconds.
+type Stats struct {
+	Count int     `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P99   float64 `json:"p99_ms"`
+	Max   float64 `json:"max_ms"`
+}
+
+// Result is what `sluice load` prints.
+type Result struct {
+	Target  string `json:"target"`
+	Mode    string `json:"mode"`
+	Proxies int    `json:"proxies"`
+	// InitialSync is each proxy's time from the start of the run until it
+	// held every resource it subscribed to.
+	InitialSync Stats `json:"initial_sync"`
+	// Convergence is each proxy's time from the change until its config
+	// reflected it.
+	Convergence *Stats        `json:"convergence,omitempty"`
+	Memory      *ServerMemory `json:"server_memory,omitempty"`
+	Errors      []string      `json:"errors,omitempty"`
+}
+
+// Run connects the proxies, waits for their initial sync, then (when change
+// is not nil) applies the change and waits until every proxy saw it. It
+// returns when both phases are done or timed out; the streams are closed.
+func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*Result, error) {
+	if cfg.Proxies <= 0 {
+		return nil, errors.New("proxies: must be positive")
+	}
+	if cfg.SyncTimeout <= 0 {
+		cfg.SyncTimeout = 2 * time.Minute
+	}
+	if cfg.ChangeTimeout <= 0 {
+		cfg.ChangeTimeout = time.Minute
+	}
+	mode := "sotw"
+	if cfg.Delta {
+		mode = "delta"
+	}
+	res := &Result{Target: cfg.Target, Mode: mode, Proxies: cfg.Proxies}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var before float64
+	if cfg.MetricsURL != "" {
+		var err error
+		if before, err = ResidentBytes(ctx, cfg.MetricsURL); err != nil {
+			return nil, fmt.Errorf("reading server memory: %w", err)
+		}
+	}
+	proxies := make([]*proxy, cfg.Proxies)
+	var (
+		wg     sync.WaitGroup
+		errMu  sync.Mutex
+		errs   = map[string]int{}
+		failed = 0
+	)
+	record := func(err error) {
+		errMu.Lock()
+		defer errMu.Unlock()
+		errs[err.Error()]++
+		failed++
+	}
+	start := time.Now()
+	for i := range proxies {
+		p := newProxy(fmt.Sprintf("%s-%d", cfg.NodePrefix, i))
+		p.watch = cfg.Watch
+		proxies[i] = p
+		conn, err := grpc.NewClient(cfg.Target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+		if err != nil {
+			return nil, fmt.Errorf("connecting to %s: %w", cfg.Target, err)
+		}
+		defer func() { _ = conn.Close() }()
+		client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if cfg.Delta {
+				err = p.delta(ctx, client)
+			} else {
+				err = p.sotw(ctx, client)
+			}
+			if err != nil && ctx.Err() == nil {
+				record(fmt.Errorf("stream: %w", err))
+			}
+		}()
+	}
+
+	synced := waitAll(ctx, cfg.SyncTimeout, proxies, func(p *proxy) time.Time { return p.syncedAt })
+	res.InitialSync = stats(start, synced)
+	if res.InitialSync.Count < cfg.Proxies {
+		record(fmt.Errorf("%d of %d proxies did not sync within %s", cfg.Proxies-res.InitialSync.Count, cfg.Proxies, cfg.SyncTimeout))
+	}
+
+	if cfg.MetricsURL != "" {
+		after, err := ResidentBytes(ctx, cfg.MetricsURL)
+		if err != nil {
+			return nil, fmt.Errorf("reading server memory: %w", err)
+		}
+		res.Memory = &ServerMemory{
+			MetricsAddress: cfg.MetricsURL,
+			BeforeMiB:      before / (1 << 20), AfterSyncMiB: after / (1 << 20),
+			PerProxyKiB: (after - before) / 1024 / float64(cfg.Proxies),
+		}
+	}
+
+	if change != nil && ctx.Err() == nil {
+		for _, p := range proxies {
+			if p.changeAt() != (time.Time{}) {
+				record(errors.New("the watched change was visible before it was made"))
+				break
+			}
+		}
+		changeAt := time.Now()
+		if err := change(ctx); err != nil {
+			return nil, fmt.Errorf("applying the change: %w", err)
+		}
+		converged := waitAll(ctx, cfg.ChangeTimeout, proxies, func(p *proxy) time.Time { return p.changeConverged })
+		st := stats(changeAt, converged)
+		res.Convergence = &st
+		if st.Count < cfg.Proxies {
+			record(fmt.Errorf("%d of %d proxies did not see the change within %s", cfg.Proxies-st.Count, cfg.Proxies, cfg.ChangeTimeout))
+		}
+	}
+	cancel()
+	wg.Wait()
+	for msg, n := range errs {
+		res.Errors = append(res.Errors, fmt.Sprintf("%s (x%d)", msg, n))
+	}
+	sort.Strings(res.Errors)
+	return res, nil
+}
+
+func (p *proxy) changeAt() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changeConverged
+}
+
+// waitAll polls until every proxy reports a time or the timeout passes, and
+// returns the times reported. at runs with the proxy's lock held.
+func waitAll(ctx context.Context, timeout time.Duration, proxies []*proxy, at func(*proxy) time.Time) []time.Time {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var got []time.Time
+		for _, p := range proxies {
+			p.mu.Lock()
+			t := at(p)
+			p.mu.Unlock()
+			if !t.IsZero() {
+				got = append(got, t)
+			}
+		}
+		if len(got) == len(proxies) || time.Now().After(deadline) || ctx.Err() != nil {
+			return got
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+	}
+}
+
+func stats(from time.Time, times []time.Time) Stats {
+	if len(times) == 0 {
+		return Stats{}
+	}
+	d := make([]float64, len(times))
+	for i, t := range times {
+		d[i] = float64(t.Sub(from).Microseconds()) / 1000
+	}
+	sort.Float64s(d)
+	pct := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(d)))) - 1
+		return d[max(i, 0)]
+	}
+	return Stats{Count: len(d), P50: pct(0.50), P99: pct(0.99), Max: d[len(d)-1]}
+}

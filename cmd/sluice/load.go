@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-mesh/sluice/cmd/internal/loadgen"
+	"github.com/sluice-mesh/sluice/sources/etcd"
+)
+
+func (a *app) loadCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "load",
+		Short: "Simulate many Envoy proxies against an ADS server and measure sync and convergence",
+		Long: "Simulate N Envoy-like proxies (SotW or delta ADS; CDS, EDS, LDS, RDS; every response\n" +
+			"ACKed) against any ADS server, and report as JSON how long the initial sync took and,\n" +
+			"after one endpoint of a synthetic mesh is removed, how long until every proxy had it\n" +
+			"(p50/p99/max). The mesh (svc-0000..., 10.x.y.z:8080) is written by `sluice load populate`.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.loadRun(cmd.Context()) },
+	}
+	f := cmd.Flags()
+	f.String("xds-addr", "127.0.0.1:18000", "the ADS server under test")
+	f.Int("proxies", 100, "simulated proxies, one connection each")
+	f.Bool("delta", false, "use incremental ADS")
+	f.Int("services", 1000, "services in the synthetic mesh")
+	f.Int("endpoints", 10, "instances per service")
+	f.String("change", "", "how to make the change: file:PATH (rewrite a registry file), etcd:ENDPOINT (delete a key), http:URL (POST, e.g. to the baseline's /change), or empty for none")
+	f.String("server-metrics", "", "the server's Prometheus URL, to report its resident memory per proxy")
+	f.String("node-prefix", "load", "node id prefix")
+	f.Duration("sync-timeout", 2*time.Minute, "bound on the initial sync")
+	f.Duration("change-timeout", time.Minute, "bound on convergence after the change")
+	cmd.AddCommand(a.loadPopulateCommand(), a.loadBaselineCommand())
+	return cmd
+}
+
+func (a *app) mesh() (loadgen.Mesh, error) {
+	m := loadgen.Mesh{Services: a.v.GetInt("services"), Endpoints: a.v.GetInt("endpoints")}
+	if m.Services < 1 || m.Services > 62500 {
+		return m, fmt.Errorf("--services: %d is not in 1-62500", m.Services)
+	}
+	if m.Endpoints < 1 || m.Endpoints > 254 {
+		return m, fmt.Errorf("--endpoints: %d is not in 1-254", m.Endpoints)
+	}
+	return m, nil
+}
+
+func (a *app) loadRun(ctx context.Context) error {
+	m, err := a.mesh()
+	if err != nil {
+		return err
+	}
+	change, err := a.changeFunc(m)
+	if err != nil {
+		return err
+	}
+	res, err := loadgen.Run(ctx, loadgen.Config{
+		Target: a.v.GetString("xds-addr"), Proxies: a.v.GetInt("proxies"), Delta: a.v.GetBool("delta"),
+		NodePrefix: a.v.GetString("node-prefix"), Watch: m.Watch(),
+		SyncTimeout: a.v.GetDuration("sync-timeout"), ChangeTimeout: a.v.GetDuration("change-timeout"),
+		MetricsURL: a.v.GetString("server-metrics"),
+	}, change)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(res); err != nil {
+		return err
+	}
+	if len(res.Errors) > 0 {
+		return exitError(1)
+	}
+	return nil
+}
+
+func (a *app) changeFunc(m loadgen.Mesh) (func(context.Context) error, error) {
+	spec := a.v.GetString("change")
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch {
+	case spec == "":
+		return nil, nil
+	case kind == "file" && arg != "":
+		return func(context.Context) error { return m.WriteRegistryFile(arg, true) }, nil
+	case kind == "etcd" && arg != "":
+		return func(ctx context.Context) error {
+			cli, err := etcd.NewClient(etcd.Config{Endpoints: []string{arg}})
+			if err != nil {
+				return err
+			}
+			defer func() { _ = cli.Close() }()
+			return m.RemoveFromEtcd(ctx, cli)
+		}, nil
+	case kind == "http" && arg != "":
+		return func(ctx context.Context) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, spec[len("http:"):], nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("POST %s: %s", arg, resp.Status)
+			}
+			return nil
+		}, nil
+	}
+	return nil, fmt.Errorf("--change: %q is not file:PATH, etcd:ENDPOINT or http:URL", spec)
+}
+
+func (a *app) loadPopulateCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "populate",
+		Short: "Write the synthetic mesh into a registry file or an etcd",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := a.mesh()
+			if err != nil {
+				return err
+			}
+			file, ep := a.v.GetString("registry-file"), a.v.GetString("etcd")
+			switch {
+			case file != "" && ep == "":
+				return m.WriteRegistryFile(file, false)
+			case ep != "" && file == "":
+				cli, err := etcd.NewClient(etcd.Config{Endpoints: []string{ep}})
+				if err != nil {
+					return err
+				}
+				defer func() { _ = cli.Close() }()
+				return m.PopulateEtcd(cmd.Context(), cli)
+			}
+			return errors.New("give exactly one of --registry-file and --etcd")
+		},
+	}
+	f := cmd.Flags()
+	f.Int("services", 1000, "services in the synthetic mesh")
+	f.Int("endpoints", 10, "instances per service")
+	f.String("registry-file", "", "write the mesh as this registry file")
+	f.String("etcd", "", "write the mesh into the etcd at this endpoint (sluice's default key layout)")
+	return cmd
+}
+
+func (a *app) loadBaselineCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "baseline",
+		Short: "Serve the synthetic mesh from a bare go-control-plane snapshot cache, for comparison",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := a.mesh()
+			if err != nil {
+				return err
+			}
+			b := &loadgen.Baseline{Mesh: m, XDSAddr: a.v.GetString("xds-addr"), AdminAddr: a.v.GetString("admin-addr")}
+			return b.Serve(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.Int("services", 1000, "services in the synthetic mesh")
+	f.Int("endpoints", 10, "instances per service")
+	f.String("xds-addr", "127.0.0.1:18100", "ADS address")
+	f.String("admin-addr", "127.0.0.1:18180", "admin address: GET /metrics, POST /change")
+	return cmd
+}
