@@ -4,9 +4,22 @@
 package xds
 
 import (
+	"context"
+	"errors"
+	"log/slog"
+	"maps"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sluice-mesh/sluice/translator"
 )
@@ -15,9 +28,9 @@ import (
 // identity shares one snapshot.
 type NodeHash struct{}
 
-// ID implements cache.NodeHash. Nodes whose metadata is invalid are refused
-// by the callbacks before they reach the cache; "invalid" keeps them apart
-// from everyone else should one slip through.
+// ID returns the group key of a node. Nodes whose metadata is invalid are
+// refused by the callbacks before they reach the cache; "invalid" keeps them
+// apart from everyone else should one slip through.
 func (NodeHash) ID(node *corev3.Node) string {
 	p, err := translator.ProxyFromNode(node)
 	if err != nil {
@@ -26,34 +39,419 @@ func (NodeHash) ID(node *corev3.Node) string {
 	return p.Key()
 }
 
-// nackGuard wraps go-control-plane's snapshot cache. After a NACK the client
-// reports the last version it accepted, which differs from the snapshot's, so
-// the plain cache answers at once with the very resources that were just
-// rejected, in a tight loop. nackGuard treats a NACK as if the client held the
-// rejected version: the watch then fires only when a new version exists.
-type nackGuard struct {
-	cache.SnapshotCache
+// Cache is the xDS cache sluice serves from, in place of go-control-plane's
+// snapshot cache (the server is go-control-plane's). It is built for many
+// proxies sharing few snapshots:
+//
+//   - every resource is marshalled once per content, into an Any that all
+//     streams share; a response is a small struct pointing at those Anys;
+//   - each resource has its own version (a content hash), so a change to one
+//     cluster's endpoints sends that one load assignment — over delta, and
+//     over state-of-the-world for EDS and RDS, whose responses need not
+//     carry the full state;
+//   - a client is answered only when something it subscribes to differs
+//     from what it holds, so a NACKed version is never re-sent (the client
+//     "holds" what it rejected) and an unchanged snapshot pushes nothing;
+//   - state-of-the-world clients that hold a whole generation share one
+//     version map instead of keeping a copy each.
+type Cache struct {
+	log  *slog.Logger
 	hash NodeHash
+
+	mu     sync.Mutex
+	groups map[string]*group
+	nextID int64
+	genID  atomic.Int64
 }
 
-// CreateWatch implements cache.ConfigWatcher.
-func (g nackGuard) CreateWatch(req *cache.Request, sub cache.Subscription, out chan cache.Response) (func(), error) {
-	if req.GetErrorDetail() != nil {
-		rejected := ""
-		for _, v := range sub.ReturnedResources() {
-			rejected = v
-			break
+type group struct {
+	snap    *cache.Snapshot
+	types   map[string]*generation
+	watches map[int64]*watch
+}
+
+// generation is one version of one resource type of a group.
+type generation struct {
+	id      int64
+	version string
+	names   []string // sorted
+	entries map[string]*entry
+	// all is every resource, in name order, for full-state responses.
+	all []*anypb.Any
+	// held is the version map of a client holding this whole generation;
+	// shared by every such client and never modified. It carries the
+	// generation id under genKey.
+	held map[string]string
+	// sameNames says the resource names are those of the previous
+	// generation, so a client covering that one covers this one.
+	sameNames bool
+	// diffs memoises, per earlier generation id, the names that changed
+	// since, for the many clients that held that generation; lost, whether
+	// any of its resources is gone.
+	diffs map[int64][]string
+	lost  map[int64]bool
+}
+
+type entry struct {
+	hash string
+	any  *anypb.Any
+}
+
+// genKey marks a shared version map with its generation; it cannot be a
+// resource name (names are never empty).
+const genKey = ""
+
+type watch struct {
+	typeURL string
+	sub     cache.Subscription
+	// SotW
+	req *discoveryv3.DiscoveryRequest
+	out chan cache.Response
+	// delta
+	dreq *discoveryv3.DeltaDiscoveryRequest
+	dout chan cache.DeltaResponse
+}
+
+// NewCache returns an empty cache.
+func NewCache(log *slog.Logger) *Cache {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Cache{log: log, groups: map[string]*group{}}
+}
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+// SetSnapshot publishes a group's resources and answers the watches that
+// now have something to receive.
+func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnapshot) error {
+	snap, ok := rs.(*cache.Snapshot)
+	if !ok {
+		return errors.New("xds cache: unsupported snapshot type")
+	}
+	c.mu.Lock()
+	g := c.groups[key]
+	if g == nil {
+		g = &group{types: map[string]*generation{}, watches: map[int64]*watch{}}
+		c.groups[key] = g
+	}
+	prev := g.types
+	c.mu.Unlock()
+
+	// Marshal outside the lock; only this goroutine publishes a group.
+	next := map[string]*generation{}
+	for i := types.ResponseType(0); i < types.UnknownType; i++ {
+		url, err := cache.GetResponseTypeURL(i)
+		if err != nil {
+			continue
 		}
-		if rejected == "" {
-			// The rejected response carried no resources: it was the version
-			// currently in the snapshot.
-			if snap, err := g.GetSnapshot(g.hash.ID(req.GetNode())); err == nil {
-				rejected = snap.GetVersion(req.GetTypeUrl())
+		gen, err := c.newGeneration(snap.Resources[i], prev[url])
+		if err != nil {
+			return err
+		}
+		next[url] = gen
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g.snap, g.types = snap, next
+	for id, w := range g.watches {
+		if c.respond(w, next[w.typeURL]) {
+			delete(g.watches, id)
+		}
+	}
+	return nil
+}
+
+func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generation, error) {
+	gen := &generation{
+		id:      c.genID.Add(1),
+		version: res.Version,
+		entries: make(map[string]*entry, len(res.Items)),
+		diffs:   map[int64][]string{},
+		lost:    map[int64]bool{},
+	}
+	for name, r := range res.Items {
+		b, err := deterministic.Marshal(r.Resource)
+		if err != nil {
+			return nil, err
+		}
+		h := cache.HashResource(b)
+		if prev != nil {
+			if old := prev.entries[name]; old != nil && old.hash == h {
+				gen.entries[name] = old
+				continue
 			}
 		}
-		r := proto.Clone(req).(*cache.Request)
-		r.VersionInfo = rejected
-		req = r
+		gen.entries[name] = &entry{hash: h, any: &anypb.Any{TypeUrl: typeURLOf(r.Resource), Value: b}}
 	}
-	return g.SnapshotCache.CreateWatch(req, sub, out)
+	gen.names = make([]string, 0, len(gen.entries))
+	for n := range gen.entries {
+		gen.names = append(gen.names, n)
+	}
+	sort.Strings(gen.names)
+	gen.all = make([]*anypb.Any, len(gen.names))
+	gen.held = make(map[string]string, len(gen.names)+1)
+	for i, n := range gen.names {
+		gen.all[i] = gen.entries[n].any
+		gen.held[n] = gen.entries[n].hash
+	}
+	gen.held[genKey] = strconv.FormatInt(gen.id, 10)
+	if prev != nil && len(prev.names) == len(gen.names) {
+		gen.sameNames = true
+		for i := range gen.names {
+			if gen.names[i] != prev.names[i] {
+				gen.sameNames = false
+				break
+			}
+		}
+	}
+	return gen, nil
+}
+
+func typeURLOf(m proto.Message) string {
+	return resource.APITypePrefix + string(m.ProtoReflect().Descriptor().FullName())
+}
+
+// GetSnapshot returns the group's current snapshot (for the admin API).
+func (c *Cache) GetSnapshot(key string) (cache.ResourceSnapshot, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g := c.groups[key]; g != nil && g.snap != nil {
+		return g.snap, nil
+	}
+	return nil, errors.New("no snapshot for group " + key)
+}
+
+// CreateWatch implements cache.ConfigWatcher for state-of-the-world streams.
+func (c *Cache) CreateWatch(req *cache.Request, sub cache.Subscription, out chan cache.Response) (func(), error) {
+	return c.watch(&watch{typeURL: req.GetTypeUrl(), sub: sub, req: req, out: out}, req.GetNode())
+}
+
+// CreateDeltaWatch implements cache.ConfigWatcher for delta streams.
+func (c *Cache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, out chan cache.DeltaResponse) (func(), error) {
+	return c.watch(&watch{typeURL: req.GetTypeUrl(), sub: sub, dreq: req, dout: out}, req.GetNode())
+}
+
+// Fetch implements cache.ConfigFetcher; sluice serves streams only.
+func (c *Cache) Fetch(context.Context, *cache.Request) (cache.Response, error) {
+	return nil, errors.New("sluice serves xDS over ADS streams only")
+}
+
+func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
+	key := c.hash.ID(node)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[key]
+	if g == nil {
+		g = &group{types: map[string]*generation{}, watches: map[int64]*watch{}}
+		c.groups[key] = g
+	}
+	if gen := g.types[w.typeURL]; gen != nil && c.respond(w, gen) {
+		return func() {}, nil
+	}
+	c.nextID++
+	id := c.nextID
+	g.watches[id] = w
+	return func() {
+		c.mu.Lock()
+		delete(g.watches, id)
+		c.mu.Unlock()
+	}, nil
+}
+
+// respond answers w from gen if the client lacks something it subscribes
+// to, and reports whether it did. Called with c.mu held; the channels have
+// room for one response per type, and a watch is answered at most once.
+func (c *Cache) respond(w *watch, gen *generation) bool {
+	if gen == nil {
+		return false
+	}
+	if w.dout != nil {
+		return c.respondDelta(w, gen)
+	}
+	held := w.sub.ReturnedResources()
+	full := cache.ResourceRequiresFullStateInSotw(w.typeURL)
+	d := c.diff(w, gen, held)
+	changed := len(d) > 0
+	if full && !changed {
+		// A full-state response also tells the client what does not exist:
+		// answer the first request even if nothing it names exists, and
+		// whenever something it holds went away.
+		changed = (len(held) == 0 && w.req.GetVersionInfo() == "") || c.lost(w, gen, held)
+	}
+	if !changed {
+		return false
+	}
+	var send []*anypb.Any
+	var next map[string]string
+	covers := c.coversAll(w, gen, held)
+	switch {
+	case full && covers:
+		send = gen.all
+	case full:
+		for _, n := range gen.names {
+			if _, ok := w.sub.SubscribedResources()[n]; ok {
+				send = append(send, gen.entries[n].any)
+			}
+		}
+	default:
+		for _, n := range d {
+			send = append(send, gen.entries[n].any)
+		}
+	}
+	if covers {
+		next = gen.held
+	} else {
+		next = make(map[string]string, len(w.sub.SubscribedResources()))
+		for n := range w.sub.SubscribedResources() {
+			if e := gen.entries[n]; e != nil {
+				next[n] = e.hash
+			}
+		}
+	}
+	w.out <- &cache.PassthroughResponse{
+		Request:           w.req,
+		DiscoveryResponse: &discoveryv3.DiscoveryResponse{VersionInfo: gen.version, Resources: send, TypeUrl: w.typeURL},
+		ReturnedResources: next,
+	}
+	return true
+}
+
+// lost reports whether the client holds a resource that is gone (or that it
+// no longer subscribes to).
+func (c *Cache) lost(w *watch, gen *generation, held map[string]string) bool {
+	if id, ok := held[genKey]; ok && w.sub.IsWildcard() {
+		from, _ := strconv.ParseInt(id, 10, 64)
+		l, ok := gen.lost[from]
+		if !ok {
+			for n := range held {
+				if n != genKey && gen.entries[n] == nil {
+					l = true
+					break
+				}
+			}
+			gen.lost[from] = l
+		}
+		return l
+	}
+	subs := w.sub.SubscribedResources()
+	for n := range held {
+		if n == genKey {
+			continue
+		}
+		if gen.entries[n] == nil {
+			return true
+		}
+		if _, ok := subs[n]; !ok && !w.sub.IsWildcard() {
+			return true
+		}
+	}
+	return false
+}
+
+// diff lists the subscribed resources whose content the client lacks.
+func (c *Cache) diff(w *watch, gen *generation, held map[string]string) []string {
+	var candidates []string
+	if id, ok := held[genKey]; ok {
+		// The client holds a whole earlier generation: the names that
+		// changed since are the same for every such client.
+		from, _ := strconv.ParseInt(id, 10, 64)
+		d, ok := gen.diffs[from]
+		if !ok {
+			d = []string{}
+			for _, n := range gen.names {
+				if held[n] != gen.entries[n].hash {
+					d = append(d, n)
+				}
+			}
+			gen.diffs[from] = d
+		}
+		candidates = d
+	} else {
+		candidates = gen.names
+	}
+	var out []string
+	subs := w.sub.SubscribedResources()
+	for _, n := range candidates {
+		if !w.sub.IsWildcard() {
+			if _, ok := subs[n]; !ok {
+				continue
+			}
+		}
+		if held[n] != gen.entries[n].hash {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// coversAll reports whether the client subscribes to every resource of gen,
+// so that after this response it holds the whole generation.
+func (c *Cache) coversAll(w *watch, gen *generation, held map[string]string) bool {
+	if w.sub.IsWildcard() {
+		return true
+	}
+	subs := w.sub.SubscribedResources()
+	if len(subs) < len(gen.names) {
+		return false
+	}
+	if _, ok := held[genKey]; ok && gen.sameNames {
+		return true
+	}
+	for _, n := range gen.names {
+		if _, ok := subs[n]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// respondDelta sends the subscribed resources whose version the client
+// lacks and the removal of those it holds that are gone.
+func (c *Cache) respondDelta(w *watch, gen *generation) bool {
+	held := w.sub.ReturnedResources()
+	subs := w.sub.SubscribedResources()
+	var updated []*discoveryv3.Resource
+	var removed []string
+	want := func(n string) bool {
+		if w.sub.IsWildcard() {
+			return true
+		}
+		_, ok := subs[n]
+		return ok
+	}
+	for _, n := range gen.names {
+		e := gen.entries[n]
+		if want(n) && held[n] != e.hash {
+			updated = append(updated, &discoveryv3.Resource{Name: n, Version: e.hash, Resource: e.any})
+		}
+	}
+	for n := range held {
+		if gen.entries[n] == nil {
+			removed = append(removed, n)
+		}
+	}
+	if len(updated) == 0 && len(removed) == 0 {
+		return false
+	}
+	sort.Strings(removed)
+	next := maps.Clone(held)
+	if next == nil {
+		next = map[string]string{}
+	}
+	for _, r := range updated {
+		next[r.Name] = r.Version
+	}
+	for _, n := range removed {
+		delete(next, n)
+	}
+	w.dout <- &cache.DeltaPassthroughResponse{
+		DeltaRequest:   w.dreq,
+		NextVersionMap: next,
+		DeltaDiscoveryResponse: &discoveryv3.DeltaDiscoveryResponse{
+			SystemVersionInfo: gen.version, Resources: updated, RemovedResources: removed, TypeUrl: w.typeURL,
+		},
+	}
+	return true
 }

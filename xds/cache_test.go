@@ -2,10 +2,13 @@ package xds
 
 import (
 	"context"
+	"fmt"
+	"reflect"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -32,92 +35,204 @@ func TestNodeHash(t *testing.T) {
 	}
 }
 
-// TestNackGuard drives CreateWatch directly, the way go-control-plane's SotW
-// server does after a NACK, and shows the difference the guard makes: the
-// plain cache answers the NACK at once with the very version the client just
-// rejected; the guard waits for a new version. Responses are produced inside
-// CreateWatch and SetSnapshot, so no waiting is involved.
-func TestNackGuard(t *testing.T) {
-	node := &corev3.Node{Id: "n1", Cluster: "web"}
-	key := NodeHash{}.ID(node)
-	snapshot := func(version string, loadAssignments ...string) *cache.Snapshot {
-		var rs []types.Resource
-		for _, n := range loadAssignments {
-			rs = append(rs, &endpointv3.ClusterLoadAssignment{ClusterName: n})
-		}
-		snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{resource.EndpointType: rs})
+// cacheClient drives the cache directly the way go-control-plane's SotW
+// server does: each request creates a watch; a response updates what the
+// client holds. Responses happen inside CreateWatch and SetSnapshot, so
+// nothing waits.
+type cacheClient struct {
+	t    *testing.T
+	c    *Cache
+	node *corev3.Node
+	typ  string
+	sub  stream.Subscription
+	out  chan cache.Response
+	last *discoveryv3.DiscoveryResponse
+}
+
+func newCacheClient(t *testing.T, c *Cache, typ string, names ...string) *cacheClient {
+	return &cacheClient{t: t, c: c, node: &corev3.Node{Id: "n1", Cluster: "web"}, typ: typ,
+		sub: stream.NewSotwSubscription(names, true), out: make(chan cache.Response, 1)}
+}
+
+// request sends a request (an ACK of the last response, or a NACK) and
+// returns the response it got at once, or nil.
+func (cc *cacheClient) request(nack bool) *discoveryv3.DiscoveryResponse {
+	cc.t.Helper()
+	req := &cache.Request{Node: cc.node, TypeUrl: cc.typ, ResourceNames: keysOf(cc.sub.SubscribedResources())}
+	if cc.last != nil {
+		req.VersionInfo = cc.last.GetVersionInfo()
+	}
+	if nack {
+		req.ErrorDetail = &status.Status{Code: 3, Message: "rejected"}
+	}
+	if _, err := cc.c.CreateWatch(req, cc.sub, cc.out); err != nil {
+		cc.t.Fatal(err)
+	}
+	return cc.poll()
+}
+
+// poll returns the response the open watch got, or nil.
+func (cc *cacheClient) poll() *discoveryv3.DiscoveryResponse {
+	cc.t.Helper()
+	select {
+	case r := <-cc.out:
+		d, err := r.GetDiscoveryResponse()
 		if err != nil {
-			t.Fatal(err)
+			cc.t.Fatal(err)
 		}
-		return snap
+		cc.sub.SetReturnedResources(r.GetReturnedResources())
+		cc.last = d
+		return d
+	default:
+		return nil
 	}
-	// The client accepted v1, was then sent v2 under nonce "2", and answers.
-	request := func(nack bool) *cache.Request {
-		r := &cache.Request{Node: node, TypeUrl: resource.EndpointType, ResourceNames: []string{"a"}, VersionInfo: "v1", ResponseNonce: "2"}
-		if nack {
-			r.ErrorDetail = &status.Status{Code: 3, Message: "rejected"}
-		}
-		return r
+}
+
+func keysOf(m map[string]struct{}) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
 	}
-	subscription := func(returned map[string]string) stream.Subscription {
-		sub := stream.NewSotwSubscription([]string{"a"}, true)
-		sub.SetReturnedResources(returned)
-		return sub
+	return out
+}
+
+func edsSnapshot(t *testing.T, ports map[string]uint32) *cache.Snapshot {
+	t.Helper()
+	var rs []types.Resource
+	for name, port := range ports {
+		rs = append(rs, &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: "10.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}},
+			}}}},
+		}}})
 	}
-	responseVersion := func(out chan cache.Response) string {
+	snap, err := cache.NewSnapshot(fmt.Sprint(ports), map[resource.Type][]types.Resource{resource.EndpointType: rs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+func names(r *discoveryv3.DiscoveryResponse) []string {
+	var out []string
+	for _, a := range r.GetResources() {
+		cla := &endpointv3.ClusterLoadAssignment{}
+		_ = a.UnmarshalTo(cla)
+		out = append(out, cla.GetClusterName())
+	}
+	return out
+}
+
+// TestCacheSotwSendsOnlyWhatChanged: the first request gets everything; an
+// ACK gets nothing; a change to one load assignment sends only that one; a
+// NACK is never answered with what was rejected; an identical snapshot
+// sends nothing.
+func TestCacheSotwSendsOnlyWhatChanged(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1, "c": 1})); err != nil {
+		t.Fatal(err)
+	}
+	cc := newCacheClient(t, c, resource.EndpointType, "a", "b", "c")
+	if r := cc.request(false); r == nil || len(r.GetResources()) != 3 {
+		t.Fatalf("first request: %v", r)
+	}
+	if r := cc.request(false); r != nil {
+		t.Fatalf("ACK answered: %v", names(r))
+	}
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 2, "c": 1})); err != nil {
+		t.Fatal(err)
+	}
+	r := cc.poll()
+	if got := names(r); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("after changing b: sent %v, want only b", got)
+	}
+	// The client rejects that b: nothing is re-sent...
+	if r := cc.request(true); r != nil {
+		t.Fatalf("NACK answered with %v", names(r))
+	}
+	// ...not even when an identical snapshot is published again...
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 2, "c": 1})); err != nil {
+		t.Fatal(err)
+	}
+	if r := cc.poll(); r != nil {
+		t.Fatalf("identical snapshot pushed %v", names(r))
+	}
+	// ...until b changes again.
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 3, "c": 1})); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(cc.poll()); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("after changing b again: sent %v", got)
+	}
+}
+
+// TestCacheSharesState: clients holding the same generation share one
+// version map, and every response shares the marshalled resources.
+func TestCacheSharesState(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
+		t.Fatal(err)
+	}
+	c1 := newCacheClient(t, c, resource.EndpointType, "a", "b")
+	c2 := newCacheClient(t, c, resource.EndpointType, "a", "b")
+	r1, r2 := c1.request(false), c2.request(false)
+	if r1.GetResources()[0] != r2.GetResources()[0] {
+		t.Error("each response marshalled its own copy of a resource")
+	}
+	if reflect.ValueOf(c1.sub.ReturnedResources()).UnsafePointer() != reflect.ValueOf(c2.sub.ReturnedResources()).UnsafePointer() {
+		t.Error("clients holding the same generation keep separate version maps")
+	}
+	// A client subscribed to a subset gets its own, small map.
+	c3 := newCacheClient(t, c, resource.EndpointType, "a")
+	if r := c3.request(false); len(r.GetResources()) != 1 || len(c3.sub.ReturnedResources()) != 1 {
+		t.Errorf("subset client: sent %v, holds %v", names(r), c3.sub.ReturnedResources())
+	}
+}
+
+// TestCacheDelta: delta clients get changed resources and removals.
+func TestCacheDelta(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	node := &corev3.Node{Cluster: "web"}
+	key := NodeHash{}.ID(node)
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
+		t.Fatal(err)
+	}
+	sub := stream.NewDeltaSubscription([]string{"a", "b"}, nil, nil, false)
+	out := make(chan cache.DeltaResponse, 1)
+	next := func() *discoveryv3.DeltaDiscoveryResponse {
 		select {
 		case r := <-out:
-			v, err := r.GetVersion()
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
+			sub.SetReturnedResources(r.GetNextVersionMap())
+			d, _ := r.GetDeltaDiscoveryResponse()
+			return d
 		default:
-			return "" // no response
+			return nil
 		}
 	}
-
-	for _, tc := range []struct {
-		name     string
-		guard    bool
-		nack     bool
-		v2       []string          // the load assignments in v2
-		returned map[string]string // what the server last sent on the stream
-		want     string            // version answered at once, "" for none
-	}{
-		{name: "plain cache resends the rejected version", nack: true, v2: []string{"a"}, returned: map[string]string{"a": "v2"}, want: "v2"},
-		{name: "guard holds the rejected version", guard: true, nack: true, v2: []string{"a"}, returned: map[string]string{"a": "v2"}},
-		{name: "guard holds an empty rejected response", guard: true, nack: true, returned: map[string]string{}},
-		{name: "guard passes an ordinary request through", guard: true, v2: []string{"a"}, returned: map[string]string{"a": "v2"}, want: "v2"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := cache.NewSnapshotCache(true, NodeHash{}, nil)
-			w := c
-			if tc.guard {
-				w = nackGuard{SnapshotCache: c}
-			}
-			if err := c.SetSnapshot(context.Background(), key, snapshot("v2", tc.v2...)); err != nil {
-				t.Fatal(err)
-			}
-			out := make(chan cache.Response, 1)
-			cancel, err := w.CreateWatch(request(tc.nack), subscription(tc.returned), out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cancel()
-			if got := responseVersion(out); got != tc.want {
-				t.Fatalf("CreateWatch answered with version %q, want %q", got, tc.want)
-			}
-			if tc.want != "" {
-				return
-			}
-			// The held watch fires as soon as there is a new version.
-			if err := c.SetSnapshot(context.Background(), key, snapshot("v3", "a")); err != nil {
-				t.Fatal(err)
-			}
-			if got := responseVersion(out); got != "v3" {
-				t.Fatalf("after a new snapshot the watch answered with %q, want v3", got)
-			}
-		})
+	watch := func() {
+		if _, err := c.CreateDeltaWatch(&cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType}, sub, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	watch()
+	if r := next(); len(r.GetResources()) != 2 {
+		t.Fatalf("initial: %v", r)
+	}
+	watch()
+	if r := next(); r != nil {
+		t.Fatalf("ACK answered: %v", r)
+	}
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 2})); err != nil {
+		t.Fatal(err)
+	}
+	r := next()
+	if len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "a" || len(r.GetRemovedResources()) != 1 || r.GetRemovedResources()[0] != "b" {
+		t.Fatalf("after change: %v", r)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -30,7 +29,7 @@ type Config struct {
 	Tracer trace.Tracer
 	// Cache holds the snapshots to serve (see NewCache); the snapshot loop
 	// publishes into it.
-	Cache cache.SnapshotCache
+	Cache *Cache
 	// Groups learns about each new proxy group (the snapshot loop).
 	Groups GroupRegistrar
 	// TLS, when set, makes the server require TLS (and client certificates
@@ -47,20 +46,9 @@ type Config struct {
 // Server is the ADS server.
 type Server struct {
 	cfg     Config
-	Cache   cache.SnapshotCache
+	Cache   *Cache
 	Tracker *Tracker
 	grpc    *grpc.Server
-}
-
-// NewCache returns the snapshot cache a Server serves from, keyed by
-// translator.Proxy.Key() of each client.
-//
-// The cache runs in non-ADS mode even though it serves ADS: in ADS mode it
-// refuses to answer a request that names only some resources of a type, yet
-// that is exactly what gRPC clients (and Envoy, for EDS and RDS) send when
-// they need a few services of a large mesh.
-func NewCache(log *slog.Logger) cache.SnapshotCache {
-	return cache.NewSnapshotCache(false, NodeHash{}, cacheLogger{log})
 }
 
 // NewServer builds an ADS server around cfg.Cache.
@@ -82,7 +70,7 @@ func NewServer(ctx context.Context, cfg Config) *Server {
 		snapshots = NewCache(cfg.Log)
 	}
 	tracker := NewTracker(cfg.Groups, cfg.Log, cfg.Metrics, cfg.Tracer)
-	xdsServer := serverv3.NewServer(ctx, nackGuard{SnapshotCache: snapshots}, tracker)
+	xdsServer := serverv3.NewServer(ctx, snapshots, tracker)
 
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
@@ -129,12 +117,3 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	return nil
 }
-
-// cacheLogger routes go-control-plane's logging into slog at debug level;
-// its messages are per-watch and too chatty for anything higher.
-type cacheLogger struct{ log *slog.Logger }
-
-func (l cacheLogger) Debugf(format string, args ...any) { l.log.Debug(fmt.Sprintf(format, args...)) }
-func (l cacheLogger) Infof(format string, args ...any)  { l.log.Debug(fmt.Sprintf(format, args...)) }
-func (l cacheLogger) Warnf(format string, args ...any)  { l.log.Warn(fmt.Sprintf(format, args...)) }
-func (l cacheLogger) Errorf(format string, args ...any) { l.log.Error(fmt.Sprintf(format, args...)) }

@@ -162,6 +162,10 @@ func (t *Tracker) response(ctx context.Context, id int64, delta bool, typeURL, v
 	if s == nil {
 		return
 	}
+	if ctx == nil {
+		// Pre-built responses carry no context.
+		ctx = context.Background()
+	}
 	_, span := t.tracer.Start(ctx, "sluice.xds.push", trace.WithAttributes(
 		attribute.String("sluice.node_id", s.node.GetId()),
 		attribute.String("sluice.group", s.proxy.Key()),

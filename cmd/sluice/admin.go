@@ -17,7 +17,7 @@ import (
 
 // newAdminHandler serves health, metrics and the debug views. It is bound to
 // loopback by default: the debug views show the whole catalog.
-func newAdminHandler(reg *prometheus.Registry, loop *snapshot.Loop, srv *xds.Server, snaps cache.SnapshotCache) http.Handler {
+func newAdminHandler(reg *prometheus.Registry, loop *snapshot.Loop, srv *xds.Server, snaps *xds.Cache) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
