@@ -25,6 +25,7 @@ deps:
 ## test: vet, then every test (unit, feature and end-to-end) with the race detector
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) deploy-check
 
 ## unit: the fast tests only (no real Envoy or registries)
 unit:
@@ -64,3 +65,15 @@ image:
 	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make image: '$(DOCKER)' is not on PATH: install Docker (or set DOCKER=podman)" >&2; exit 1; }
 	@$(DOCKER) version --format '{{.Server.Version}}' >/dev/null 2>&1 || { echo "make image: '$(DOCKER)' cannot reach a container engine ('$(DOCKER) version' failed): start the Docker daemon or set DOCKER_HOST" >&2; exit 1; }
 	$(DOCKER) build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+.PHONY: deploy-check e2e-kind
+
+## deploy-check: offline checks of deploy/ (kustomize renders, strict decoding,
+## consistency, config keys, policies, Envoy bootstraps) and compile the kind suite
+deploy-check:
+	cd deploy && $(GO) test -count=1 ./...
+	$(GO) vet -tags kind ./e2e/...
+
+## e2e-kind: the Kubernetes suite on a throwaway kind cluster (needs kind, docker, kubectl)
+e2e-kind:
+	tools/e2e-kind.sh
