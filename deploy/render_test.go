@@ -40,7 +40,7 @@ type kustomization struct {
 	Component bool
 }
 
-// deployFS copies the deploy directory (minus Go files) into an in-memory
+// deployFS copies the deploy directory's YAML files into an in-memory
 // file system at root and lists its kustomizations.
 func deployFS(t *testing.T) (filesys.FileSystem, []kustomization) {
 	t.Helper()
@@ -56,7 +56,9 @@ func deployFS(t *testing.T) (filesys.FileSystem, []kustomization) {
 			}
 			return nil
 		}
-		if strings.HasSuffix(p, ".go") || p == "go.mod" || p == "go.sum" {
+		// Kustomize reads only YAML here (resources, patches and generator
+		// files); the rest (Go, Dockerfile, systemd units) stays out.
+		if ext := filepath.Ext(p); ext != ".yaml" && ext != ".yml" {
 			return nil
 		}
 		b, err := os.ReadFile(p)
