@@ -10,7 +10,7 @@ LDFLAGS   := -s -w -X main.Version=$(VERSION)
 export SLUICE_ENVOY ?= $(CURDIR)/.deps/bin/envoy
 export SLUICE_CONSUL ?= $(CURDIR)/bin/consul
 
-.PHONY: all build test unit e2e lint fmt vet deps run golden bench clean
+.PHONY: all build test unit e2e lint fmt vet deps run golden bench bench-scale clean
 
 all: build
 
@@ -50,6 +50,10 @@ run:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./snapshot/
+
+## bench-scale: 1,000 proxies against sluice and a bare go-control-plane; writes docs/BENCHMARKS.md
+bench-scale:
+	tools/bench-scale.sh
 
 clean:
 	rm -rf $(BIN)

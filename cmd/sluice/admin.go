@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -31,6 +32,10 @@ func newAdminHandler(reg *prometheus.Registry, loop *snapshot.Loop, srv *xds.Ser
 		writeJSON(w, code, map[string]any{"ready": st.Ready, "sources": st.Sources, "last_error": st.LastError})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// Go profiles, for sizing and for reports of slow pushes.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/catalog", func(w http.ResponseWriter, _ *http.Request) {
 		st := loop.Status()
 		writeJSON(w, http.StatusOK, map[string]any{"catalog": loop.Catalog(), "sources": st.Sources})

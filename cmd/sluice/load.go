@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -37,7 +38,7 @@ func (a *app) loadCommand() *cobra.Command {
 	f.String("node-prefix", "load", "node id prefix")
 	f.Duration("sync-timeout", 2*time.Minute, "bound on the initial sync")
 	f.Duration("change-timeout", time.Minute, "bound on convergence after the change")
-	cmd.AddCommand(a.loadPopulateCommand(), a.loadBaselineCommand())
+	cmd.AddCommand(a.loadPopulateCommand(), a.loadBaselineCommand(), a.loadReportCommand())
 	return cmd
 }
 
@@ -171,4 +172,42 @@ func (a *app) loadBaselineCommand() *cobra.Command {
 	f.String("xds-addr", "127.0.0.1:18100", "ADS address")
 	f.String("admin-addr", "127.0.0.1:18180", "admin address: GET /metrics, POST /change")
 	return cmd
+}
+
+func (a *app) loadReportCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "report NAME=RESULT.json...",
+		Short: "Print load results as a Markdown table (used by make bench-scale)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			fmt.Fprintln(a.stdout, "| server | ADS | proxies | initial sync p50 / p99 / max | change → all proxies p50 / p99 / max | resident memory per proxy | errors |")
+			fmt.Fprintln(a.stdout, "|---|---|---|---|---|---|---|")
+			for _, arg := range args {
+				name, path, ok := strings.Cut(arg, "=")
+				if !ok {
+					return fmt.Errorf("%q is not NAME=FILE", arg)
+				}
+				data, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				var r loadgen.Result
+				if err := json.Unmarshal(data, &r); err != nil {
+					return fmt.Errorf("%s: %w", path, err)
+				}
+				ms := func(s loadgen.Stats) string {
+					return fmt.Sprintf("%.0f / %.0f / %.0f ms", s.P50, s.P99, s.Max)
+				}
+				conv, mem := "–", "–"
+				if r.Convergence != nil {
+					conv = ms(*r.Convergence)
+				}
+				if r.Memory != nil {
+					mem = fmt.Sprintf("%.0f KiB", r.Memory.PerProxyKiB)
+				}
+				fmt.Fprintf(a.stdout, "| %s | %s | %d | %s | %s | %s | %d |\n", name, r.Mode, r.Proxies, ms(r.InitialSync), conv, mem, len(r.Errors))
+			}
+			return nil
+		},
+	}
 }
