@@ -153,10 +153,23 @@ func OutlierDetection(o Outlier) *clusterv3.OutlierDetection {
 	return od
 }
 
+// Upstream is the HTTP protocol a cluster speaks to its hosts.
+type Upstream int
+
+// Upstream protocols.
+const (
+	// UpstreamHTTP1 is Envoy's default.
+	UpstreamHTTP1 Upstream = iota
+	// UpstreamHTTP2 is HTTP/2 with prior knowledge, as gRPC services need.
+	UpstreamHTTP2
+	// UpstreamAsDownstream forwards with the protocol the request came
+	// in with (an application serving both HTTP/1.1 and gRPC).
+	UpstreamAsDownstream
+)
+
 // AddressCluster is a cluster of fixed addresses (typ STATIC for IP
-// addresses, STRICT_DNS for host names) in one locality. With http2 it
-// speaks HTTP/2 (prior knowledge) upstream, as gRPC services need.
-func AddressCluster(name string, connectTimeout time.Duration, typ clusterv3.Cluster_DiscoveryType, endpoints []Endpoint, http2 bool) *clusterv3.Cluster {
+// addresses, STRICT_DNS for host names) in one locality.
+func AddressCluster(name string, connectTimeout time.Duration, typ clusterv3.Cluster_DiscoveryType, endpoints []Endpoint, proto Upstream) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: typ},
@@ -164,27 +177,33 @@ func AddressCluster(name string, connectTimeout time.Duration, typ clusterv3.Clu
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		LoadAssignment:       LoadAssignment(name, []Locality{{Endpoints: endpoints}}),
 	}
-	if http2 {
-		return WithHTTP2(c)
-	}
-	return c
+	return WithUpstream(c, proto)
 }
 
-// WithHTTP2 returns c speaking HTTP/2 (prior knowledge) upstream.
-func WithHTTP2(c *clusterv3.Cluster) *clusterv3.Cluster {
-	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptionsKey: MustAny(HTTP2ProtocolOptions())}
-	return c
-}
-
-// HTTP2ProtocolOptions selects HTTP/2 upstream explicitly.
-func HTTP2ProtocolOptions() *httpv3.HttpProtocolOptions {
-	return &httpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+// WithUpstream returns c speaking proto to its hosts.
+func WithUpstream(c *clusterv3.Cluster, proto Upstream) *clusterv3.Cluster {
+	var opts *httpv3.HttpProtocolOptions
+	switch proto {
+	case UpstreamHTTP2:
+		opts = &httpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			}},
+		}
+	case UpstreamAsDownstream:
+		opts = &httpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+				HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
 				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
-			},
-		}},
+			}},
+		}
+	default:
+		return c
 	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptionsKey: MustAny(opts)}
+	return c
 }
 
 func optUInt32(n uint32) *wrapperspb.UInt32Value {

@@ -6,6 +6,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
 	"github.com/sluice-mesh/sluice/envoy"
 )
@@ -107,15 +108,22 @@ func TestOutlierDetection(t *testing.T) {
 
 func TestAddressCluster(t *testing.T) {
 	c := envoy.AddressCluster("collector", time.Second, clusterv3.Cluster_STRICT_DNS,
-		[]envoy.Endpoint{{Address: "otel.example.com", Port: 4317, Health: corev3.HealthStatus_UNKNOWN}}, true)
+		[]envoy.Endpoint{{Address: "otel.example.com", Port: 4317, Health: corev3.HealthStatus_UNKNOWN}}, envoy.UpstreamHTTP2)
 	validate(t, c)
 	if c.GetType() != clusterv3.Cluster_STRICT_DNS || len(c.GetLoadAssignment().GetEndpoints()) != 1 {
 		t.Errorf("cluster: %v", c)
 	}
-	if _, ok := c.GetTypedExtensionProtocolOptions()[envoy.HTTPProtocolOptionsKey]; !ok {
-		t.Errorf("no HTTP/2 protocol options: %v", c)
+	opts := &httpv3.HttpProtocolOptions{}
+	if err := c.GetTypedExtensionProtocolOptions()[envoy.HTTPProtocolOptionsKey].UnmarshalTo(opts); err != nil || opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+		t.Errorf("no HTTP/2 protocol options: %v (%v)", c, err)
 	}
-	plain := envoy.AddressCluster("local", time.Second, clusterv3.Cluster_STATIC, []envoy.Endpoint{{Address: "127.0.0.1", Port: 8080}}, false)
+	local := envoy.AddressCluster("local", time.Second, clusterv3.Cluster_STATIC, []envoy.Endpoint{{Address: "127.0.0.1", Port: 8080}}, envoy.UpstreamAsDownstream)
+	validate(t, local)
+	opts = &httpv3.HttpProtocolOptions{}
+	if err := local.GetTypedExtensionProtocolOptions()[envoy.HTTPProtocolOptionsKey].UnmarshalTo(opts); err != nil || opts.GetUseDownstreamProtocolConfig() == nil {
+		t.Errorf("local cluster does not use the downstream protocol: %v (%v)", local, err)
+	}
+	plain := envoy.AddressCluster("plain", time.Second, clusterv3.Cluster_STATIC, []envoy.Endpoint{{Address: "127.0.0.1", Port: 8080}}, envoy.UpstreamHTTP1)
 	validate(t, plain)
 	if plain.GetTypedExtensionProtocolOptions() != nil {
 		t.Errorf("HTTP/1 cluster has protocol options: %v", plain)

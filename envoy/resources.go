@@ -151,17 +151,37 @@ func RouteConfiguration(name string, vhosts []*routev3.VirtualHost) *routev3.Rou
 // HTTPConnectionManager fetches its routes over ADS by name and ends in the
 // router filter, which is what both Envoy and gRPC's xDS client require.
 func HTTPConnectionManager(statPrefix, routeConfig string) *hcmv3.HttpConnectionManager {
+	return HCM(HCMOptions{StatPrefix: statPrefix, RouteConfig: routeConfig})
+}
+
+// HCMOptions describe an HTTP connection manager.
+type HCMOptions struct {
+	StatPrefix string
+	// RouteConfig is the route configuration fetched over ADS.
+	RouteConfig string
+	// Filters run before the router, in order.
+	Filters []*hcmv3.HttpFilter
+	// Tracing, when set, traces requests.
+	Tracing *hcmv3.HttpConnectionManager_Tracing
+}
+
+// HCM builds an HTTP connection manager that fetches its routes over ADS
+// and ends in the router filter.
+func HCM(o HCMOptions) *hcmv3.HttpConnectionManager {
+	filters := append([]*hcmv3.HttpFilter(nil), o.Filters...)
+	filters = append(filters, &hcmv3.HttpFilter{
+		Name:       RouterFilterName,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: MustAny(&routerv3.Router{})},
+	})
 	return &hcmv3.HttpConnectionManager{
-		StatPrefix: statPrefix,
+		StatPrefix: o.StatPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource:    ADSConfigSource(),
-			RouteConfigName: routeConfig,
+			RouteConfigName: o.RouteConfig,
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{
-			Name:       RouterFilterName,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: MustAny(&routerv3.Router{})},
-		}},
+		HttpFilters: filters,
+		Tracing:     o.Tracing,
 	}
 }
 

@@ -46,6 +46,9 @@ type RouteOptions struct {
 	TracingSampling *float64
 	// PerFilterConfig is the route's typed_per_filter_config.
 	PerFilterConfig map[string]*anypb.Any
+	// RateLimitKey, when set, makes the route produce this rate-limit
+	// descriptor entry, selecting a RateLimitDescriptor's bucket.
+	RateLimitKey *HeaderValue
 }
 
 // Match selects requests. Exactly one of Prefix and Path is set.
@@ -101,6 +104,9 @@ func Route(o RouteOptions) *routev3.Route {
 		if hp := hashPolicy(h); hp != nil {
 			action.HashPolicy = append(action.HashPolicy, hp)
 		}
+	}
+	if o.RateLimitKey != nil {
+		action.RateLimits = []*routev3.RateLimit{rateLimitAction(*o.RateLimitKey)}
 	}
 	r := &routev3.Route{
 		Name:                 o.Name,

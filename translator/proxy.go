@@ -33,6 +33,10 @@ const (
 	MetaOutboundAddress = "outbound_address"
 	MetaOutboundPort    = "outbound_port"
 	MetaInboundPort     = "inbound_port"
+	// MetaInboundListenerAddress and MetaInboundListenerPort are where a
+	// sidecar's inbound listener binds (it forwards to 127.0.0.1:inbound_port).
+	MetaInboundListenerAddress = "inbound_listener_address"
+	MetaInboundListenerPort    = "inbound_listener_port"
 )
 
 // Proxy is what the translator needs to know about a client: every client
@@ -48,7 +52,13 @@ type Proxy struct {
 	// requests from its application; zero values take the translator's defaults.
 	OutboundAddress string `json:"outbound_address,omitempty"`
 	OutboundPort    uint32 `json:"outbound_port,omitempty"`
-	InboundPort     uint32 `json:"inbound_port,omitempty"`
+	// InboundPort is the local application's port; a sidecar with one
+	// gets an inbound listener in front of 127.0.0.1:InboundPort.
+	InboundPort uint32 `json:"inbound_port,omitempty"`
+	// InboundListenerAddress and InboundListenerPort are where that
+	// listener binds; zero values take the translator's defaults.
+	InboundListenerAddress string `json:"inbound_listener_address,omitempty"`
+	InboundListenerPort    uint32 `json:"inbound_listener_port,omitempty"`
 }
 
 // Key is a stable, readable identifier of the proxy's config group.
@@ -65,6 +75,9 @@ func (p Proxy) Key() string {
 	}
 	if p.InboundPort != 0 {
 		fmt.Fprintf(&b, "/in=%d", p.InboundPort)
+	}
+	if p.InboundListenerAddress != "" || p.InboundListenerPort != 0 {
+		fmt.Fprintf(&b, "/inl=%s:%d", p.InboundListenerAddress, p.InboundListenerPort)
 	}
 	return b.String()
 }
@@ -102,6 +115,10 @@ func ProxyFromNode(node *corev3.Node) (Proxy, error) {
 		return Proxy{}, err
 	}
 	if p.InboundPort, err = portField(md, MetaInboundPort); err != nil {
+		return Proxy{}, err
+	}
+	p.InboundListenerAddress = stringField(md, MetaInboundListenerAddress)
+	if p.InboundListenerPort, err = portField(md, MetaInboundListenerPort); err != nil {
 		return Proxy{}, err
 	}
 	return p, nil

@@ -57,6 +57,14 @@ func TestProxyFromNode(t *testing.T) {
 				OutboundAddress: "0.0.0.0", OutboundPort: 8443, InboundPort: 15006,
 			},
 		},
+		{
+			name: "sidecar with an inbound listener",
+			node: node("web", "envoy", map[string]any{
+				"inbound_port": 8080.0, "inbound_listener_address": "127.0.0.1", "inbound_listener_port": "15006",
+			}),
+			want: sidecar(translator.Proxy{Service: "web", InboundPort: 8080, InboundListenerAddress: "127.0.0.1", InboundListenerPort: 15006}),
+		},
+		{name: "bad inbound listener port", node: node("", "", map[string]any{"inbound_listener_port": "x"}), wantErr: `"inbound_listener_port": "x"`},
 		{name: "bad proxy type", node: node("", "", map[string]any{"proxy_type": "nginx"}), wantErr: `"proxy_type": "nginx"`},
 		{name: "bad role", node: node("", "", map[string]any{"role": "mesh"}), wantErr: `"role": "mesh"`},
 		{name: "port zero", node: node("", "", map[string]any{"outbound_port": 0}), wantErr: `"outbound_port"`},
@@ -95,6 +103,14 @@ func TestProxyKey(t *testing.T) {
 		{
 			translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleGateway, Service: "edge", OutboundAddress: "0.0.0.0", OutboundPort: 8443, InboundPort: 15006},
 			"envoy/gateway/edge/out=0.0.0.0:8443/in=15006",
+		},
+		{
+			translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web", InboundPort: 8080, InboundListenerAddress: "127.0.0.1", InboundListenerPort: 15006},
+			"envoy/sidecar/web/in=8080/inl=127.0.0.1:15006",
+		},
+		{
+			translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web", InboundPort: 8080, InboundListenerPort: 15007},
+			"envoy/sidecar/web/in=8080/inl=:15007",
 		},
 	}
 	seen := map[string]bool{}

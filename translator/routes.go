@@ -4,27 +4,39 @@ import (
 	"slices"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sluice-mesh/sluice/envoy"
 	"github.com/sluice-mesh/sluice/policy"
 )
 
 // envoyRoutes maps the service's route variants one to one onto Envoy
-// routes, in order, each with its timeout and retry policy.
-func envoyRoutes(cluster string, pol policy.Resolved, v serviceView) []*routev3.Route {
+// routes, in order, each with its timeout and retry policy, the service's
+// trace sampling, and its part in the rate limits (gateways).
+func envoyRoutes(cluster string, pol policy.Resolved, v serviceView, limits rateLimits) []*routev3.Route {
 	hash := hashPolicies(pol.LoadBalancer, v.kind)
+	var sampling *float64
+	if pol.Tracing.Enabled {
+		sampling = &pol.Tracing.SamplingPercent
+	}
 	variants := pol.RouteVariants()
 	out := make([]*routev3.Route, 0, len(variants))
 	for _, rv := range variants {
 		timeout := rv.Timeout
-		out = append(out, envoy.Route(envoy.RouteOptions{
-			Name:    rv.Name,
-			Match:   variantMatch(rv),
-			Cluster: cluster,
-			Timeout: &timeout,
-			Retry:   envoyRetry(rv.Retry),
-			Hash:    hash,
-		}))
+		o := envoy.RouteOptions{
+			Name:            rv.Name,
+			Match:           variantMatch(rv),
+			Cluster:         cluster,
+			Timeout:         &timeout,
+			Retry:           envoyRetry(rv.Retry),
+			Hash:            hash,
+			TracingSampling: sampling,
+			RateLimitKey:    limits.routeKeys[rv.Route],
+		}
+		if limits.optOut[rv.Route] {
+			o.PerFilterConfig = map[string]*anypb.Any{envoy.LocalRateLimitName: envoy.DisabledFilter()}
+		}
+		out = append(out, envoy.Route(o))
 	}
 	return out
 }

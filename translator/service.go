@@ -27,8 +27,9 @@ type serviceResources struct {
 	cluster   *clusterv3.Cluster
 	endpoints *endpointv3.ClusterLoadAssignment
 	// vhost is the service's virtual host on Envoy's outbound route
-	// configuration.
-	vhost *routev3.VirtualHost
+	// configuration; rateLimited when it enforces rate limits (gateways).
+	vhost       *routev3.VirtualHost
+	rateLimited bool
 	// routes and listeners are a proxyless gRPC client's route
 	// configuration and API listeners for the service.
 	routes    *routev3.RouteConfiguration
@@ -55,7 +56,14 @@ func (t *Translator) service(svc sources.CatalogService, pol policy.Resolved, v 
 		}
 		return out
 	}
-	out.vhost = envoy.VirtualHostRoutes(svc.Name, doms, envoyRoutes(name, pol, v), nil)
+	// Sidecars enforce a service's rate limits on their inbound side;
+	// gateways, on their routes to the service.
+	var limits rateLimits
+	if v.gateway {
+		limits = gatewayRateLimits(pol)
+	}
+	out.vhost = envoy.VirtualHostRoutes(svc.Name, doms, envoyRoutes(name, pol, v, limits), limits.vhost)
+	out.rateLimited = limits.vhost != nil
 	return out
 }
 

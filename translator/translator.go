@@ -12,6 +12,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -42,15 +43,21 @@ type Translator struct {
 	// binds unless the proxy's node metadata says otherwise.
 	OutboundAddress string
 	OutboundPort    uint32
-	ConnectTimeout  time.Duration
+	// InboundListenerAddress and InboundListenerPort are where a sidecar's
+	// inbound listener binds unless its node metadata says otherwise.
+	InboundListenerAddress string
+	InboundListenerPort    uint32
+	ConnectTimeout         time.Duration
 }
 
 // New returns a Translator with the default options.
 func New() *Translator {
 	return &Translator{
-		OutboundAddress: DefaultOutboundAddress,
-		OutboundPort:    DefaultOutboundPort,
-		ConnectTimeout:  DefaultConnectTimeout,
+		OutboundAddress:        DefaultOutboundAddress,
+		OutboundPort:           DefaultOutboundPort,
+		InboundListenerAddress: DefaultInboundListenerAddress,
+		InboundListenerPort:    DefaultInboundListenerPort,
+		ConnectTimeout:         DefaultConnectTimeout,
 	}
 }
 
@@ -82,6 +89,7 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 	}
 	view := serviceView{kind: in.Proxy.Kind, gateway: in.Proxy.Kind == KindEnvoy && in.Proxy.Role == RoleGateway}
 	var vhosts []*routev3.VirtualHost
+	rateLimited := false
 	for i, svc := range services {
 		if i > 0 && services[i-1].Name == svc.Name {
 			return nil, fmt.Errorf("translating catalog: service %q listed twice", svc.Name)
@@ -92,6 +100,7 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 		if sr.vhost != nil {
 			vhosts = append(vhosts, sr.vhost)
 		}
+		rateLimited = rateLimited || sr.rateLimited
 		if sr.routes != nil {
 			res.add(resource.RouteType, sr.routes)
 		}
@@ -100,21 +109,44 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 		}
 	}
 	if in.Proxy.Kind != KindGRPC {
-		addr, port := t.OutboundAddress, t.OutboundPort
-		if in.Proxy.OutboundAddress != "" {
-			addr = in.Proxy.OutboundAddress
-		}
-		if in.Proxy.OutboundPort != 0 {
-			port = in.Proxy.OutboundPort
-		}
-		res.add(resource.RouteType, envoy.RouteConfiguration(OutboundRouteName, vhosts))
-		res.add(resource.ListenerType, envoy.HTTPListener(OutboundListenerName, addr, port,
-			envoy.HTTPConnectionManager(OutboundListenerName, OutboundRouteName)))
+		t.envoyListeners(res, in, services, vhosts, rateLimited)
 	}
 	for _, rs := range res.Resources {
 		sort.Slice(rs, func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) })
 	}
 	return res, nil
+}
+
+// envoyListeners adds an Envoy's listeners with their route configurations:
+// the outbound listener over every service's virtual host (with the local
+// rate limit filter when a gateway enforces limits), a sidecar's inbound
+// listener in front of its application, and the tracing collector's
+// cluster when tracing is on.
+func (t *Translator) envoyListeners(res *Result, in Input, services []sources.CatalogService, vhosts []*routev3.VirtualHost, rateLimited bool) {
+	own := in.Policy.Resolve(in.Proxy.Service)
+	tracing, collector := t.tracing(services, in.Proxy, own)
+	if collector != nil {
+		res.add(resource.ClusterType, collector)
+	}
+	addr, port := t.OutboundAddress, t.OutboundPort
+	if in.Proxy.OutboundAddress != "" {
+		addr = in.Proxy.OutboundAddress
+	}
+	if in.Proxy.OutboundPort != 0 {
+		port = in.Proxy.OutboundPort
+	}
+	hcm := envoy.HCMOptions{StatPrefix: OutboundListenerName, RouteConfig: OutboundRouteName, Tracing: tracing}
+	if rateLimited {
+		hcm.Filters = []*hcmv3.HttpFilter{envoy.LocalRateLimitFilter()}
+	}
+	res.add(resource.RouteType, envoy.RouteConfiguration(OutboundRouteName, vhosts))
+	res.add(resource.ListenerType, envoy.HTTPListener(OutboundListenerName, addr, port, envoy.HCM(hcm)))
+	if in.Proxy.Role == RoleSidecar && in.Proxy.Service != "" && in.Proxy.InboundPort != 0 {
+		ib := t.inbound(in.Proxy, own, tracing)
+		res.add(resource.ListenerType, ib.listener)
+		res.add(resource.RouteType, ib.routes)
+		res.add(resource.ClusterType, ib.cluster)
+	}
 }
 
 func (r *Result) add(typ resource.Type, res types.Resource) {

@@ -32,7 +32,9 @@ func (a *app) bootstrapCommand() *cobra.Command {
 	f.String("role", translator.RoleSidecar, "sidecar or gateway")
 	f.String("outbound-address", "", "address of Envoy's outbound listener (default: sluice's --outbound-address)")
 	f.Uint32("outbound-port", 0, "port of Envoy's outbound listener (default: sluice's --outbound-port)")
-	f.Uint32("inbound-port", 0, "port of the local application that Envoy's inbound listener fronts")
+	f.Uint32("inbound-port", 0, "port of the local application that Envoy's inbound listener fronts (127.0.0.1:PORT); a sidecar with one gets an inbound listener")
+	f.String("inbound-listener-address", "", "address of Envoy's inbound listener (default: 0.0.0.0)")
+	f.Uint32("inbound-listener-port", 0, "port of Envoy's inbound listener (default: 15006)")
 	f.Bool("delta", false, "use incremental (delta) ADS instead of state-of-the-world")
 	f.String("format", "yaml", "output format: yaml or json")
 	f.StringP("output", "o", "-", "write the bootstrap to this file ('-' for stdout)")
@@ -60,13 +62,22 @@ func (a *app) bootstrap() error {
 	default:
 		return fmt.Errorf("--role: %q is not sidecar or gateway", role)
 	}
-	if addr := v.GetString("outbound-address"); addr != "" {
-		if net.ParseIP(addr) == nil {
-			return fmt.Errorf("--outbound-address: %q is not an IP address", addr)
+	for _, a := range []struct{ flag, key string }{
+		{"outbound-address", translator.MetaOutboundAddress},
+		{"inbound-listener-address", translator.MetaInboundListenerAddress},
+	} {
+		if addr := v.GetString(a.flag); addr != "" {
+			if net.ParseIP(addr) == nil {
+				return fmt.Errorf("--%s: %q is not an IP address", a.flag, addr)
+			}
+			md[a.key] = addr
 		}
-		md[translator.MetaOutboundAddress] = addr
 	}
-	for _, p := range []struct{ flag, key string }{{"outbound-port", translator.MetaOutboundPort}, {"inbound-port", translator.MetaInboundPort}} {
+	for _, p := range []struct{ flag, key string }{
+		{"outbound-port", translator.MetaOutboundPort},
+		{"inbound-port", translator.MetaInboundPort},
+		{"inbound-listener-port", translator.MetaInboundListenerPort},
+	} {
 		n := v.GetUint64(p.flag)
 		if n > 65535 {
 			return fmt.Errorf("--%s: %d is not a port (1-65535)", p.flag, n)
