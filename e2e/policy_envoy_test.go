@@ -201,3 +201,61 @@ func TestPolicyEnvoyCircuitBreakerAndTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestPolicyEnvoyGatewayRateLimit: a real gateway enforces a route's own
+// token bucket (1/s, burst 4) on its routes to the service. The route
+// retries, so GETs and POSTs take different Envoy routes (retry variants);
+// they still share the one bucket: a mixed burst gets 4 (or, with a refill
+// during the burst, 5) through, not 4 per variant. Routes without a limit
+// are never limited.
+func TestPolicyEnvoyGatewayRateLimit(t *testing.T) {
+	requireE2E(t)
+	envoyBinary(t)
+	app := startHTTPBackend(t, "app", answerName("app"))
+	reg := filepath.Join(t.TempDir(), "registry.yaml")
+	writeFile(t, reg, registryOf("user-service", []string{app.addr}))
+	s := startSluice(t, "--registry-file", reg, "--policy-dir", policyDir(t, servicePolicy("user-service", `  retry: {attempts: 1, retryOn: [5xx]}
+  routes:
+    - match: {pathPrefix: /limited}
+      rateLimit: {requestsPerSecond: 1, burst: 4}`)))
+	e := startEnvoy(t, s, "edge", "edge-1", "--role", "gateway")
+	e.waitRoutes(t, "routes[0]/idempotent", "routes[0]/no-retry")
+	s.noNACKs(t, 1)
+	eventually(t, 30*time.Second, "the gateway to reach the service", func() error {
+		code, _, _, err := request(e.OutboundAddr, http.MethodGet, "user-service", "/", nil)
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("status %d", code)
+		}
+		return err
+	})
+
+	ok := 0
+	start := time.Now()
+	for i := range 16 {
+		method := http.MethodGet
+		if i%2 == 1 {
+			method = http.MethodPost
+		}
+		code, hdr, _, err := request(e.OutboundAddr, method, "user-service", "/limited", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch code {
+		case http.StatusOK:
+			ok++
+		case http.StatusTooManyRequests:
+			if hdr.Get("X-Ratelimit-Limit") == "" {
+				t.Fatalf("429 without x-ratelimit headers: %v", hdr)
+			}
+		default:
+			t.Fatalf("%s /limited: status %d", method, code)
+		}
+	}
+	maxOK := 4 + int(time.Since(start)/time.Second+1)
+	if ok < 4 || ok > maxOK {
+		t.Fatalf("%d of 16 mixed GET/POST requests got through, want 4..%d: one shared bucket of 4", ok, maxOK)
+	}
+	if c := statusCounts(t, e.OutboundAddr, http.MethodGet, "user-service", "/other", nil, 20); c[http.StatusOK] != 20 {
+		t.Fatalf("unlimited route: statuses %v", c)
+	}
+}

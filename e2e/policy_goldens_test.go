@@ -105,7 +105,7 @@ func TestPolicyGoldensAcceptedByClients(t *testing.T) {
 				}
 				if c.Proxy.InboundPort != 0 {
 					args = append(args, "--inbound-port", strconv.Itoa(int(c.Proxy.InboundPort)),
-						"--inbound-listener-address", "127.0.0.1", "--inbound-listener-port", strconv.Itoa(freePort(t)))
+						"--inbound-listener-address", "127.0.0.1", "--inbound-listener-port", strconv.Itoa(listenerPort(t)))
 				}
 				service := c.Proxy.Service
 				if service == "" {

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -21,6 +23,35 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 )
+
+// listenerPort returns a loopback port for an Envoy listener that must be
+// named before Envoy binds it. Unlike freePort it picks from below the
+// kernel's ephemeral range, so the port cannot be taken meanwhile as the
+// local port of some outgoing connection (Envoy's own, say).
+func listenerPort(t *testing.T) int {
+	t.Helper()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				lo = n
+			}
+		}
+	}
+	if lo <= 11000 {
+		return freePort(t)
+	}
+	for range 100 {
+		port := 10000 + rand.IntN(lo-11000)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		return port
+	}
+	return freePort(t)
+}
 
 // policyDir writes content as the only policy file of a new directory.
 func policyDir(t *testing.T, content string) string {
