@@ -191,3 +191,17 @@ func TestTranslateConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestTranslateDeterministicWithPolicies translates every golden case
+// (most carry policies, whose translation looks things up in maps) many
+// times and expects byte-identical resources each time.
+func TestTranslateDeterministicWithPolicies(t *testing.T) {
+	for _, c := range loadCases(t) {
+		want := marshalResult(t, translate(t, c.input))
+		for i := range 20 {
+			if got := marshalResult(t, translate(t, c.input)); !bytes.Equal(got, want) {
+				t.Fatalf("%s: translation %d differs from the first", c.name, i)
+			}
+		}
+	}
+}
