@@ -57,6 +57,9 @@ func (NodeHash) ID(node *corev3.Node) string {
 type Cache struct {
 	log  *slog.Logger
 	hash NodeHash
+	// shared holds the encodings of resource lists many responses carry;
+	// the server's codec reuses them.
+	shared *sharedEncodings
 
 	mu     sync.Mutex
 	groups map[string]*group
@@ -90,6 +93,11 @@ type generation struct {
 	// any of its resources is gone.
 	diffs map[int64][]string
 	lost  map[int64]bool
+	// diffAny memoises the resources of diffs, and allDelta the whole
+	// generation as delta resources, so that the responses of many clients
+	// share one list (and one encoding, see sharedEncodings).
+	diffAny  map[int64][]*anypb.Any
+	allDelta []*discoveryv3.Resource
 }
 
 type entry struct {
@@ -117,7 +125,7 @@ func NewCache(log *slog.Logger) *Cache {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Cache{log: log, groups: map[string]*group{}}
+	return &Cache{log: log, groups: map[string]*group{}, shared: &sharedEncodings{}}
 }
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
@@ -154,6 +162,9 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnap
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for _, old := range g.types {
+		c.forget(old)
+	}
 	g.snap, g.types = snap, next
 	for id, w := range g.watches {
 		if c.respond(w, next[w.typeURL]) {
@@ -170,6 +181,7 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 		entries: make(map[string]*entry, len(res.Items)),
 		diffs:   map[int64][]string{},
 		lost:    map[int64]bool{},
+		diffAny: map[int64][]*anypb.Any{},
 	}
 	for name, r := range res.Items {
 		b, err := deterministic.Marshal(r.Resource)
@@ -207,6 +219,16 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 		}
 	}
 	return gen, nil
+}
+
+// forget drops the shared encodings of a generation that was replaced;
+// responses still being sent keep the bytes they hold.
+func (c *Cache) forget(gen *generation) {
+	c.shared.forgetSotw(gen.all)
+	for _, rs := range gen.diffAny {
+		c.shared.forgetSotw(rs)
+	}
+	c.shared.forgetDelta(gen.allDelta)
 }
 
 func typeURLOf(m proto.Message) string {
@@ -286,9 +308,22 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 	var send []*anypb.Any
 	var next map[string]string
 	covers := c.coversAll(w, gen, held)
+	_, heldGen := held[genKey]
 	switch {
 	case full && covers:
 		send = gen.all
+		c.shared.shareSotw(send)
+	case covers && heldGen:
+		// Every client that held the same generation gets the same list.
+		from, _ := strconv.ParseInt(held[genKey], 10, 64)
+		send = gen.diffAny[from]
+		if send == nil {
+			for _, n := range d {
+				send = append(send, gen.entries[n].any)
+			}
+			gen.diffAny[from] = send
+		}
+		c.shared.shareSotw(send)
 	case full:
 		for _, n := range gen.names {
 			if _, ok := w.sub.SubscribedResources()[n]; ok {
@@ -421,10 +456,23 @@ func (c *Cache) respondDelta(w *watch, gen *generation) bool {
 		_, ok := subs[n]
 		return ok
 	}
-	for _, n := range gen.names {
-		e := gen.entries[n]
-		if want(n) && held[n] != e.hash {
-			updated = append(updated, &discoveryv3.Resource{Name: n, Version: e.hash, Resource: e.any})
+	if len(held) == 0 && (w.sub.IsWildcard() || c.coversAll(w, gen, held)) {
+		// A new client taking everything: one shared list for all of them.
+		if gen.allDelta == nil {
+			gen.allDelta = make([]*discoveryv3.Resource, len(gen.names))
+			for i, n := range gen.names {
+				e := gen.entries[n]
+				gen.allDelta[i] = &discoveryv3.Resource{Name: n, Version: e.hash, Resource: e.any}
+			}
+			c.shared.shareDelta(gen.allDelta)
+		}
+		updated = gen.allDelta
+	} else {
+		for _, n := range gen.names {
+			e := gen.entries[n]
+			if want(n) && held[n] != e.hash {
+				updated = append(updated, &discoveryv3.Resource{Name: n, Version: e.hash, Resource: e.any})
+			}
 		}
 	}
 	for n := range held {

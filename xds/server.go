@@ -72,7 +72,12 @@ func NewServer(ctx context.Context, cfg Config) *Server {
 	tracker := NewTracker(cfg.Groups, cfg.Log, cfg.Metrics, cfg.Tracer)
 	xdsServer := serverv3.NewServer(ctx, snapshots, tracker)
 
+	codec, err := newCodec(snapshots.shared)
+	if err != nil {
+		panic(err) // gRPC's proto codec is registered by the import in codec.go
+	}
 	opts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(codec),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
 		// Envoy and gRPC clients ping idle ADS connections; allow it rather
 		// than answering with GOAWAY "too_many_pings".
