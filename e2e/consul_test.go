@@ -46,7 +46,7 @@ func startConsul(t *testing.T) *consulAgent {
 	bin := consulBinary(t)
 	ports := map[string]int{}
 	for _, p := range []string{"http", "dns", "grpc", "grpc-tls", "serf-lan", "serf-wan", "server"} {
-		ports[p] = freePort(t)
+		ports[p] = listenerPort(t)
 	}
 	args := []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn"}
 	for name, port := range ports {

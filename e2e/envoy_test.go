@@ -55,7 +55,7 @@ func startEnvoy(t *testing.T, s *sluice, service, nodeID string, extra ...string
 	t.Helper()
 	bin := envoyBinary(t)
 	dir := t.TempDir()
-	outbound := freePort(t)
+	outbound := listenerPort(t)
 	cfg := filepath.Join(dir, "bootstrap.yaml")
 	args := append([]string{"bootstrap", "--service", service, "--node-id", nodeID,
 		"--xds-addr", s.XDSAddr, "--admin-port", "0", "--outbound-port", strconv.Itoa(outbound), "-o", cfg}, extra...)

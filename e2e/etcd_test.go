@@ -77,7 +77,7 @@ func grant(t *testing.T, cli *clientv3.Client, ttl int64) clientv3.LeaseID {
 func TestEtcdRegistryDrivesTraffic(t *testing.T) {
 	requireE2E(t)
 	dataDir := t.TempDir()
-	port := freePort(t)
+	port := listenerPort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	e := startEtcd(t, url, dataDir)
 	cli := etcdClient(t, e.Endpoints())
