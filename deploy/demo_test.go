@@ -260,6 +260,7 @@ func TestDemoOverlay(t *testing.T) {
 		if env["SERVICE_NAME"] != name {
 			t.Errorf("%s registers as %q", name, env["SERVICE_NAME"])
 		}
+		checkRegisteredPort(t, r, name, env)
 		switch env["REGISTRY"] {
 		case "etcd":
 			for _, ep := range strings.Split(env["ETCD_ENDPOINTS"], ",") {
@@ -309,5 +310,51 @@ func TestDemoOverlay(t *testing.T) {
 	}
 	if collectors != 1 {
 		t.Errorf("%d tracing collectors in the demo policies, want 1", collectors)
+	}
+}
+
+// defaultInboundListenerPort is sluice bootstrap's default for
+// --inbound-listener-port.
+const defaultInboundListenerPort = "15006"
+
+// checkRegisteredPort: a demo service registers the port its callers must
+// use: its sidecar's inbound listener when it has a sidecar (which must
+// front the app's listen port), else the app's own port.
+func checkRegisteredPort(t *testing.T, r *rendered, name string, env map[string]string) {
+	t.Helper()
+	listen := env["LISTEN_ADDR"]
+	if listen == "" {
+		listen = ":8080"
+	}
+	_, listenPort, err := net.SplitHostPort(listen)
+	if err != nil {
+		t.Errorf("%s: LISTEN_ADDR %q: %v", name, listen, err)
+		return
+	}
+	advertised := env["ADVERTISE_PORT"]
+	if advertised == "" {
+		advertised = listenPort
+	}
+	var boot *bootstrapRun
+	for _, b := range bootstrapRuns(t, r) {
+		if b.Workload.ID == "Deployment sluice-demo/"+name {
+			boot = &b
+		}
+	}
+	if boot == nil {
+		if advertised != listenPort {
+			t.Errorf("%s has no sidecar but registers port %s, not its listen port %s", name, advertised, listenPort)
+		}
+		return
+	}
+	if boot.Flags["inbound-port"] != listenPort {
+		t.Errorf("%s: the sidecar fronts port %s, the app listens on %s", name, boot.Flags["inbound-port"], listenPort)
+	}
+	inbound := boot.Flags["inbound-listener-port"]
+	if inbound == "" {
+		inbound = defaultInboundListenerPort
+	}
+	if advertised != inbound {
+		t.Errorf("%s registers port %s, but its sidecar's inbound listener is on %s: callers would bypass the sidecar", name, advertised, inbound)
 	}
 }

@@ -29,8 +29,10 @@ const (
 	// loopback for the sidecars.
 	envoyOutboundPort = 15001
 	envoyAdminPort    = 15000
-	// inboundListenerPort is a sidecar's inbound listener: sluice's default
-	// (translator.DefaultInboundListenerPort), fronting the app on 8080.
+	// inboundListenerPort is a demo sidecar's inbound listener
+	// (--inbound-listener-port), fronting the app on appPort. It is the
+	// port the demo service registers, so traffic to it goes through the
+	// sidecar.
 	inboundListenerPort = 15006
 	appPort             = 8080
 	sluiceAdminPort     = 18080
@@ -371,12 +373,12 @@ func catalogEndpoints(admin, service string) (map[string]string, error) {
 	return out, nil
 }
 
-// wantEndpoints says whether the catalog holds exactly the pods' app ports,
-// all healthy.
+// wantEndpoints says whether the catalog holds exactly the pods' IPs with
+// the port they register (the sidecar's inbound listener), all healthy.
 func wantEndpoints(got map[string]string, ps []pod) error {
 	want := map[string]bool{}
 	for _, p := range ps {
-		want[fmt.Sprintf("%s:%d", p.IP, appPort)] = true
+		want[fmt.Sprintf("%s:%d", p.IP, inboundListenerPort)] = true
 	}
 	for ep, h := range got {
 		if !want[ep] {

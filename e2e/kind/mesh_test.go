@@ -88,8 +88,9 @@ func load(t *testing.T, addr, host string) (stop func() []reply) {
 }
 
 // TestTrafficReachesDemoThroughEnvoy: requests through the gateway reach
-// every demo pod (registered in etcd) and every demo-consul pod (registered
-// in Consul); a demo pod's own sidecar routes to both services too.
+// every demo pod (registered in etcd, through its sidecar's inbound
+// listener) and every demo-consul pod (registered in Consul, no sidecar); a
+// demo pod's own sidecar routes to both services too.
 func TestTrafficReachesDemoThroughEnvoy(t *testing.T) {
 	gw, _ := gateway(t)
 	demo := pods(t, "demo")
@@ -245,7 +246,8 @@ func TestFailingInstanceIsEjected(t *testing.T) {
 	post(t, app, "/fail?on=true")
 	t.Cleanup(func() { post(t, app, "/reset") })
 
-	flag := fmt.Sprintf("demo::%s:%d::health_flags::/failed_outlier_check", victim.IP, appPort)
+	// The gateway knows the instance by what it registered: its sidecar.
+	flag := fmt.Sprintf("demo::%s:%d::health_flags::/failed_outlier_check", victim.IP, inboundListenerPort)
 	eventually(t, time.Minute, victim.Name+" is ejected", func() error {
 		burst(gw, "demo", "/", 30, 3) // traffic for outlier detection to judge
 		clusters, err := getText(gwAdmin, "/clusters")
