@@ -15,9 +15,13 @@ import (
 // mesh defaults > built-in defaults). It is plain data built fresh by each
 // Resolve call; consumers may keep it.
 type Resolved struct {
-	Service          string           `json:"service"`
-	LoadBalancer     LoadBalancer     `json:"loadBalancer"`
-	Timeout          time.Duration    `json:"timeout"`
+	Service      string        `json:"service"`
+	LoadBalancer LoadBalancer  `json:"loadBalancer"`
+	Timeout      time.Duration `json:"timeout"`
+	// TimeoutSet says a policy set Timeout (it is not the built-in). Proxyless
+	// gRPC clients get a stream deadline only then: the built-in 15s suits
+	// requests, not the long-lived streams gRPC services often serve.
+	TimeoutSet       bool             `json:"timeoutSet,omitempty"`
 	CircuitBreaker   CircuitBreaker   `json:"circuitBreaker"`
 	OutlierDetection OutlierDetection `json:"outlierDetection"`
 	// Retry is the service-level retry policy: what requests that match no
@@ -46,7 +50,9 @@ type ResolvedRoute struct {
 	Name    string        `json:"name"`
 	Match   RouteMatch    `json:"match"`
 	Timeout time.Duration `json:"timeout"`
-	Retry   Retry         `json:"retry"`
+	// TimeoutSet says the route or a policy above it set Timeout.
+	TimeoutSet bool  `json:"timeoutSet,omitempty"`
+	Retry      Retry `json:"retry"`
 	// RateLimit is the route's own bucket when OwnRateLimit, else the
 	// service's shared one (Resolved.RateLimit).
 	RateLimit    RateLimit `json:"rateLimit"`
@@ -86,7 +92,8 @@ func (s *Set) Resolve(service string) Resolved {
 	}
 
 	r.LoadBalancer = pick(defaultLoadBalancer(DefaultLBPolicy), get(levels, func(s *Spec) *LoadBalancer { return s.LoadBalancer })...)
-	r.Timeout = pick(DefaultTimeout, get(levels, func(s *Spec) *time.Duration { return s.Timeout })...)
+	timeouts := get(levels, func(s *Spec) *time.Duration { return s.Timeout })
+	r.Timeout, r.TimeoutSet = pick(DefaultTimeout, timeouts...), len(timeouts) > 0
 
 	cbs := get(levels, func(s *Spec) *CircuitBreakerSpec { return s.CircuitBreaker })
 	r.CircuitBreaker = CircuitBreaker{
@@ -244,6 +251,7 @@ func resolveRoutes(svc Resolved, svcDoc, meshDoc *Document, serviceRetries []*Re
 			Timeout: pick(svc.Timeout, rs.Timeout),
 			Origin:  location(src.file, rs.Line),
 		}
+		rr.TimeoutSet = rs.Timeout != nil || svc.TimeoutSet
 		if rs.Retry != nil {
 			rr.Retry = resolveRetry(append([]*RetrySpec{rs.Retry}, serviceRetries...))
 		} else {

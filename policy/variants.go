@@ -44,6 +44,8 @@ type RouteVariant struct {
 	// to be present (with any value).
 	RequireHeader string        `json:"requireHeader,omitempty"`
 	Timeout       time.Duration `json:"timeout"`
+	// TimeoutSet says a policy set Timeout (see Resolved.TimeoutSet).
+	TimeoutSet bool `json:"timeoutSet,omitempty"`
 	// Retry is the effective retry policy; the zero Retry means none.
 	Retry        Retry     `json:"retry"`
 	RateLimit    RateLimit `json:"rateLimit"`
@@ -76,11 +78,12 @@ func (r Resolved) RouteVariants() []RouteVariant {
 	routes := slices.Clone(r.Routes)
 	if !slices.ContainsFunc(routes, func(rr ResolvedRoute) bool { return matchesEverything(rr.Match) }) {
 		routes = append(routes, ResolvedRoute{
-			Name:      DefaultRouteName,
-			Match:     RouteMatch{PathPrefix: "/"},
-			Timeout:   r.Timeout,
-			Retry:     r.Retry,
-			RateLimit: r.RateLimit,
+			Name:       DefaultRouteName,
+			Match:      RouteMatch{PathPrefix: "/"},
+			Timeout:    r.Timeout,
+			TimeoutSet: r.TimeoutSet,
+			Retry:      r.Retry,
+			RateLimit:  r.RateLimit,
 		})
 	}
 	var out []RouteVariant
@@ -100,7 +103,7 @@ func routeVariants(rr ResolvedRoute) []RouteVariant {
 		m.Methods = methods
 		return RouteVariant{
 			Name: rr.Name + "/" + string(kind), Kind: kind, Route: rr.Name,
-			Match: m, Timeout: rr.Timeout, Retry: cloneRetry(retry),
+			Match: m, Timeout: rr.Timeout, TimeoutSet: rr.TimeoutSet, Retry: cloneRetry(retry),
 			RateLimit: rr.RateLimit, OwnRateLimit: rr.OwnRateLimit,
 		}
 	}

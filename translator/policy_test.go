@@ -86,8 +86,13 @@ func TestTranslateGRPCForms(t *testing.T) {
 func checkGRPCRoute(t *testing.T, vhost string, rt *routev3.Route) {
 	t.Helper()
 	a := rt.GetRoute()
-	if a.GetTimeout() != nil || a.GetMaxStreamDuration().GetMaxStreamDuration() == nil {
-		t.Errorf("%s/%s: want max_stream_duration and no timeout: %v", vhost, rt.GetName(), a)
+	// gRPC ignores the route timeout; a policy's timeout becomes the stream
+	// deadline (max_stream_duration), the built-in one is not sent.
+	if a.GetTimeout() != nil {
+		t.Errorf("%s/%s: route timeout, which gRPC ignores: %v", vhost, rt.GetName(), a)
+	}
+	if msd := a.GetMaxStreamDuration(); msd != nil && msd.GetMaxStreamDuration().AsDuration() <= 0 {
+		t.Errorf("%s/%s: empty stream deadline: %v", vhost, rt.GetName(), a)
 	}
 	for _, h := range rt.GetMatch().GetHeaders() {
 		if strings.HasPrefix(h.GetName(), ":") {
@@ -207,4 +212,30 @@ func named(r *translator.Result, typ resource.Type, name string) types.Resource 
 		}
 	}
 	return nil
+}
+
+// TestGRPCStreamDeadlineOnlyWhenSet: a gRPC client gets a stream deadline
+// from a timeout a policy sets, and none from the built-in default, which
+// would cut long-lived streams.
+func TestGRPCStreamDeadlineOnlyWhenSet(t *testing.T) {
+	catalog := sources.Merge(map[string]sources.State{"file": {Services: []sources.Service{{Name: "svc",
+		Instances: []sources.Instance{{Address: "10.0.0.1", Port: 80, Health: sources.HealthHealthy, Weight: 1}}}}}})
+	deadline := func(pol *policy.Set) *routev3.RouteAction_MaxStreamDuration {
+		res, err := translator.New().Translate(translator.Input{Catalog: catalog, Policy: pol, Proxy: translator.Proxy{Kind: translator.KindGRPC}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := res.Resources[resource.RouteType][0].(*routev3.RouteConfiguration)
+		return rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetMaxStreamDuration()
+	}
+	if d := deadline(nil); d != nil {
+		t.Errorf("built-in timeout sent to gRPC as %v", d)
+	}
+	set, diags := policy.Load([]policy.File{{Name: "p.yaml", Data: []byte("apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: svc}\nspec: {timeout: 3s}\n")}})
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	if d := deadline(set); d.GetMaxStreamDuration().AsDuration() != 3*time.Second {
+		t.Errorf("policy timeout 3s sent as %v", d)
+	}
 }

@@ -2,6 +2,7 @@ package translator
 
 import (
 	"slices"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -132,7 +133,7 @@ func grpcRoutes(cluster string, pol policy.Resolved) []*routev3.Route {
 				Headers: headerValues(rv.Match.Headers),
 			},
 			Cluster:           cluster,
-			MaxStreamDuration: rv.Timeout,
+			MaxStreamDuration: grpcDeadline(rv),
 			Retry:             grpcRetry(rv.Retry),
 			Hash:              hash,
 		}))
@@ -161,4 +162,14 @@ func grpcRetry(r policy.Retry) *envoy.Retry {
 		return nil
 	}
 	return &envoy.Retry{On: on, NumRetries: r.Attempts, BackoffBase: r.Backoff.Base, BackoffMax: r.Backoff.Max}
+}
+
+// grpcDeadline is the stream deadline a proxyless gRPC client gets: the
+// route's timeout when a policy set one, else none (the built-in 15s
+// timeout is for requests, and would cut long-lived streams).
+func grpcDeadline(rv policy.RouteVariant) time.Duration {
+	if !rv.TimeoutSet {
+		return 0
+	}
+	return rv.Timeout
 }
