@@ -29,7 +29,7 @@ func newAdminHandler(reg *prometheus.Registry, loop *snapshot.Loop, srv *xds.Ser
 		if !st.Ready {
 			code = http.StatusServiceUnavailable
 		}
-		writeJSON(w, code, map[string]any{"ready": st.Ready, "sources": st.Sources, "last_error": st.LastError})
+		writeJSON(w, code, map[string]any{"ready": st.Ready, "sources": st.Sources, "policy": st.Policy, "last_error": st.LastError})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	// Go profiles, for sizing and for reports of slow pushes.
