@@ -180,7 +180,7 @@ func (a *app) loadReportCommand() *cobra.Command {
 		Short: "Print load results as a Markdown table (used by make bench-scale)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			fmt.Fprintln(a.stdout, "| server | ADS | proxies | initial sync p50 / p99 / max | change → all proxies p50 / p99 / max | resident memory per proxy | errors |")
+			fmt.Fprintln(a.stdout, "| server | ADS | proxies | initial sync p50 / p99 / max | change → all proxies p50 / p99 / max | memory per proxy: resident / Go heap | errors |")
 			fmt.Fprintln(a.stdout, "|---|---|---|---|---|---|---|")
 			for _, arg := range args {
 				name, path, ok := strings.Cut(arg, "=")
@@ -203,7 +203,7 @@ func (a *app) loadReportCommand() *cobra.Command {
 					conv = ms(*r.Convergence)
 				}
 				if r.Memory != nil {
-					mem = fmt.Sprintf("%.0f KiB", r.Memory.PerProxyKiB)
+					mem = fmt.Sprintf("%.0f / %.0f KiB", r.Memory.PerProxyKiB, r.Memory.HeapPerProxyKiB)
 				}
 				fmt.Fprintf(a.stdout, "| %s | %s | %d | %s | %s | %s | %d |\n", name, r.Mode, r.Proxies, ms(r.InitialSync), conv, mem, len(r.Errors))
 			}

@@ -13,14 +13,27 @@ import (
 // ServerMemory is the server's resident memory around the initial sync, read
 // from its Prometheus endpoint (process_resident_memory_bytes).
 type ServerMemory struct {
-	BeforeMiB      float64 `json:"before_mib"`
-	AfterSyncMiB   float64 `json:"after_sync_mib"`
-	PerProxyKiB    float64 `json:"per_proxy_kib"`
-	MetricsAddress string  `json:"metrics_url"`
+	BeforeMiB    float64 `json:"before_mib"`
+	AfterSyncMiB float64 `json:"after_sync_mib"`
+	PerProxyKiB  float64 `json:"per_proxy_kib"`
+	// HeapPerProxyKiB is the growth of the Go heap in use per proxy
+	// (go_memstats_heap_inuse_bytes), when the server reports it: resident
+	// memory also counts freed memory the runtime has not returned yet.
+	HeapPerProxyKiB float64 `json:"heap_per_proxy_kib,omitempty"`
+	MetricsAddress  string  `json:"metrics_url"`
 }
 
 // ResidentBytes reads process_resident_memory_bytes from a metrics URL.
 func ResidentBytes(ctx context.Context, url string) (float64, error) {
+	return metricValue(ctx, url, "process_resident_memory_bytes")
+}
+
+// HeapInuseBytes reads go_memstats_heap_inuse_bytes from a metrics URL.
+func HeapInuseBytes(ctx context.Context, url string) (float64, error) {
+	return metricValue(ctx, url, "go_memstats_heap_inuse_bytes")
+}
+
+func metricValue(ctx context.Context, url, name string) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -36,9 +49,9 @@ func ResidentBytes(ctx context.Context, url string) (float64, error) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
-	return 0, fmt.Errorf("%s: no process_resident_memory_bytes", url)
+	return 0, fmt.Errorf("%s: no %s", url, name)
 }

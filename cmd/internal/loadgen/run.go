@@ -79,12 +79,13 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	var before float64
+	var before, heapBefore float64
 	if cfg.MetricsURL != "" {
 		var err error
 		if before, err = ResidentBytes(ctx, cfg.MetricsURL); err != nil {
 			return nil, fmt.Errorf("reading server memory: %w", err)
 		}
+		heapBefore, _ = HeapInuseBytes(ctx, cfg.MetricsURL)
 	}
 	proxies := make([]*proxy, cfg.Proxies)
 	var (
@@ -141,6 +142,9 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 			MetricsAddress: cfg.MetricsURL,
 			BeforeMiB:      before / (1 << 20), AfterSyncMiB: after / (1 << 20),
 			PerProxyKiB: (after - before) / 1024 / float64(cfg.Proxies),
+		}
+		if heapAfter, err := HeapInuseBytes(ctx, cfg.MetricsURL); err == nil && heapBefore > 0 {
+			res.Memory.HeapPerProxyKiB = (heapAfter - heapBefore) / 1024 / float64(cfg.Proxies)
 		}
 	}
 
