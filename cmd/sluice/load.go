@@ -38,6 +38,7 @@ func (a *app) loadCommand() *cobra.Command {
 	f.String("node-prefix", "load", "node id prefix")
 	f.Duration("sync-timeout", 2*time.Minute, "bound on the initial sync")
 	f.Duration("change-timeout", time.Minute, "bound on convergence after the change")
+	f.Duration("hold", 0, "keep the streams open, idle, this long after the run; streams dropped meanwhile are errors")
 	cmd.AddCommand(a.loadPopulateCommand(), a.loadBaselineCommand(), a.loadReportCommand())
 	return cmd
 }
@@ -66,7 +67,7 @@ func (a *app) loadRun(ctx context.Context) error {
 		Target: a.v.GetString("xds-addr"), Proxies: a.v.GetInt("proxies"), Delta: a.v.GetBool("delta"),
 		NodePrefix: a.v.GetString("node-prefix"), Watch: m.Watch(),
 		SyncTimeout: a.v.GetDuration("sync-timeout"), ChangeTimeout: a.v.GetDuration("change-timeout"),
-		MetricsURL: a.v.GetString("server-metrics"),
+		MetricsURL: a.v.GetString("server-metrics"), Hold: a.v.GetDuration("hold"),
 	}, change)
 	if err != nil {
 		return err

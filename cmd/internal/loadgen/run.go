@@ -29,6 +29,9 @@ type Config struct {
 	Watch Watch
 	// SyncTimeout and ChangeTimeout bound the two phases.
 	SyncTimeout, ChangeTimeout time.Duration
+	// Hold keeps the streams open this long after the run, idle: a stream
+	// the server drops meanwhile is reported as an error.
+	Hold time.Duration
 	// MetricsURL, when set, is the server's Prometheus endpoint; its
 	// resident memory is sampled before the proxies connect and after they
 	// synced.
@@ -164,6 +167,12 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 		res.Convergence = &st
 		if st.Count < cfg.Proxies {
 			record(fmt.Errorf("%d of %d proxies did not see the change within %s", cfg.Proxies-st.Count, cfg.Proxies, cfg.ChangeTimeout))
+		}
+	}
+	if cfg.Hold > 0 {
+		select {
+		case <-time.After(cfg.Hold):
+		case <-ctx.Done():
 		}
 	}
 	cancel()
