@@ -59,7 +59,7 @@ load() { # NAME MODE CHANGE
   [ "$2" = delta ] && flags+=(--delta)
   echo "bench-scale: $1 $2" >&2
   "$BIN" load --xds-addr "$XDS" --proxies "$PROXIES" "${MESH[@]}" "${flags[@]}" \
-    --change "$3" --server-metrics "http://$ADMIN/metrics" --node-prefix "$1" >"$OUT/$1-$2.json" || true
+    --change "$3" --server-metrics "http://$ADMIN/metrics" --node-prefix "$1" --hold 3s >"$OUT/$1-$2.json" || true
 }
 
 total=$((SERVICES * ENDPOINTS))

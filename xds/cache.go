@@ -10,6 +10,7 @@ import (
 	"maps"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -106,8 +107,46 @@ type entry struct {
 }
 
 // genKey marks a shared version map with its generation; it cannot be a
-// resource name (names are never empty).
-const genKey = ""
+// resource name (names are never empty). Only wildcard subscribers share
+// maps: go-control-plane deletes from a non-wildcard subscriber's map every
+// name it no longer (or never) subscribes to, genKey included, so those
+// get a map of their own, whose first name's version carries the
+// generation after genSep instead.
+const (
+	genKey = ""
+	genSep = "@"
+)
+
+// heldHash is the version of n the client holds, without a generation mark.
+func heldHash(held map[string]string, n string) string {
+	v := held[n]
+	if i := strings.Index(v, genSep); i >= 0 {
+		return v[:i]
+	}
+	return v
+}
+
+// heldGen returns the generation the client holds in full, if it does.
+func heldGen(w *watch, gen *generation, held map[string]string) (int64, bool) {
+	var v string
+	if w.sub.IsWildcard() {
+		var ok bool
+		if v, ok = held[genKey]; !ok {
+			return 0, false
+		}
+	} else {
+		if len(gen.names) == 0 {
+			return 0, false
+		}
+		i := strings.Index(held[gen.names[0]], genSep)
+		if i < 0 {
+			return 0, false
+		}
+		v = held[gen.names[0]][i+len(genSep):]
+	}
+	id, err := strconv.ParseInt(v, 10, 64)
+	return id, err == nil
+}
 
 type watch struct {
 	typeURL string
@@ -308,14 +347,13 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 	var send []*anypb.Any
 	var next map[string]string
 	covers := c.coversAll(w, gen, held)
-	_, heldGen := held[genKey]
+	from, hasGen := heldGen(w, gen, held)
 	switch {
 	case full && covers:
 		send = gen.all
 		c.shared.shareSotw(send)
-	case covers && heldGen:
+	case covers && hasGen:
 		// Every client that held the same generation gets the same list.
-		from, _ := strconv.ParseInt(held[genKey], 10, 64)
 		send = gen.diffAny[from]
 		if send == nil {
 			for _, n := range d {
@@ -335,9 +373,16 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 			send = append(send, gen.entries[n].any)
 		}
 	}
-	if covers {
+	switch {
+	case covers && w.sub.IsWildcard():
 		next = gen.held
-	} else {
+	case covers:
+		next = maps.Clone(gen.held)
+		delete(next, genKey)
+		if len(gen.names) > 0 {
+			next[gen.names[0]] += genSep + strconv.FormatInt(gen.id, 10)
+		}
+	default:
 		next = make(map[string]string, len(w.sub.SubscribedResources()))
 		for n := range w.sub.SubscribedResources() {
 			if e := gen.entries[n]; e != nil {
@@ -388,15 +433,14 @@ func (c *Cache) lost(w *watch, gen *generation, held map[string]string) bool {
 // diff lists the subscribed resources whose content the client lacks.
 func (c *Cache) diff(w *watch, gen *generation, held map[string]string) []string {
 	var candidates []string
-	if id, ok := held[genKey]; ok {
+	if from, ok := heldGen(w, gen, held); ok {
 		// The client holds a whole earlier generation: the names that
 		// changed since are the same for every such client.
-		from, _ := strconv.ParseInt(id, 10, 64)
 		d, ok := gen.diffs[from]
 		if !ok {
 			d = []string{}
 			for _, n := range gen.names {
-				if held[n] != gen.entries[n].hash {
+				if heldHash(held, n) != gen.entries[n].hash {
 					d = append(d, n)
 				}
 			}
@@ -414,7 +458,7 @@ func (c *Cache) diff(w *watch, gen *generation, held map[string]string) []string
 				continue
 			}
 		}
-		if held[n] != gen.entries[n].hash {
+		if heldHash(held, n) != gen.entries[n].hash {
 			out = append(out, n)
 		}
 	}
@@ -431,7 +475,7 @@ func (c *Cache) coversAll(w *watch, gen *generation, held map[string]string) boo
 	if len(subs) < len(gen.names) {
 		return false
 	}
-	if _, ok := held[genKey]; ok && gen.sameNames {
+	if _, ok := heldGen(w, gen, held); ok && gen.sameNames {
 		return true
 	}
 	for _, n := range gen.names {

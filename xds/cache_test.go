@@ -169,8 +169,9 @@ func TestCacheSotwSendsOnlyWhatChanged(t *testing.T) {
 	}
 }
 
-// TestCacheSharesState: clients holding the same generation share one
-// version map, and every response shares the marshalled resources.
+// TestCacheSharesState: every response shares the marshalled resources;
+// wildcard clients holding the same generation share one version map, and
+// explicit subscribers, whose maps the server edits, never do.
 func TestCacheSharesState(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
@@ -184,8 +185,23 @@ func TestCacheSharesState(t *testing.T) {
 	if r1.GetResources()[0] != r2.GetResources()[0] {
 		t.Error("each response marshalled its own copy of a resource")
 	}
-	if reflect.ValueOf(c1.sub.ReturnedResources()).UnsafePointer() != reflect.ValueOf(c2.sub.ReturnedResources()).UnsafePointer() {
-		t.Error("clients holding the same generation keep separate version maps")
+	// Explicit (non-wildcard) subscribers get maps of their own: the
+	// server deletes from a subscriber's map the names it stops naming,
+	// which must not touch what another client holds.
+	if reflect.ValueOf(c1.sub.ReturnedResources()).UnsafePointer() == reflect.ValueOf(c2.sub.ReturnedResources()).UnsafePointer() {
+		t.Fatal("two explicit subscribers share one version map")
+	}
+	c1.sub.SetResourceSubscription([]string{"a"})
+	if len(c2.sub.ReturnedResources()) != 2 {
+		t.Fatalf("one client's unsubscription changed another's versions: %v", c2.sub.ReturnedResources())
+	}
+	// Wildcard subscribers, whose maps the server never edits, share one.
+	w1 := newCacheClient(t, c, resource.EndpointType)
+	w2 := newCacheClient(t, c, resource.EndpointType)
+	w1.request(false)
+	w2.request(false)
+	if reflect.ValueOf(w1.sub.ReturnedResources()).UnsafePointer() != reflect.ValueOf(w2.sub.ReturnedResources()).UnsafePointer() {
+		t.Error("wildcard clients holding the same generation keep separate version maps")
 	}
 	// A client subscribed to a subset gets its own, small map.
 	c3 := newCacheClient(t, c, resource.EndpointType, "a")

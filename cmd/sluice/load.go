@@ -181,7 +181,7 @@ func (a *app) loadReportCommand() *cobra.Command {
 		Short: "Print load results as a Markdown table (used by make bench-scale)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			fmt.Fprintln(a.stdout, "| server | ADS | proxies | initial sync p50 / p99 / max | change → all proxies p50 / p99 / max | memory per proxy: resident / Go heap | errors |")
+			fmt.Fprintln(a.stdout, "| server | ADS | proxies | initial sync p50 / p99 / max | change → all proxies p50 / p99 / max | memory per proxy: resident / live Go heap | errors |")
 			fmt.Fprintln(a.stdout, "|---|---|---|---|---|---|---|")
 			for _, arg := range args {
 				name, path, ok := strings.Cut(arg, "=")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,8 +18,9 @@ type ServerMemory struct {
 	AfterSyncMiB float64 `json:"after_sync_mib"`
 	PerProxyKiB  float64 `json:"per_proxy_kib"`
 	// HeapPerProxyKiB is the growth of the Go heap in use per proxy
-	// (go_memstats_heap_inuse_bytes), when the server reports it: resident
-	// memory also counts freed memory the runtime has not returned yet.
+	// (go_memstats_alloc_bytes, after a forced garbage collection when
+	// the server offers /debug/pprof): resident memory also counts freed
+	// memory the runtime has not returned yet.
 	HeapPerProxyKiB float64 `json:"heap_per_proxy_kib,omitempty"`
 	MetricsAddress  string  `json:"metrics_url"`
 }
@@ -28,9 +30,10 @@ func ResidentBytes(ctx context.Context, url string) (float64, error) {
 	return metricValue(ctx, url, "process_resident_memory_bytes")
 }
 
-// HeapInuseBytes reads go_memstats_heap_inuse_bytes from a metrics URL.
+// HeapInuseBytes reads go_memstats_alloc_bytes (bytes of allocated heap
+// objects; after a collection, the live heap) from a metrics URL.
 func HeapInuseBytes(ctx context.Context, url string) (float64, error) {
-	return metricValue(ctx, url, "go_memstats_heap_inuse_bytes")
+	return metricValue(ctx, url, "go_memstats_alloc_bytes")
 }
 
 func metricValue(ctx context.Context, url, name string) (float64, error) {
@@ -54,4 +57,25 @@ func metricValue(ctx context.Context, url, name string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s: no %s", url, name)
+}
+
+// collectGarbage asks a server that serves Go profiles next to its metrics
+// (sluice's admin API, the baseline) to run a garbage collection first, so
+// the heap figure counts live memory only. Servers without profiles are
+// measured as they are.
+func collectGarbage(ctx context.Context, metricsURL string) {
+	base, ok := strings.CutSuffix(metricsURL, "/metrics")
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return
+	}
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+	}
 }

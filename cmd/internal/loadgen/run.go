@@ -85,6 +85,7 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 	var before, heapBefore float64
 	if cfg.MetricsURL != "" {
 		var err error
+		collectGarbage(ctx, cfg.MetricsURL)
 		if before, err = ResidentBytes(ctx, cfg.MetricsURL); err != nil {
 			return nil, fmt.Errorf("reading server memory: %w", err)
 		}
@@ -136,21 +137,6 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 		record(fmt.Errorf("%d of %d proxies did not sync within %s", cfg.Proxies-res.InitialSync.Count, cfg.Proxies, cfg.SyncTimeout))
 	}
 
-	if cfg.MetricsURL != "" {
-		after, err := ResidentBytes(ctx, cfg.MetricsURL)
-		if err != nil {
-			return nil, fmt.Errorf("reading server memory: %w", err)
-		}
-		res.Memory = &ServerMemory{
-			MetricsAddress: cfg.MetricsURL,
-			BeforeMiB:      before / (1 << 20), AfterSyncMiB: after / (1 << 20),
-			PerProxyKiB: (after - before) / 1024 / float64(cfg.Proxies),
-		}
-		if heapAfter, err := HeapInuseBytes(ctx, cfg.MetricsURL); err == nil && heapBefore > 0 {
-			res.Memory.HeapPerProxyKiB = (heapAfter - heapBefore) / 1024 / float64(cfg.Proxies)
-		}
-	}
-
 	if change != nil && ctx.Err() == nil {
 		for _, p := range proxies {
 			if p.changeAt() != (time.Time{}) {
@@ -175,6 +161,24 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 		case <-ctx.Done():
 		}
 	}
+	// Memory is sampled with every stream still open, after the run (and
+	// the hold): the steady-state cost of the connected proxies.
+	if cfg.MetricsURL != "" {
+		collectGarbage(ctx, cfg.MetricsURL)
+		after, err := ResidentBytes(ctx, cfg.MetricsURL)
+		if err != nil {
+			return nil, fmt.Errorf("reading server memory: %w", err)
+		}
+		res.Memory = &ServerMemory{
+			MetricsAddress: cfg.MetricsURL,
+			BeforeMiB:      before / (1 << 20), AfterSyncMiB: after / (1 << 20),
+			PerProxyKiB: (after - before) / 1024 / float64(cfg.Proxies),
+		}
+		if heapAfter, err := HeapInuseBytes(ctx, cfg.MetricsURL); err == nil && heapBefore > 0 {
+			res.Memory.HeapPerProxyKiB = (heapAfter - heapBefore) / 1024 / float64(cfg.Proxies)
+		}
+	}
+
 	cancel()
 	wg.Wait()
 	for msg, n := range errs {
