@@ -91,6 +91,10 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		// Expected of a loopback development etcd; not worth a warning.
 		"Running http and grpc server on single port. This is not recommended for production.",
 		"simple token is not cryptographically signed",
+		// What etcd logs when it is stopped on purpose (sluice shutting down).
+		"setting up serving from embedded etcd failed.",
+		"stopping insecure grpc server due to error",
+		"stopped insecure grpc server due to error",
 	))
 	// Keep an hour of history; a watch that falls further behind re-lists.
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
