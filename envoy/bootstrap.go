@@ -12,7 +12,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -32,9 +34,50 @@ type BootstrapOptions struct {
 	AdminPort    uint32
 	// Delta selects incremental ADS instead of state-of-the-world.
 	Delta bool
+	// TLS, when set, makes Envoy reach sluice over TLS.
+	TLS *XDSTLS
 	// Metadata is copied into node.metadata; sluice reads proxy_type, role,
 	// outbound_address, outbound_port and inbound_port from it.
 	Metadata map[string]string
+}
+
+// XDSTLS is how Envoy verifies sluice's xDS server, and the client
+// certificate it presents when sluice requires one. Paths are read by Envoy.
+type XDSTLS struct {
+	CAFile            string // verifies sluice's certificate; required
+	CertFile, KeyFile string // client certificate, for mutual TLS
+	ServerName        string // SNI, and the name sluice's certificate must carry
+}
+
+// transportSocket is the TLS transport socket of the xDS cluster.
+func (t *XDSTLS) transportSocket() *corev3.TransportSocket {
+	file := func(path string) *corev3.DataSource {
+		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
+	}
+	validation := &tlsv3.CertificateValidationContext{TrustedCa: file(t.CAFile)}
+	if t.ServerName != "" {
+		validation.MatchTypedSubjectAltNames = []*tlsv3.SubjectAltNameMatcher{{
+			SanType: tlsv3.SubjectAltNameMatcher_DNS,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: t.ServerName}},
+		}}
+	}
+	ctx := &tlsv3.UpstreamTlsContext{
+		Sni: t.ServerName,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			// gRPC over TLS negotiates HTTP/2 by ALPN.
+			AlpnProtocols:         []string{"h2"},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: validation},
+		},
+	}
+	if t.CertFile != "" {
+		ctx.CommonTlsContext.TlsCertificates = []*tlsv3.TlsCertificate{{
+			CertificateChain: file(t.CertFile), PrivateKey: file(t.KeyFile),
+		}}
+	}
+	return &corev3.TransportSocket{
+		Name:       "envoy.transport_sockets.tls",
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: MustAny(ctx)},
+	}
 }
 
 // Bootstrap builds an Envoy bootstrap that fetches all of its listeners and
@@ -99,6 +142,15 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{
 			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": MustAny(h2),
 		},
+	}
+	if o.TLS != nil {
+		if o.TLS.CAFile == "" {
+			return nil, fmt.Errorf("bootstrap: TLS to sluice needs the CA that signed its certificate")
+		}
+		if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
+			return nil, fmt.Errorf("bootstrap: a client certificate needs its key, and the other way round")
+		}
+		xdsCluster.TransportSocket = o.TLS.transportSocket()
 	}
 	return &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Service, Metadata: md},

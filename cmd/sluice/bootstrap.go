@@ -36,6 +36,10 @@ func (a *app) bootstrapCommand() *cobra.Command {
 	f.String("inbound-listener-address", "", "address of Envoy's inbound listener (default: 0.0.0.0)")
 	f.Uint32("inbound-listener-port", 0, "port of Envoy's inbound listener (default: 15006)")
 	f.Bool("delta", false, "use incremental (delta) ADS instead of state-of-the-world")
+	f.String("xds-ca", "", "reach sluice over TLS, verifying its certificate with this CA (PEM file path, read by Envoy)")
+	f.String("xds-cert", "", "client certificate (PEM file path) Envoy presents to sluice, for mutual TLS; needs --xds-ca")
+	f.String("xds-key", "", "private key (PEM file path) for --xds-cert")
+	f.String("xds-server-name", "", "SNI and the DNS name sluice's certificate must carry (default: the host of --xds-addr when it is a name)")
 	f.String("format", "yaml", "output format: yaml or json")
 	f.StringP("output", "o", "-", "write the bootstrap to this file ('-' for stdout)")
 	return cmd
@@ -90,10 +94,21 @@ func (a *app) bootstrap() error {
 	if adminPort > 65535 {
 		return fmt.Errorf("--admin-port: %d is not a port", adminPort)
 	}
+	var tlsOpts *envoy.XDSTLS
+	if ca := v.GetString("xds-ca"); ca != "" {
+		tlsOpts = &envoy.XDSTLS{CAFile: ca, CertFile: v.GetString("xds-cert"), KeyFile: v.GetString("xds-key"), ServerName: v.GetString("xds-server-name")}
+		if tlsOpts.ServerName == "" {
+			if host, _, err := net.SplitHostPort(v.GetString("xds-addr")); err == nil && net.ParseIP(host) == nil {
+				tlsOpts.ServerName = host
+			}
+		}
+	} else if v.GetString("xds-cert") != "" || v.GetString("xds-key") != "" || v.GetString("xds-server-name") != "" {
+		return fmt.Errorf("--xds-cert, --xds-key and --xds-server-name need --xds-ca")
+	}
 	b, err := envoy.Bootstrap(envoy.BootstrapOptions{
 		NodeID: nodeID, Service: service, XDSAddr: v.GetString("xds-addr"),
 		AdminAddress: v.GetString("admin-address"), AdminPort: uint32(adminPort),
-		Delta: v.GetBool("delta"), Metadata: md,
+		Delta: v.GetBool("delta"), Metadata: md, TLS: tlsOpts,
 	})
 	if err != nil {
 		return err

@@ -108,6 +108,8 @@ func TestBootstrapIsValid(t *testing.T) {
 		{"--service", "web", "--node-id", "web-1"},
 		{"--service", "web", "--node-id", "web-1", "--delta", "--xds-addr", "sluice.mesh.svc:18000", "--role", "gateway",
 			"--outbound-address", "0.0.0.0", "--outbound-port", "8080", "--inbound-port", "9090", "--format", "json"},
+		{"--service", "web", "--node-id", "web-1", "--xds-addr", "sluice.mesh.svc:18000",
+			"--xds-ca", "/etc/sluice/ca.crt", "--xds-cert", "/etc/envoy/tls.crt", "--xds-key", "/etc/envoy/tls.key"},
 	} {
 		out, _, err := run(t, nil, append([]string{"bootstrap"}, args...)...)
 		if err != nil {
@@ -139,6 +141,8 @@ func TestBootstrapIsValid(t *testing.T) {
 		{"--service", "web", "--outbound-port", "70000"},
 		{"--service", "web", "--xds-addr", "nope"},
 		{"--service", "web", "--format", "toml"},
+		{"--service", "web", "--xds-cert", "c.pem", "--xds-key", "k.pem"},
+		{"--service", "web", "--xds-ca", "ca.pem", "--xds-cert", "c.pem"},
 	} {
 		if _, _, err := run(t, nil, append([]string{"bootstrap", "--node-id", "n"}, bad...)...); err == nil {
 			t.Errorf("bootstrap %v: no error", bad)
