@@ -572,3 +572,21 @@ func TestADSSotwAndDeltaStreamsTogether(t *testing.T) {
 	d.expectNothing(quietWindow)
 	diff(t, "tracked proxies", "delta", h.proxy("delta").NodeID)
 }
+
+// TestADSGRPCResubscribe: a gRPC client closes its channel to a service
+// (its CDS request drops the name) and dials it again: it gets the cluster
+// again. Found by an independent review.
+func TestADSGRPCResubscribe(t *testing.T) {
+	h := newHarness(t)
+	h.syncCatalog(catalog())
+	c := h.sotw(grpcNode("grpc-1"))
+	c.request(cds, "order-service", "user-service")
+	resp := c.recv(cds)
+	c.ack(resp, "order-service", "user-service")
+	c.expectNothing(quietWindow)
+	c.ack(resp, "order-service")
+	c.expectNothing(quietWindow)
+	c.ack(resp, "order-service", "user-service")
+	got := names(unpack[*clusterv3.Cluster](t, c.recv(cds).GetResources()))
+	diff(t, "clusters after re-subscribing", []string{"order-service", "user-service"}, got)
+}

@@ -6,10 +6,11 @@ package xds
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,18 +83,15 @@ type generation struct {
 	entries map[string]*entry
 	// all is every resource, in name order, for full-state responses.
 	all []*anypb.Any
-	// held is the version map of a client holding this whole generation;
-	// shared by every such client and never modified. It carries the
-	// generation id under genKey.
+	// held is the version map of a client holding this whole generation,
+	// without the generation mark; each such client gets a copy (see mark).
 	held map[string]string
-	// sameNames says the resource names are those of the previous
-	// generation, so a client covering that one covers this one.
-	sameNames bool
+	// namesID identifies the set of resource names: generations with the
+	// same names share it.
+	namesID int64
 	// diffs memoises, per earlier generation id, the names that changed
-	// since, for the many clients that held that generation; lost, whether
-	// any of its resources is gone.
+	// since, for the many clients that held that generation.
 	diffs map[int64][]string
-	lost  map[int64]bool
 	// diffAny memoises the resources of diffs, and allDelta the whole
 	// generation as delta resources, so that the responses of many clients
 	// share one list (and one encoding, see sharedEncodings).
@@ -106,16 +104,19 @@ type entry struct {
 	any  *anypb.Any
 }
 
-// genKey marks a shared version map with its generation; it cannot be a
-// resource name (names are never empty). Only wildcard subscribers share
-// maps: go-control-plane deletes from a non-wildcard subscriber's map every
-// name it no longer (or never) subscribes to, genKey included, so those
-// get a map of their own, whose first name's version carries the
-// generation after genSep instead.
-const (
-	genKey = ""
-	genSep = "@"
-)
+// A client that holds a whole generation is told so by a mark appended to
+// the version of the generation's first name in its version map:
+// "@<generation>:<names>:<names id>". The map is the client's own:
+// go-control-plane edits a subscriber's map (it deletes every name the
+// client stops naming), so no map is ever shared between clients. The mark
+// counts only while the map still has all <names> entries, so a client
+// that dropped a resource is not taken for one that holds everything.
+const genSep = "@"
+
+// mark is the generation mark of gen.
+func mark(gen *generation) string {
+	return fmt.Sprintf("%s%d:%d:%d", genSep, gen.id, len(gen.names), gen.namesID)
+}
 
 // heldHash is the version of n the client holds, without a generation mark.
 func heldHash(held map[string]string, n string) string {
@@ -126,26 +127,22 @@ func heldHash(held map[string]string, n string) string {
 	return v
 }
 
-// heldGen returns the generation the client holds in full, if it does.
-func heldGen(w *watch, gen *generation, held map[string]string) (int64, bool) {
-	var v string
-	if w.sub.IsWildcard() {
-		var ok bool
-		if v, ok = held[genKey]; !ok {
-			return 0, false
-		}
-	} else {
-		if len(gen.names) == 0 {
-			return 0, false
-		}
-		i := strings.Index(held[gen.names[0]], genSep)
-		if i < 0 {
-			return 0, false
-		}
-		v = held[gen.names[0]][i+len(genSep):]
+// heldGen returns the generation the client holds in full, and the id of
+// that generation's name set, if it does.
+func heldGen(gen *generation, held map[string]string) (from, namesID int64, ok bool) {
+	if len(gen.names) == 0 {
+		return 0, 0, false
 	}
-	id, err := strconv.ParseInt(v, 10, 64)
-	return id, err == nil
+	v := held[gen.names[0]]
+	i := strings.Index(v, genSep)
+	if i < 0 {
+		return 0, 0, false
+	}
+	var n int
+	if _, err := fmt.Sscanf(v[i+len(genSep):], "%d:%d:%d", &from, &n, &namesID); err != nil || n != len(held) {
+		return 0, 0, false
+	}
+	return from, namesID, true
 }
 
 type watch struct {
@@ -219,7 +216,6 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 		version: res.Version,
 		entries: make(map[string]*entry, len(res.Items)),
 		diffs:   map[int64][]string{},
-		lost:    map[int64]bool{},
 		diffAny: map[int64][]*anypb.Any{},
 	}
 	for name, r := range res.Items {
@@ -242,20 +238,14 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 	}
 	sort.Strings(gen.names)
 	gen.all = make([]*anypb.Any, len(gen.names))
-	gen.held = make(map[string]string, len(gen.names)+1)
+	gen.held = make(map[string]string, len(gen.names))
 	for i, n := range gen.names {
 		gen.all[i] = gen.entries[n].any
 		gen.held[n] = gen.entries[n].hash
 	}
-	gen.held[genKey] = strconv.FormatInt(gen.id, 10)
-	if prev != nil && len(prev.names) == len(gen.names) {
-		gen.sameNames = true
-		for i := range gen.names {
-			if gen.names[i] != prev.names[i] {
-				gen.sameNames = false
-				break
-			}
-		}
+	gen.namesID = gen.id
+	if prev != nil && slices.Equal(prev.names, gen.names) {
+		gen.namesID = prev.namesID
 	}
 	return gen, nil
 }
@@ -339,7 +329,10 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 		// A full-state response also tells the client what does not exist:
 		// answer the first request even if nothing it names exists, and
 		// whenever something it holds went away.
-		changed = (len(held) == 0 && w.req.GetVersionInfo() == "") || c.lost(w, gen, held)
+		// A client whose version differs (a new stream, or a reconnect
+		// after the resources it held went away) is told the current set,
+		// even if empty; a NACK is not (it would get what it rejected).
+		changed = (w.req.GetErrorDetail() == nil && w.req.GetVersionInfo() != gen.version) || c.lost(w, gen, held)
 	}
 	if !changed {
 		return false
@@ -347,7 +340,7 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 	var send []*anypb.Any
 	var next map[string]string
 	covers := c.coversAll(w, gen, held)
-	from, hasGen := heldGen(w, gen, held)
+	from, _, hasGen := heldGen(gen, held)
 	switch {
 	case full && covers:
 		send = gen.all
@@ -374,13 +367,10 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 		}
 	}
 	switch {
-	case covers && w.sub.IsWildcard():
-		next = gen.held
 	case covers:
 		next = maps.Clone(gen.held)
-		delete(next, genKey)
 		if len(gen.names) > 0 {
-			next[gen.names[0]] += genSep + strconv.FormatInt(gen.id, 10)
+			next[gen.names[0]] += mark(gen)
 		}
 	default:
 		next = make(map[string]string, len(w.sub.SubscribedResources()))
@@ -401,25 +391,8 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 // lost reports whether the client holds a resource that is gone (or that it
 // no longer subscribes to).
 func (c *Cache) lost(w *watch, gen *generation, held map[string]string) bool {
-	if id, ok := held[genKey]; ok && w.sub.IsWildcard() {
-		from, _ := strconv.ParseInt(id, 10, 64)
-		l, ok := gen.lost[from]
-		if !ok {
-			for n := range held {
-				if n != genKey && gen.entries[n] == nil {
-					l = true
-					break
-				}
-			}
-			gen.lost[from] = l
-		}
-		return l
-	}
 	subs := w.sub.SubscribedResources()
 	for n := range held {
-		if n == genKey {
-			continue
-		}
 		if gen.entries[n] == nil {
 			return true
 		}
@@ -433,7 +406,7 @@ func (c *Cache) lost(w *watch, gen *generation, held map[string]string) bool {
 // diff lists the subscribed resources whose content the client lacks.
 func (c *Cache) diff(w *watch, gen *generation, held map[string]string) []string {
 	var candidates []string
-	if from, ok := heldGen(w, gen, held); ok {
+	if from, _, ok := heldGen(gen, held); ok {
 		// The client holds a whole earlier generation: the names that
 		// changed since are the same for every such client.
 		d, ok := gen.diffs[from]
@@ -475,7 +448,10 @@ func (c *Cache) coversAll(w *watch, gen *generation, held map[string]string) boo
 	if len(subs) < len(gen.names) {
 		return false
 	}
-	if _, ok := heldGen(w, gen, held); ok && gen.sameNames {
+	// A client that still holds every resource of a generation with the
+	// same names still subscribes to all of them (the server drops what a
+	// client stops naming).
+	if _, namesID, ok := heldGen(gen, held); ok && namesID == gen.namesID {
 		return true
 	}
 	for _, n := range gen.names {

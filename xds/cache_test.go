@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -169,9 +170,8 @@ func TestCacheSotwSendsOnlyWhatChanged(t *testing.T) {
 	}
 }
 
-// TestCacheSharesState: every response shares the marshalled resources;
-// wildcard clients holding the same generation share one version map, and
-// explicit subscribers, whose maps the server edits, never do.
+// TestCacheSharesState: every response shares the marshalled resources, and
+// no two clients share a version map (the server edits them).
 func TestCacheSharesState(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
@@ -185,23 +185,14 @@ func TestCacheSharesState(t *testing.T) {
 	if r1.GetResources()[0] != r2.GetResources()[0] {
 		t.Error("each response marshalled its own copy of a resource")
 	}
-	// Explicit (non-wildcard) subscribers get maps of their own: the
-	// server deletes from a subscriber's map the names it stops naming,
-	// which must not touch what another client holds.
+	// The server deletes from a subscriber's map the names it stops
+	// naming, which must not touch what another client holds.
 	if reflect.ValueOf(c1.sub.ReturnedResources()).UnsafePointer() == reflect.ValueOf(c2.sub.ReturnedResources()).UnsafePointer() {
 		t.Fatal("two explicit subscribers share one version map")
 	}
 	c1.sub.SetResourceSubscription([]string{"a"})
 	if len(c2.sub.ReturnedResources()) != 2 {
 		t.Fatalf("one client's unsubscription changed another's versions: %v", c2.sub.ReturnedResources())
-	}
-	// Wildcard subscribers, whose maps the server never edits, share one.
-	w1 := newCacheClient(t, c, resource.EndpointType)
-	w2 := newCacheClient(t, c, resource.EndpointType)
-	w1.request(false)
-	w2.request(false)
-	if reflect.ValueOf(w1.sub.ReturnedResources()).UnsafePointer() != reflect.ValueOf(w2.sub.ReturnedResources()).UnsafePointer() {
-		t.Error("wildcard clients holding the same generation keep separate version maps")
 	}
 	// A client subscribed to a subset gets its own, small map.
 	c3 := newCacheClient(t, c, resource.EndpointType, "a")
@@ -250,5 +241,141 @@ func TestCacheDelta(t *testing.T) {
 	r := next()
 	if len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "a" || len(r.GetRemovedResources()) != 1 || r.GetRemovedResources()[0] != "b" {
 		t.Fatalf("after change: %v", r)
+	}
+}
+
+// The regression tests below come from an independent review: each failed
+// before the generation mark counted the names the client holds.
+
+// TestCacheResubscribeEDS: a client subscribed to every name drops one and
+// names it again: it gets it again.
+func TestCacheResubscribeEDS(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
+		t.Fatal(err)
+	}
+	cc := newCacheClient(t, c, resource.EndpointType, "a", "b")
+	if r := cc.request(false); len(r.GetResources()) != 2 {
+		t.Fatal(r)
+	}
+	cc.request(false) // ACK: memoises the generation's diff
+	cc.sub.SetResourceSubscription([]string{"a"})
+	if r := cc.request(false); r != nil {
+		t.Fatalf("dropping b answered %v", names(r))
+	}
+	cc.sub.SetResourceSubscription([]string{"a", "b"})
+	if got := names(cc.request(false)); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("re-subscribing to b sent %v; holds %v", got, cc.sub.ReturnedResources())
+	}
+}
+
+// TestCacheResubscribeFullState: the same for a full-state type, which
+// answers with every subscribed resource.
+func TestCacheResubscribeFullState(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	snap := &cache.Snapshot{}
+	snap.Resources[types.Cluster] = edsSnapshot(t, map[string]uint32{"a": 1, "b": 1}).Resources[types.Endpoint]
+	if err := c.SetSnapshot(ctx, key, snap); err != nil {
+		t.Fatal(err)
+	}
+	cc := newCacheClient(t, c, resource.ClusterType, "a", "b")
+	if r := cc.request(false); len(r.GetResources()) != 2 {
+		t.Fatal(r)
+	}
+	cc.request(false)
+	cc.sub.SetResourceSubscription([]string{"a"})
+	cc.request(false)
+	cc.sub.SetResourceSubscription([]string{"a", "b"})
+	if r := cc.request(false); len(r.GetResources()) != 2 {
+		t.Fatalf("re-subscribing to b (full state) sent %v; holds %v", names(r), cc.sub.ReturnedResources())
+	}
+}
+
+// TestCacheReconnectToEmptyType: a client reconnecting with the version it
+// held before is told the current set even when it is empty.
+func TestCacheReconnectToEmptyType(t *testing.T) {
+	c := NewCache(nil)
+	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	snap := &cache.Snapshot{}
+	snap.Resources[types.Cluster] = cache.NewResources("v2", nil)
+	if err := c.SetSnapshot(context.Background(), key, snap); err != nil {
+		t.Fatal(err)
+	}
+	cc := newCacheClient(t, c, resource.ClusterType)
+	if _, err := c.CreateWatch(&cache.Request{Node: cc.node, TypeUrl: cc.typ, VersionInfo: "v1-before-restart"}, cc.sub, cc.out); err != nil {
+		t.Fatal(err)
+	}
+	if r := cc.poll(); r == nil || len(r.GetResources()) != 0 || r.GetVersionInfo() != "v2" {
+		t.Fatalf("reconnecting client holding v1: %v, want an empty v2", r)
+	}
+	if r := cc.request(false); r != nil {
+		t.Fatalf("the ACK of the empty set was answered: %v", r)
+	}
+}
+
+// TestCacheDeltaResubscribe: a delta client unsubscribes and subscribes
+// again: it gets the resource again.
+func TestCacheDeltaResubscribe(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	node := &corev3.Node{Cluster: "web"}
+	if err := c.SetSnapshot(ctx, NodeHash{}.ID(node), edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
+		t.Fatal(err)
+	}
+	sub := stream.NewDeltaSubscription([]string{"a", "b"}, nil, nil, false)
+	out := make(chan cache.DeltaResponse, 1)
+	next := func() *discoveryv3.DeltaDiscoveryResponse {
+		if _, err := c.CreateDeltaWatch(&cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType}, sub, out); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-out:
+			sub.SetReturnedResources(r.GetNextVersionMap())
+			d, _ := r.GetDeltaDiscoveryResponse()
+			return d
+		default:
+			return nil
+		}
+	}
+	if r := next(); len(r.GetResources()) != 2 {
+		t.Fatal(r)
+	}
+	sub.UpdateResourceSubscriptions(nil, []string{"b"})
+	next()
+	sub.UpdateResourceSubscriptions([]string{"b"}, nil)
+	if r := next(); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "b" {
+		t.Fatalf("re-subscribing to b: %v", r)
+	}
+}
+
+// TestCacheNamesChangeBetweenGenerations: a client that held a generation
+// with other names is not taken to hold the current one's.
+func TestCacheNamesChangeBetweenGenerations(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	publish := func(ports map[string]uint32) {
+		if err := c.SetSnapshot(ctx, key, edsSnapshot(t, ports)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(map[string]uint32{"a": 1, "b": 1, "c": 1})
+	cc := newCacheClient(t, c, resource.EndpointType, "a", "b", "c")
+	cc.request(false)
+	cc.request(false)
+	publish(map[string]uint32{"a": 1, "b": 1, "d": 1})
+	cc.poll()
+	publish(map[string]uint32{"a": 2, "b": 1, "d": 1})
+	if r := cc.poll(); r != nil {
+		cc.request(false)
+	}
+	cc.sub.SetResourceSubscription([]string{"a", "b", "c", "d"})
+	r := cc.request(false)
+	if got := names(r); !slices.Contains(got, "d") {
+		t.Fatalf("subscribing to d sent %v; holds %v", got, cc.sub.ReturnedResources())
 	}
 }
