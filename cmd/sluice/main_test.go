@@ -3,11 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/spf13/cobra"
@@ -204,5 +213,60 @@ func TestValidatePolicies(t *testing.T) {
 	out, _, err = run(t, nil, "validate", good, dir)
 	if !errors.As(err, &ee) || !strings.Contains(out, "good.yaml") {
 		t.Fatalf("duplicate across files: out %q err %v", out, err)
+	}
+}
+
+// TestCertReloader: a renewed certificate is served without a restart; a
+// renewal that does not load keeps the previous one.
+func TestCertReloader(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	write := func(cn string, when time.Time) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kd, _ := x509.MarshalECPrivateKey(k)
+		for path, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: kd}} {
+			if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(path, when, when); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	name := func(c *tls.Certificate) string {
+		x, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x.Subject.CommonName
+	}
+	start := time.Now().Add(-time.Minute)
+	write("first", start)
+	r := &certReloader{certFile: certFile, keyFile: keyFile}
+	c, err := r.get(nil)
+	if err != nil || name(c) != "first" {
+		t.Fatalf("first load: %v %v", c, err)
+	}
+	write("renewed", start.Add(time.Second))
+	if c, _ := r.get(nil); name(c) != "renewed" {
+		t.Fatalf("after renewal: serving %q", name(c))
+	}
+	if err := os.WriteFile(certFile, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(certFile, start.Add(2*time.Second), start.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := r.get(nil); err != nil || name(c) != "renewed" {
+		t.Fatalf("after a broken renewal: %v %v, want the previous certificate", c, err)
 	}
 }

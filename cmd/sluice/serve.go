@@ -129,11 +129,11 @@ func (o serveOptions) tlsConfig() (*tls.Config, error) {
 	if o.tlsCert == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
-	if err != nil {
+	certs := &certReloader{certFile: o.tlsCert, keyFile: o.tlsKey}
+	if _, err := certs.get(nil); err != nil {
 		return nil, fmt.Errorf("loading --xds-tls-cert/--xds-tls-key: %w", err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12}
 	if o.tlsCA != "" {
 		pem, err := os.ReadFile(o.tlsCA)
 		if err != nil {
@@ -189,6 +189,11 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		HoldOff: o.holdOff, MaxDelay: o.maxDelay,
 		Log: log.With("component", "snapshot"), Metrics: snapshot.NewMetrics(reg), Tracer: tracer,
 	})
+	// One context ends everything: a signal, or the failure of any part.
+	// The xDS server's streams follow it too, so shutdown does not wait
+	// out the drain timeout on streams that never end by themselves.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	srv := xds.NewServer(ctx, xds.Config{
 		Log: log.With("component", "xds"), Metrics: xds.NewMetrics(reg),
 		Cache: snapshots, Groups: loop, TLS: tlsCfg, Tracer: tracer,
@@ -209,8 +214,6 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	log.Info("sluice serving", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(), "sources", names)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	events := make(chan sources.Event, 16)
 	var (
 		wg       sync.WaitGroup
@@ -259,4 +262,46 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	wg.Wait()
 	log.Info("sluice stopped")
 	return firstErr
+}
+
+// certReloader serves the certificate in certFile/keyFile and reloads it
+// when the files change, so a renewed certificate (cert-manager, for one)
+// is used without a restart. A renewal that does not load keeps the
+// previous certificate.
+type certReloader struct {
+	certFile, keyFile string
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	modTime time.Time
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var latest time.Time
+	for _, f := range []string{r.certFile, r.keyFile} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			if r.cert != nil {
+				return r.cert, nil
+			}
+			return nil, err
+		}
+		if fi.ModTime().After(latest) {
+			latest = fi.ModTime()
+		}
+	}
+	if r.cert != nil && !latest.After(r.modTime) {
+		return r.cert, nil
+	}
+	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		if r.cert != nil {
+			return r.cert, nil
+		}
+		return nil, err
+	}
+	r.cert, r.modTime = &cert, latest
+	return r.cert, nil
 }

@@ -38,6 +38,13 @@ func Parse(filename string, data []byte) (*sources.State, []sources.Diagnostic) 
 		p.errorf(lineOfYAMLError(err), "", "invalid YAML: %s", stripLinePrefix(err.Error()))
 	}
 	st := &sources.State{Services: []sources.Service{}}
+	if root.Kind == 0 {
+		// An empty file is also what a file looks like while a writer
+		// rewrites it in place: refusing it keeps the catalog from being
+		// wiped in between. An empty catalog is said explicitly.
+		p.errorf(1, "", "the file is empty; write `services: []` to serve an empty catalog")
+		return nil, p.diags
+	}
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		p.document(root.Content[0], st)
 	} else if root.Kind != 0 {
