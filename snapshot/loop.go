@@ -27,10 +27,18 @@ import (
 	"github.com/sluice-mesh/sluice/translator"
 )
 
-// Publisher receives finished snapshots; go-control-plane's SnapshotCache is one.
+// Publisher receives finished snapshots (the xDS cache).
 type Publisher interface {
 	SetSnapshot(ctx context.Context, node string, snap cache.ResourceSnapshot) error
+	// ClearSnapshot forgets a group no proxy uses any more.
+	ClearSnapshot(node string)
 }
+
+// DefaultGroupIdleTTL is how long a proxy group outlives its last proxy:
+// long enough to ride out restarts and rolling deploys without a rebuild,
+// short enough that groups of services that are gone (canaries, versioned
+// deploys) stop costing a translation on every change.
+const DefaultGroupIdleTTL = 10 * time.Minute
 
 // Config wires a Loop.
 type Config struct {
@@ -55,6 +63,9 @@ type Config struct {
 	// Tracer records spans for source updates, builds, translations and
 	// publishes; nil records nothing.
 	Tracer trace.Tracer
+	// GroupIdleTTL is how long a group is kept after its last proxy left
+	// (see ReleaseGroup); 0 means DefaultGroupIdleTTL.
+	GroupIdleTTL time.Duration
 }
 
 // Loop is the update loop. Create it with NewLoop and start it with Run.
@@ -90,6 +101,8 @@ type group struct {
 	versions map[resource.Type]string
 	err      string
 	fresh    bool // registered but never built
+	// idleSince is when the group's last proxy left; zero while in use.
+	idleSince time.Time
 }
 
 // NewLoop returns a loop for cfg.
@@ -99,6 +112,9 @@ func NewLoop(cfg Config) *Loop {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.GroupIdleTTL <= 0 {
+		cfg.GroupIdleTTL = DefaultGroupIdleTTL
 	}
 	if cfg.Tracer == nil {
 		cfg.Tracer = noop.NewTracerProvider().Tracer("")
@@ -133,13 +149,43 @@ func NewLoop(cfg Config) *Loop {
 func (l *Loop) EnsureGroup(p translator.Proxy) {
 	key := p.Key()
 	l.mu.Lock()
-	if _, ok := l.groups[key]; ok {
+	if g, ok := l.groups[key]; ok {
+		g.idleSince = time.Time{}
 		l.mu.Unlock()
 		return
 	}
 	l.groups[key] = &group{proxy: p, fresh: true}
 	l.mu.Unlock()
 	l.poke()
+}
+
+// ReleaseGroup says the last proxy of a group disconnected. The group is
+// dropped (and its snapshot cleared) once it stayed unused for GroupIdleTTL;
+// a proxy of the group connecting before then keeps it.
+func (l *Loop) ReleaseGroup(p translator.Proxy) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if g, ok := l.groups[p.Key()]; ok && g.idleSince.IsZero() {
+		g.idleSince = l.cfg.Now()
+	}
+}
+
+// dropIdleGroups forgets the groups that stayed unused for GroupIdleTTL.
+func (l *Loop) dropIdleGroups() {
+	l.mu.Lock()
+	var drop []string
+	now := l.cfg.Now()
+	for key, g := range l.groups {
+		if !g.idleSince.IsZero() && now.Sub(g.idleSince) >= l.cfg.GroupIdleTTL {
+			drop = append(drop, key)
+			delete(l.groups, key)
+		}
+	}
+	l.mu.Unlock()
+	for _, key := range drop {
+		l.cfg.Publisher.ClearSnapshot(key)
+		l.cfg.Log.Info("dropped an unused proxy group", "group", key, "idle_for", l.cfg.GroupIdleTTL)
+	}
 }
 
 func (l *Loop) poke() {
@@ -157,6 +203,8 @@ func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
 		firstPending time.Time
 	)
 	timer.Stop()
+	gc := time.NewTicker(l.cfg.GroupIdleTTL / 2)
+	defer gc.Stop()
 	schedule := func() {
 		now := l.cfg.Now()
 		if firstPending.IsZero() {
@@ -193,6 +241,8 @@ func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
 			l.build(ctx, false)
 		case <-l.wake:
 			l.build(ctx, true)
+		case <-gc.C:
+			l.dropIdleGroups()
 		}
 	}
 }

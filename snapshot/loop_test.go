@@ -29,9 +29,10 @@ var sidecar = translator.Proxy{Kind: translator.KindEnvoy, Role: translator.Role
 // fakePublisher records every SetSnapshot call; fail, when set, decides
 // the error each call returns.
 type fakePublisher struct {
-	mu    sync.Mutex
-	calls []publishCall
-	fail  func(node string) error
+	mu      sync.Mutex
+	calls   []publishCall
+	fail    func(node string) error
+	cleared []string
 }
 
 type publishCall struct {
@@ -50,6 +51,12 @@ func (p *fakePublisher) SetSnapshot(_ context.Context, node string, snap cache.R
 	}
 	p.calls = append(p.calls, publishCall{node: node, snap: snap.(*cache.Snapshot), at: time.Now(), err: err})
 	return err
+}
+
+func (p *fakePublisher) ClearSnapshot(node string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cleared = append(p.cleared, node)
 }
 
 func (p *fakePublisher) setFail(f func(node string) error) {
@@ -501,4 +508,35 @@ func TestLoopWithoutLogger(t *testing.T) {
 	l.EnsureGroup(sidecar)
 	l.build(context.Background(), false) // publishes, and logs that it did
 	l.apply(sources.Event{Source: "a", Err: errors.New("down")})
+}
+
+// TestLoopDropsIdleGroups: a group whose last proxy left is dropped (and its
+// snapshot cleared) after GroupIdleTTL; a group whose proxy came back in
+// time is kept.
+func TestLoopDropsIdleGroups(t *testing.T) {
+	l := startLoop(t, Config{Sources: []string{"a"}, HoldOff: 5 * time.Millisecond, GroupIdleTTL: 50 * time.Millisecond})
+	back := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "api"}
+	l.EnsureGroup(sidecar)
+	l.EnsureGroup(back)
+	l.setState("a", service("svc", 1, 80))
+	waitFor(t, "both groups published", func() bool { return len(l.Status().Groups) == 2 && l.pub.count() == 2 })
+
+	l.ReleaseGroup(sidecar)
+	l.ReleaseGroup(back)
+	l.EnsureGroup(back) // its proxy reconnects at once
+	waitFor(t, "the idle group to be dropped", func() bool {
+		l.pub.mu.Lock()
+		defer l.pub.mu.Unlock()
+		return len(l.pub.cleared) > 0
+	})
+	l.pub.mu.Lock()
+	cleared := append([]string(nil), l.pub.cleared...)
+	l.pub.mu.Unlock()
+	if len(cleared) != 1 || cleared[0] != sidecar.Key() {
+		t.Fatalf("cleared %v, want only %s", cleared, sidecar.Key())
+	}
+	st := l.Status()
+	if len(st.Groups) != 1 || st.Groups[0].Key != back.Key() {
+		t.Fatalf("groups %+v, want only %s", st.Groups, back.Key())
+	}
 }

@@ -264,6 +264,21 @@ func typeURLOf(m proto.Message) string {
 	return resource.APITypePrefix + string(m.ProtoReflect().Descriptor().FullName())
 }
 
+// ClearSnapshot forgets a group no proxy uses any more. A group that has
+// open watches (a proxy came back) is kept.
+func (c *Cache) ClearSnapshot(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[key]
+	if g == nil || len(g.watches) > 0 {
+		return
+	}
+	for _, gen := range g.types {
+		c.forget(gen)
+	}
+	delete(c.groups, key)
+}
+
 // GetSnapshot returns the group's current snapshot (for the admin API).
 func (c *Cache) GetSnapshot(key string) (cache.ResourceSnapshot, error) {
 	c.mu.Lock()

@@ -3,8 +3,10 @@ package xds
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -16,6 +18,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/sluice-mesh/sluice/translator"
 )
 
 func TestNodeHash(t *testing.T) {
@@ -377,5 +381,74 @@ func TestCacheNamesChangeBetweenGenerations(t *testing.T) {
 	r := cc.request(false)
 	if got := names(r); !slices.Contains(got, "d") {
 		t.Fatalf("subscribing to d sent %v; holds %v", got, cc.sub.ReturnedResources())
+	}
+}
+
+// groupRecorder records what a Tracker tells the loop.
+type groupRecorder struct {
+	mu                sync.Mutex
+	ensured, released []string
+}
+
+func (r *groupRecorder) EnsureGroup(p translator.Proxy) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ensured = append(r.ensured, p.Key())
+}
+
+func (r *groupRecorder) ReleaseGroup(p translator.Proxy) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.released = append(r.released, p.Key())
+}
+
+// TestTrackerReleasesGroupWithLastStream: a group is released when its last
+// identified stream closes, SotW and delta streams counted together.
+func TestTrackerReleasesGroupWithLastStream(t *testing.T) {
+	rec := &groupRecorder{}
+	tr := NewTracker(rec, slog.New(slog.DiscardHandler), nil, nil)
+	node := &corev3.Node{Id: "n", Cluster: "web", UserAgentName: "envoy"}
+	ctx := context.Background()
+	_ = tr.OnStreamOpen(ctx, 1, "")
+	_ = tr.OnDeltaStreamOpen(ctx, 1, "")
+	if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.OnStreamDeltaRequest(1, &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	tr.OnStreamClosed(1, node)
+	if len(rec.released) != 0 {
+		t.Fatalf("released with a stream still open: %v", rec.released)
+	}
+	tr.OnDeltaStreamClosed(1, node)
+	if len(rec.released) != 1 || rec.released[0] != "envoy/sidecar/web" {
+		t.Fatalf("released %v after the last stream closed", rec.released)
+	}
+}
+
+// TestCacheClearSnapshot: a cleared group is gone; one with an open watch
+// (its proxy came back) is kept.
+func TestCacheClearSnapshot(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1})); err != nil {
+		t.Fatal(err)
+	}
+	cc := newCacheClient(t, c, resource.EndpointType, "a")
+	cc.request(false)
+	cc.request(false) // an open watch
+	c.ClearSnapshot(key)
+	if _, err := c.GetSnapshot(key); err != nil {
+		t.Fatal("a group with an open watch was cleared")
+	}
+	c2 := NewCache(nil)
+	if err := c2.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1})); err != nil {
+		t.Fatal(err)
+	}
+	c2.ClearSnapshot(key)
+	if _, err := c2.GetSnapshot(key); err == nil {
+		t.Fatal("an unused group was not cleared")
 	}
 }

@@ -19,10 +19,12 @@ import (
 	"github.com/sluice-mesh/sluice/translator"
 )
 
-// GroupRegistrar learns about proxy groups as clients connect; the snapshot
-// loop implements it.
+// GroupRegistrar learns about proxy groups as clients connect and leave;
+// the snapshot loop implements it.
 type GroupRegistrar interface {
 	EnsureGroup(p translator.Proxy)
+	// ReleaseGroup says the group's last connected proxy left.
+	ReleaseGroup(p translator.Proxy)
 }
 
 // Tracker implements go-control-plane's server callbacks: it identifies each
@@ -37,6 +39,8 @@ type Tracker struct {
 
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
+	// inGroup counts the identified streams of each group.
+	inGroup map[string]int
 }
 
 // streamKey identifies a stream: go-control-plane numbers SotW and delta
@@ -90,7 +94,8 @@ func NewTracker(groups GroupRegistrar, log *slog.Logger, m *Metrics, tracer trac
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Tracker{groups: groups, log: log, metrics: m, tracer: tracer, now: time.Now, streams: map[streamKey]*streamState{}}
+	return &Tracker{groups: groups, log: log, metrics: m, tracer: tracer, now: time.Now,
+		streams: map[streamKey]*streamState{}, inGroup: map[string]int{}}
 }
 
 func (t *Tracker) open(id int64, delta bool) {
@@ -101,12 +106,22 @@ func (t *Tracker) open(id int64, delta bool) {
 
 func (t *Tracker) closed(id int64, delta bool) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	k := streamKey{delta, id}
-	if s := t.streams[k]; s != nil && s.identified {
-		t.metrics.connected.WithLabelValues(string(s.proxy.Kind)).Dec()
-	}
+	s := t.streams[k]
 	delete(t.streams, k)
+	var release *translator.Proxy
+	if s != nil && s.identified {
+		t.metrics.connected.WithLabelValues(string(s.proxy.Kind)).Dec()
+		key := s.proxy.Key()
+		if t.inGroup[key]--; t.inGroup[key] <= 0 {
+			delete(t.inGroup, key)
+			release = &s.proxy
+		}
+	}
+	t.mu.Unlock()
+	if release != nil {
+		t.groups.ReleaseGroup(*release)
+	}
 }
 
 // request handles any request: identify the client on its first one, then
@@ -128,6 +143,7 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 			return status.Errorf(codes.InvalidArgument, "sluice: %v", err)
 		}
 		s.node, s.proxy, s.identified = node, p, true
+		t.inGroup[p.Key()]++
 		t.metrics.connected.WithLabelValues(string(p.Kind)).Inc()
 		register = &p
 	}

@@ -29,6 +29,7 @@ type serveOptions struct {
 	registries             registryOptions
 	policyDir              string
 	otelEndpoint           string
+	groupIdleTTL           time.Duration
 	otelInsecure           bool
 	holdOff, maxDelay      time.Duration
 	outboundPort           uint32
@@ -62,6 +63,7 @@ func (a *app) serveCommand() *cobra.Command {
 	f.Duration("max-delay", time.Second, "push at the latest this long after the first of a burst of changes")
 	f.Uint32("outbound-port", translator.DefaultOutboundPort, "port of Envoy's outbound listener unless the node's metadata sets outbound_port")
 	f.String("outbound-address", translator.DefaultOutboundAddress, "address of Envoy's outbound listener unless the node's metadata sets outbound_address")
+	f.Duration("proxy-group-ttl", snapshot.DefaultGroupIdleTTL, "forget a proxy group (and stop translating for it) this long after its last proxy disconnected")
 	f.String("otel-endpoint", "", "export sluice's own traces (source updates, translations, pushes) over OTLP/gRPC to this host:port; off when empty")
 	f.Bool("otel-insecure", true, "talk plaintext to --otel-endpoint (set false for TLS)")
 	f.String("xds-tls-cert", "", "serve xDS over TLS with this certificate (PEM); needs --xds-tls-key")
@@ -77,6 +79,7 @@ func (a *app) serveOptions() (serveOptions, error) {
 		adminAddr:       v.GetString("admin-addr"),
 		policyDir:       v.GetString("policy-dir"),
 		otelEndpoint:    v.GetString("otel-endpoint"),
+		groupIdleTTL:    v.GetDuration("proxy-group-ttl"),
 		otelInsecure:    v.GetBool("otel-insecure"),
 		holdOff:         v.GetDuration("debounce"),
 		maxDelay:        v.GetDuration("max-delay"),
@@ -114,6 +117,9 @@ func (a *app) serveOptions() (serveOptions, error) {
 		if fi, err := os.Stat(o.policyDir); err != nil || !fi.IsDir() {
 			return o, fmt.Errorf("--policy-dir: %q is not a directory", o.policyDir)
 		}
+	}
+	if o.groupIdleTTL <= 0 {
+		return o, fmt.Errorf("--proxy-group-ttl: must be positive, got %s", o.groupIdleTTL)
 	}
 	if o.otelEndpoint != "" {
 		if _, _, err := net.SplitHostPort(o.otelEndpoint); err != nil {
@@ -188,6 +194,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		Sources: names, Translator: tr, Publisher: snapshots, Policies: policies,
 		HoldOff: o.holdOff, MaxDelay: o.maxDelay,
 		Log: log.With("component", "snapshot"), Metrics: snapshot.NewMetrics(reg), Tracer: tracer,
+		GroupIdleTTL: o.groupIdleTTL,
 	})
 	// One context ends everything: a signal, or the failure of any part.
 	// The xDS server's streams follow it too, so shutdown does not wait

@@ -79,7 +79,7 @@ func TestServeExportsTraces(t *testing.T) {
 			registries: registryOptions{registryFile: reg},
 			holdOff:    10 * time.Millisecond, maxDelay: 50 * time.Millisecond,
 			outboundPort: 15001, outboundAddress: "127.0.0.1",
-			otelEndpoint: lis.Addr().String(), otelInsecure: true,
+			otelEndpoint: lis.Addr().String(), otelInsecure: true, groupIdleTTL: time.Minute,
 		})
 	}()
 	// The batcher exports on shutdown at the latest: stop sluice once the
