@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -20,25 +18,10 @@ type consulAgent struct {
 	Client   *consulapi.Client
 }
 
-// consulBinary finds the agent `make deps` builds into bin/. Outside CI a
-// missing binary skips the test; with SLUICE_REQUIRE_E2E=1 it fails.
+// consulBinary finds the agent `make deps` builds into bin/.
 func consulBinary(t *testing.T) string {
 	t.Helper()
-	for _, c := range []string{os.Getenv("SLUICE_CONSUL"), "../bin/consul"} {
-		if c == "" {
-			continue
-		}
-		if _, err := os.Stat(c); err == nil {
-			abs, _ := filepath.Abs(c)
-			return abs
-		}
-	}
-	msg := "no consul binary: run `make deps` (builds the pinned Consul into bin/) or set SLUICE_CONSUL"
-	if os.Getenv("SLUICE_REQUIRE_E2E") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return realBinary(t, "consul", "SLUICE_CONSUL", "../bin/consul", "builds the pinned Consul into bin/")
 }
 
 func startConsul(t *testing.T) *consulAgent {
@@ -59,15 +42,7 @@ func startConsul(t *testing.T) *consulAgent {
 		t.Fatalf("starting consul: %v", err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		stopProcess(cmd)
 		if t.Failed() {
 			t.Logf("consul logs:\n%s", logs.String())
 		}

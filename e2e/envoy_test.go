@@ -17,30 +17,10 @@ import (
 	"time"
 )
 
-// envoyBinary finds the real Envoy that `make deps` installs. Outside CI a
-// missing binary skips the test with instructions; with SLUICE_REQUIRE_E2E=1
-// (set by .ci/run) it fails.
+// envoyBinary finds the real Envoy that `make deps` installs.
 func envoyBinary(t *testing.T) string {
 	t.Helper()
-	candidates := []string{os.Getenv("SLUICE_ENVOY"), "../.deps/bin/envoy"}
-	if p, err := exec.LookPath("envoy"); err == nil {
-		candidates = append(candidates, p)
-	}
-	for _, c := range candidates {
-		if c == "" {
-			continue
-		}
-		if _, err := os.Stat(c); err == nil {
-			abs, _ := filepath.Abs(c)
-			return abs
-		}
-	}
-	msg := "no envoy binary: run `make deps` (installs the pinned Envoy into .deps/bin) or set SLUICE_ENVOY"
-	if os.Getenv("SLUICE_REQUIRE_E2E") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return realBinary(t, "envoy", "SLUICE_ENVOY", "../.deps/bin/envoy", "installs the pinned Envoy into .deps/bin")
 }
 
 // envoyProc is a running Envoy.
@@ -71,15 +51,7 @@ func startEnvoy(t *testing.T, s *sluice, service, nodeID string, extra ...string
 		t.Fatalf("starting envoy: %v", err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		stopProcess(cmd)
 		if t.Failed() {
 			t.Logf("envoy logs:\n%s", e.logs.String())
 		}

@@ -110,15 +110,7 @@ func startSluice(t *testing.T, args ...string) *sluice {
 		}
 	}()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		stopProcess(cmd)
 		if t.Failed() {
 			t.Logf("sluice logs:\n%s", s.logs.String())
 		}
@@ -234,3 +226,43 @@ func instance(addr string, extra string) string {
 
 // interruptSignal stops a sluice command the way Ctrl-C does.
 var interruptSignal = os.Interrupt
+
+// stopProcess interrupts cmd and waits for it, killing it after 10 s.
+func stopProcess(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// realBinary finds a real component's binary: the path in env, else the
+// one `make deps` installs at rel (from this package), else name on PATH.
+// Outside CI a missing binary skips the test saying how to get it; with
+// SLUICE_REQUIRE_E2E=1 (set by .ci/run) it fails.
+func realBinary(t *testing.T, name, env, rel, hint string) string {
+	t.Helper()
+	candidates := []string{os.Getenv(env), rel}
+	if p, err := exec.LookPath(name); err == nil {
+		candidates = append(candidates, p)
+	}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if _, err := os.Stat(c); err == nil {
+			abs, _ := filepath.Abs(c)
+			return abs
+		}
+	}
+	msg := fmt.Sprintf("no %s binary: run `make deps` (%s) or set %s", name, hint, env)
+	if os.Getenv("SLUICE_REQUIRE_E2E") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
