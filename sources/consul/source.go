@@ -1,107 +1,9 @@
-// Package consul is the Consul registry source: it serves the healthy and
-// unhealthy instances of every service in a Consul datacenter, read from the
-// agent's HTTP API (github.com/hashicorp/consul/api) with blocking queries,
-// and follows their changes.
-//
-// # Query strategy
-//
-// A running source keeps three blocking queries open and reads services only
-// when something says they changed:
-//
-//   - the service catalog (/v1/catalog/services): its index moves on every
-//     registration, deregistration or re-registration of any instance, but
-//     the answer (names and tags) cannot say which service changed, so a
-//     change re-reads every service;
-//   - the checks that are not passing (/v1/health/state/any with the filter
-//     `Status != "passing"`): a diff against the previous answer names the
-//     services whose health changed (a node-level check, such as serfHealth,
-//     names every service on its node), and only those are re-read; the
-//     answer is a few bytes while everything is healthy;
-//   - the nodes (/v1/catalog/nodes): a changed address or meta re-reads the
-//     services on that node.
-//
-// Services are read with /v1/health/service/<name> (checks included), at most
-// Config.Concurrency at a time; changes that arrive while a batch of reads is
-// in flight are coalesced into the next batch. A full re-read waits at least
-// Config.MinResyncInterval, and four times the last one's duration, after the
-// previous one, so a cluster that registers instances continuously costs the
-// agent a bounded share of its time. Each watch starts its queries at least
-// Config.MinQueryInterval apart.
-//
-// Measured on 2 cores against a Consul 1.16.3 dev agent on loopback, 1,000
-// services with one TTL check each:
-//
-//   - One blocking query per service (the textbook approach) fails: the agent
-//     allows 200 concurrent HTTP connections per client IP by default
-//     (limits.http_max_conns_per_client). 2,348 of the 1,000 watchers' first
-//     requests and retries within 2 s were answered 429 "Your IP is issuing
-//     too many concurrent connections", ~750 more per second followed while
-//     they retried, and the limit also rejected unrelated requests (a TTL
-//     update) from the same IP. With 150 services it works (change → answer
-//     ~1 ms), but only for clusters that stay well under the limit, or
-//     agents reconfigured for sluice.
-//   - The strategy above holds 3 connections plus Concurrency (8) for reads.
-//     The non-passing checks list is 3 bytes ("[]") when all is healthy,
-//     against 458 KB for all checks. A TTL status change reaches sluice as a
-//     re-read of the one service in ~2.7 ms (median of 50). From the TTL
-//     update to the new State event (BenchmarkHealthChange): p50 5.0 ms, p99
-//     16.5 ms; back to back, changes are spaced by MinQueryInterval (p50 106
-//     ms at the default 100 ms), and changes within one interval share one
-//     read.
-//   - A full re-read of the 1,000 services takes 444 ms one at a time, 206 ms
-//     with 4 in flight, 183 ms with 8, 169 ms with 16 (0.17-0.19 s of agent
-//     CPU): 8 is the default, with little left to gain beyond it.
-//
-// # Mapping
-//
-// Each instance of a typical service (Kind ""; Consul's own proxies and
-// gateways are skipped) becomes a sources.Instance:
-//
-//   - health: the aggregated status of the instance's checks, node checks
-//     (serfHealth) included: passing → healthy; warning → healthy if
-//     Config.WarningIsHealthy (the default), else unhealthy; critical →
-//     unhealthy; maintenance (a _service_maintenance: or _node_maintenance
-//     check) → unhealthy, like critical (as the issue asks, and as Consul's
-//     own xDS does), so Envoy and gRPC stop routing to it at once; an
-//     unknown status → unhealthy. Unhealthy instances stay in the State, marked.
-//   - weight: Weights.Passing when passing, Weights.Warning when warning, 1
-//     when the registration has none, capped at sources.MaxWeight. A warning
-//     weight of 0 means "no traffic while warning": unhealthy, as in
-//     Consul's own xDS.
-//   - address: Service.Address, else Node.Address; port: Service.Port.
-//   - metadata: the service's Meta as is, plus "tag.<tag>" = "true" for each
-//     tag (TagKeyPrefix). Consul meta keys cannot contain '.', so the two
-//     never collide, and tags containing commas stay intact.
-//   - locality: zone and region from the service's Meta ("zone", "region",
-//     "topology.kubernetes.io/zone", "topology.kubernetes.io/region"), else
-//     the service's Locality (Consul 1.17+), else the node's Meta, else the
-//     node's Locality; per field.
-//   - origin: "consul:service/<name>/<id>".
-//
-// Skipped, with a diagnostic in the State (other instances unaffected): a
-// service whose name sources.ValidServiceName rejects (one diagnostic at
-// "consul:service/<name>", its instances are not read), an address that is
-// not an IP (Consul allows host names; sluice does not resolve them), a port
-// outside 1-65535, and a second instance with the same address:port in one
-// service (the first by node and ID is kept, with the worse health of the
-// two), each at "consul:service/<name>/<id>".
-//
-// # Failure
-//
-// When a query fails (agent down, no leader, ACL denied) the source sends
-// one Event with Err for the outage and closes its queries: the consumer
-// keeps serving the last State (fail static) and reports the source stale.
-// It retries with jittered exponential backoff (Config.RetryMin to RetryMax),
-// and once Consul answers again it reads everything afresh and sends a new
-// State (even if equal to the last one, so the consumer knows it is fresh).
-// Otherwise a State is sent only when it differs from the last one.
 package consul
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -113,9 +15,6 @@ import (
 
 	"github.com/sluice-mesh/sluice/sources"
 )
-
-// nonPassingFilter selects the checks whose status is not "passing".
-const nonPassingFilter = `Status != "passing"`
 
 // Source watches a Consul datacenter's services and their health.
 type Source struct {
@@ -543,100 +442,4 @@ func (ss *session) publish(ctx context.Context) error {
 	}
 	ss.unsent = false
 	return nil
-}
-
-// readServices reads the health entries of names, Concurrency at a time.
-func (s *Source) readServices(ctx context.Context, names []string, full bool) batchResult {
-	start := time.Now()
-	r := batchResult{names: names, views: make([]mapped, len(names)), full: full}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		next  int
-		first error
-	)
-	for range min(s.cfg.Concurrency, len(names)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				i := next
-				next++
-				mu.Unlock()
-				if i >= len(names) || ctx.Err() != nil {
-					return
-				}
-				v, err := s.readService(ctx, names[i])
-				if err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					cancel()
-					return
-				}
-				r.views[i] = v
-			}
-		}()
-	}
-	wg.Wait()
-	r.err, r.took = first, time.Since(start)
-	return r
-}
-
-func (s *Source) readService(ctx context.Context, name string) (mapped, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	q := &api.QueryOptions{Datacenter: s.cfg.Datacenter}
-	entries, _, err := s.client.Health().ServiceMultipleTags(name, s.cfg.Tags, false, q.WithContext(ctx))
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return mapped{}, err
-		}
-		return mapped{}, fmt.Errorf("reading service %q: %w", name, err)
-	}
-	return mapEntries(name, entries, s.cfg.WarningIsHealthy), nil
-}
-
-// blocking returns the options and context of one blocking query.
-func (s *Source) blocking(ctx context.Context, index uint64) (*api.QueryOptions, context.CancelFunc) {
-	// The agent adds up to WaitTime/16 of jitter to the wait.
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTime+s.cfg.WaitTime/16+s.cfg.RequestTimeout)
-	q := &api.QueryOptions{Datacenter: s.cfg.Datacenter, WaitIndex: index, WaitTime: s.cfg.WaitTime}
-	return q.WithContext(ctx), cancel
-}
-
-func (s *Source) queryServices(ctx context.Context, index uint64) (map[string][]string, uint64, error) {
-	q, cancel := s.blocking(ctx, index)
-	defer cancel()
-	v, meta, err := s.client.Catalog().Services(q)
-	if err != nil {
-		return nil, 0, err
-	}
-	return v, meta.LastIndex, nil
-}
-
-func (s *Source) queryNonPassing(ctx context.Context, index uint64) ([]*api.HealthCheck, uint64, error) {
-	q, cancel := s.blocking(ctx, index)
-	defer cancel()
-	q.Filter = nonPassingFilter
-	v, meta, err := s.client.Health().State(api.HealthAny, q)
-	if err != nil {
-		return nil, 0, err
-	}
-	return v, meta.LastIndex, nil
-}
-
-func (s *Source) queryNodes(ctx context.Context, index uint64) ([]*api.Node, uint64, error) {
-	q, cancel := s.blocking(ctx, index)
-	defer cancel()
-	v, meta, err := s.client.Catalog().Nodes(q)
-	if err != nil {
-		return nil, 0, err
-	}
-	return v, meta.LastIndex, nil
 }
