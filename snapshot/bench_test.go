@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/sluice-mesh/sluice/sources"
@@ -30,22 +31,46 @@ func meshState(services, instances int) sources.State {
 // catalog, translating, and hashing/checking the snapshot (the loop's
 // debounce delay comes on top by design). 1,000 services × 10 instances.
 //
+// "incremental" is what the loop does: the source hands over a state that
+// shares every unchanged service with the previous one (as the etcd source
+// does), and the merger, translator and builder memos turn that into work
+// for the changed service only. "full" rebuilds everything from scratch,
+// for comparison.
+//
 //	go test -run '^$' -bench ChangeToSnapshot -benchmem ./snapshot/
 func BenchmarkChangeToSnapshot(b *testing.B) {
 	for _, kind := range []translator.ProxyKind{translator.KindEnvoy, translator.KindGRPC} {
-		b.Run(string(kind), func(b *testing.B) {
+		proxy := translator.Proxy{Kind: kind, Role: translator.RoleSidecar}
+		b.Run(string(kind)+"/incremental", func(b *testing.B) {
+			st := meshState(1000, 10)
+			var merger sources.Merger
+			inc := translator.New().NewIncremental(proxy)
+			builder := NewBuilder()
+			build := func() {
+				cat := merger.Merge(map[string]sources.State{"etcd": st})
+				res, err := inc.Translate(cat, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := builder.Build(res.Resources); err != nil {
+					b.Fatal(err)
+				}
+			}
+			build()
+			i := 0
+			for b.Loop() {
+				st = flipHealth(st, i%1000)
+				i++
+				build()
+			}
+		})
+		b.Run(string(kind)+"/full", func(b *testing.B) {
 			st := meshState(1000, 10)
 			tr := translator.New()
-			proxy := translator.Proxy{Kind: kind, Role: translator.RoleSidecar}
-			b.ResetTimer()
-			for i := range b.N {
-				// Flip one instance's health, as a registry update would.
-				in := &st.Services[i%1000].Instances[0]
-				if in.Health == sources.HealthHealthy {
-					in.Health = sources.HealthUnhealthy
-				} else {
-					in.Health = sources.HealthHealthy
-				}
+			i := 0
+			for b.Loop() {
+				st = flipHealth(st, i%1000)
+				i++
 				cat := sources.Merge(map[string]sources.State{"etcd": st})
 				res, err := tr.Translate(translator.Input{Catalog: cat, Proxy: proxy})
 				if err != nil {
@@ -57,4 +82,19 @@ func BenchmarkChangeToSnapshot(b *testing.B) {
 			}
 		})
 	}
+}
+
+// flipHealth returns st with the health of service s's first instance
+// flipped, as a registry update would report it: a new state sharing every
+// other service's instances.
+func flipHealth(st sources.State, s int) sources.State {
+	next := sources.State{Services: slices.Clone(st.Services)}
+	ins := slices.Clone(next.Services[s].Instances)
+	if ins[0].Health == sources.HealthHealthy {
+		ins[0].Health = sources.HealthUnhealthy
+	} else {
+		ins[0].Health = sources.HealthHealthy
+	}
+	next.Services[s].Instances = ins
+	return next
 }

@@ -2,9 +2,10 @@ package snapshot
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/binary"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -20,52 +21,169 @@ import (
 // resources give equal versions on every replica and after every restart, and
 // a type whose resources did not change keeps its version, so it is not pushed.
 func Build(resources map[resource.Type][]types.Resource) (*cache.Snapshot, error) {
+	return NewBuilder().Build(resources)
+}
+
+// Builder builds snapshots like Build and remembers, by identity, what it
+// worked out about each resource of its last build: its content hash, and
+// the names it refers to. Fed by an incremental translation, which hands
+// unchanged resources back as the same values in the same order, a build
+// then marshals only what changed and otherwise compares pointers.
+// Resources must not be modified once built. A Builder is not safe for
+// concurrent use.
+type Builder struct {
+	last map[resource.Type]*built
+}
+
+// built is one type of the last build, in name order.
+type built struct {
+	items []types.Resource
+	facts []*resourceFacts
+}
+
+type resourceFacts struct {
+	name string
+	hash [sha256.Size]byte
+	// mix is this resource's term of its type's version: a hash of its
+	// name and content.
+	mix [2]uint64
+	// refs are the names of the resources this one refers to: a cluster's
+	// load assignment, a listener's route configurations.
+	refs []string
+}
+
+// NewBuilder returns a Builder with nothing remembered.
+func NewBuilder() *Builder {
+	return &Builder{last: map[resource.Type]*built{}}
+}
+
+// Build is Build, reusing what b remembers.
+func (b *Builder) Build(resources map[resource.Type][]types.Resource) (*cache.Snapshot, error) {
 	snap := &cache.Snapshot{}
+	next := make(map[resource.Type]*built, len(resources))
 	for typ, items := range resources {
 		idx := cache.GetResponseType(typ)
 		if idx == types.UnknownType {
 			return nil, fmt.Errorf("building snapshot: unknown resource type %q", typ)
 		}
-		version, err := contentVersion(items)
+		cur, err := b.facts(typ, items)
 		if err != nil {
-			return nil, fmt.Errorf("building snapshot: hashing %s: %w", typ, err)
+			return nil, fmt.Errorf("building snapshot: %s: %w", typ, err)
 		}
-		snap.Resources[idx] = cache.NewResources(version, items)
+		next[typ] = cur
+		snap.Resources[idx] = cache.NewResources(contentVersion(cur.facts), items)
 	}
-	if err := CheckReferences(snap); err != nil {
+	if err := checkReferences(next); err != nil {
 		return nil, err
 	}
+	b.last = next
 	return snap, nil
+}
+
+// facts works out the facts of items, sorted by name, taking those of
+// resources the last build had from there: by position first (the common
+// case: the same resources in the same order), else by identity.
+func (b *Builder) facts(typ resource.Type, items []types.Resource) (*built, error) {
+	prev := b.last[typ]
+	if prev == nil {
+		prev = &built{}
+	}
+	cur := &built{items: items, facts: make([]*resourceFacts, len(items))}
+	var byRes map[types.Resource]*resourceFacts
+	for i, r := range items {
+		if i < len(prev.items) && prev.items[i] == r {
+			cur.facts[i] = prev.facts[i]
+			continue
+		}
+		if byRes == nil {
+			byRes = make(map[types.Resource]*resourceFacts, len(prev.items))
+			for j, p := range prev.items {
+				byRes[p] = prev.facts[j]
+			}
+		}
+		if f := byRes[r]; f != nil {
+			cur.facts[i] = f
+			continue
+		}
+		f, err := newFacts(typ, r)
+		if err != nil {
+			return nil, err
+		}
+		cur.facts[i] = f
+	}
+	byName := func(i, j int) int { return strings.Compare(cur.facts[i].name, cur.facts[j].name) }
+	if !isSorted(len(items), byName) {
+		order := make([]int, len(items))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortFunc(order, byName)
+		sorted := &built{items: make([]types.Resource, len(items)), facts: make([]*resourceFacts, len(items))}
+		for i, j := range order {
+			sorted.items[i], sorted.facts[i] = items[j], cur.facts[j]
+		}
+		cur = sorted
+	}
+	return cur, nil
+}
+
+func isSorted(n int, cmp func(i, j int) int) bool {
+	for i := 1; i < n; i++ {
+		if cmp(i-1, i) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-// contentVersion hashes the resources in name order; each is length-prefixed
-// so that different splits of the same bytes cannot collide.
-func contentVersion(items []types.Resource) (string, error) {
-	type named struct {
-		name string
-		res  types.Resource
+// newFacts marshals r to hash it and finds the names it refers to.
+func newFacts(typ resource.Type, r types.Resource) (*resourceFacts, error) {
+	f := &resourceFacts{name: cache.GetResourceName(r)}
+	data, err := deterministic.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("marshalling %q: %w", f.name, err)
 	}
-	sorted := make([]named, len(items))
-	for i, r := range items {
-		sorted[i] = named{cache.GetResourceName(r), r}
-	}
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })
+	f.hash = sha256.Sum256(data)
 	h := sha256.New()
 	var lenbuf [8]byte
-	for _, n := range sorted {
-		b, err := deterministic.Marshal(n.res)
-		if err != nil {
-			return "", fmt.Errorf("marshalling %q: %w", n.name, err)
+	putLen(lenbuf[:], len(f.name))
+	h.Write(lenbuf[:])
+	h.Write([]byte(f.name))
+	h.Write(f.hash[:])
+	sum := h.Sum(nil)
+	f.mix = [2]uint64{binary.LittleEndian.Uint64(sum), binary.LittleEndian.Uint64(sum[8:])}
+	switch typ {
+	case resource.ClusterType:
+		c := r.(*clusterv3.Cluster)
+		if c.GetType() == clusterv3.Cluster_EDS {
+			eds := c.GetEdsClusterConfig().GetServiceName()
+			if eds == "" {
+				eds = f.name
+			}
+			f.refs = []string{eds}
 		}
-		for _, chunk := range [][]byte{[]byte(n.name), b} {
-			putLen(lenbuf[:], len(chunk))
-			h.Write(lenbuf[:])
-			h.Write(chunk)
+	case resource.ListenerType:
+		if f.refs, err = listenerRoutes(r.(*listenerv3.Listener)); err != nil {
+			return nil, fmt.Errorf("listener %q: %w", f.name, err)
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
+	return f, nil
+}
+
+// contentVersion combines the terms of every resource of a type by
+// addition (a multiset hash): it depends on the names and contents only,
+// not on order, and costs two additions per resource on every build, the
+// hashing having been done once per resource value.
+func contentVersion(facts []*resourceFacts) string {
+	var sum [2]uint64
+	for _, f := range facts {
+		sum[0] += f.mix[0]
+		sum[1] += f.mix[1]
+	}
+	// An empty type is told apart from a type whose terms cancel out.
+	return fmt.Sprintf("%016x", sum[0]^sum[1]^uint64(len(facts)))
 }
 
 func putLen(b []byte, n int) {
@@ -80,37 +198,68 @@ func putLen(b []byte, n int) {
 // endpoints or routes nothing refers to. A client that got a dangling
 // reference would wait forever for the missing resource.
 func CheckReferences(snap *cache.Snapshot) error {
-	want := map[resource.Type]map[string]bool{resource.EndpointType: {}, resource.RouteType: {}}
-	for name, r := range snap.GetResources(resource.ClusterType) {
-		c := r.(*clusterv3.Cluster)
-		if c.GetType() == clusterv3.Cluster_EDS {
-			eds := c.GetEdsClusterConfig().GetServiceName()
-			if eds == "" {
-				eds = name
-			}
-			want[resource.EndpointType][eds] = true
+	all := map[resource.Type]*built{}
+	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		var items []types.Resource
+		for _, r := range snap.GetResources(typ) {
+			items = append(items, r)
 		}
-	}
-	for name, r := range snap.GetResources(resource.ListenerType) {
-		routes, err := listenerRoutes(r.(*listenerv3.Listener))
+		cur, err := NewBuilder().facts(typ, items)
 		if err != nil {
-			return fmt.Errorf("listener %q: %w", name, err)
+			return err
 		}
-		for _, rn := range routes {
-			want[resource.RouteType][rn] = true
-		}
+		all[typ] = cur
 	}
-	for typ, names := range want {
-		have := snap.GetResources(typ)
-		for n := range names {
-			if _, ok := have[n]; !ok {
-				return fmt.Errorf("inconsistent snapshot: %s %q is referenced but missing", shortType(typ), n)
+	return checkReferences(all)
+}
+
+// checkReferences checks, with every type's facts in name order, that the
+// load assignments the clusters name are exactly the snapshot's load
+// assignments, and the route configurations the listeners name exactly its
+// route configurations.
+func checkReferences(all map[resource.Type]*built) error {
+	for _, pair := range [...]struct{ from, to resource.Type }{
+		{resource.ClusterType, resource.EndpointType},
+		{resource.ListenerType, resource.RouteType},
+	} {
+		var want []string
+		if b := all[pair.from]; b != nil {
+			for _, f := range b.facts {
+				want = append(want, f.refs...)
 			}
 		}
-		for n := range have {
-			if !names[n] {
-				return fmt.Errorf("inconsistent snapshot: %s %q is not referenced by anything", shortType(typ), n)
+		if !slices.IsSorted(want) {
+			slices.Sort(want)
+		}
+		want = slices.Compact(want)
+		var have []string
+		if b := all[pair.to]; b != nil {
+			have = make([]string, len(b.facts))
+			for i, f := range b.facts {
+				have[i] = f.name
 			}
+		}
+		// Both lists are sorted: walk them together. A dangling reference
+		// is reported before a resource nothing needs (it is the one
+		// that leaves a client waiting).
+		var unused string
+		i, j := 0, 0
+		for i < len(want) || j < len(have) {
+			switch {
+			case j == len(have) || i < len(want) && want[i] < have[j]:
+				return fmt.Errorf("inconsistent snapshot: %s %q is referenced but missing", shortType(pair.to), want[i])
+			case i == len(want) || have[j] < want[i]:
+				if unused == "" {
+					unused = have[j]
+				}
+				j++
+				continue
+			}
+			i++
+			j++
+		}
+		if unused != "" {
+			return fmt.Errorf("inconsistent snapshot: %s %q is not referenced by anything", shortType(pair.to), unused)
 		}
 	}
 	return nil

@@ -80,6 +80,10 @@ type Loop struct {
 	// policy is the last valid policy set and policyStatus its state.
 	policy       *policy.Set
 	policyStatus sourceStatus
+	// merger and pipes are the memos that make a build cost what changed;
+	// only the goroutine running the loop uses them.
+	merger sources.Merger
+	pipes  map[string]*pipeline
 	// built says at least one full build has succeeded.
 	built     bool
 	lastError string
@@ -103,6 +107,13 @@ type group struct {
 	fresh    bool // registered but never built
 	// idleSince is when the group's last proxy left; zero while in use.
 	idleSince time.Time
+}
+
+// pipeline is the incremental translation and snapshot building of one
+// proxy group.
+type pipeline struct {
+	translator *translator.Incremental
+	builder    *Builder
 }
 
 // NewLoop returns a loop for cfg.
@@ -133,6 +144,7 @@ func NewLoop(cfg Config) *Loop {
 		wake:    make(chan struct{}, 1),
 		sources: map[string]*sourceStatus{},
 		groups:  map[string]*group{},
+		pipes:   map[string]*pipeline{},
 	}
 	for _, s := range cfg.Sources {
 		l.sources[s] = &sourceStatus{}
@@ -183,6 +195,7 @@ func (l *Loop) dropIdleGroups() {
 	}
 	l.mu.Unlock()
 	for _, key := range drop {
+		delete(l.pipes, key)
 		l.cfg.Publisher.ClearSnapshot(key)
 		l.cfg.Log.Info("dropped an unused proxy group", "group", key, "idle_for", l.cfg.GroupIdleTTL)
 	}
@@ -349,7 +362,7 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 		for name, s := range l.sources {
 			states[name] = *s.state
 		}
-		l.catalog = sources.Merge(states)
+		l.catalog = l.merger.Merge(states)
 		l.dirty = false
 		l.policyWarnings()
 		l.cfg.Metrics.catalogServices.Set(float64(len(l.catalog.Services)))
@@ -428,12 +441,17 @@ func (l *Loop) translate(ctx context.Context, catalog sources.Catalog, pol *poli
 	_, span := l.cfg.Tracer.Start(ctx, "sluice.translate", trace.WithAttributes(
 		attribute.String("sluice.group", p.Key()), attribute.Int("sluice.services", len(catalog.Services))))
 	defer span.End()
+	pipe := l.pipes[p.Key()]
+	if pipe == nil {
+		pipe = &pipeline{translator: l.cfg.Translator.NewIncremental(p), builder: NewBuilder()}
+		l.pipes[p.Key()] = pipe
+	}
 	start := time.Now()
-	res, err := l.cfg.Translator.Translate(translator.Input{Catalog: catalog, Policy: pol, Proxy: p})
+	res, err := pipe.translator.Translate(catalog, pol)
 	l.cfg.Metrics.translateSeconds.Observe(time.Since(start).Seconds())
 	if err == nil {
 		var snap *cache.Snapshot
-		if snap, err = Build(res.Resources); err == nil {
+		if snap, err = pipe.builder.Build(res.Resources); err == nil {
 			return snap, nil
 		}
 	}

@@ -128,31 +128,39 @@ type State struct {
 // defaults, so equal registry contents always produce equal states.
 func (s *State) Normalize(source string) {
 	for si := range s.Services {
-		svc := &s.Services[si]
-		for ii := range svc.Instances {
-			in := &svc.Instances[ii]
-			if in.Weight == 0 {
-				in.Weight = DefaultWeight
-			}
-			in.Source = source
-			// Registries hand over raw bytes; protobuf strings must be
-			// UTF-8, and one bad label must not block every build.
-			in.Zone, in.Region = validUTF8(in.Zone), validUTF8(in.Region)
-			if needsUTF8Fix(in.Metadata) {
-				md := make(map[string]string, len(in.Metadata))
-				for k, v := range in.Metadata {
-					md[validUTF8(k)] = validUTF8(v)
-				}
-				in.Metadata = md
-			}
-		}
-		sort.Slice(svc.Instances, func(a, b int) bool {
-			return lessInstance(svc.Instances[a], svc.Instances[b])
-		})
+		NormalizeService(&s.Services[si], source)
 	}
 	sort.Slice(s.Services, func(a, b int) bool { return s.Services[a].Name < s.Services[b].Name })
-	sortDiagnostics(s.Diagnostics)
+	s.SortDiagnostics()
 }
+
+// NormalizeService does Normalize's work for one service, for sources that
+// keep unchanged services between states and normalize only what changed.
+func NormalizeService(svc *Service, source string) {
+	for ii := range svc.Instances {
+		in := &svc.Instances[ii]
+		if in.Weight == 0 {
+			in.Weight = DefaultWeight
+		}
+		in.Source = source
+		// Registries hand over raw bytes; protobuf strings must be
+		// UTF-8, and one bad label must not block every build.
+		in.Zone, in.Region = validUTF8(in.Zone), validUTF8(in.Region)
+		if needsUTF8Fix(in.Metadata) {
+			md := make(map[string]string, len(in.Metadata))
+			for k, v := range in.Metadata {
+				md[validUTF8(k)] = validUTF8(v)
+			}
+			in.Metadata = md
+		}
+	}
+	sort.Slice(svc.Instances, func(a, b int) bool {
+		return lessInstance(svc.Instances[a], svc.Instances[b])
+	})
+}
+
+// SortDiagnostics puts the diagnostics in location order.
+func (s *State) SortDiagnostics() { sortDiagnostics(s.Diagnostics) }
 
 func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 

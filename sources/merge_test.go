@@ -435,3 +435,61 @@ func TestNormalizeRepairsUTF8(t *testing.T) {
 		t.Errorf("metadata %q, want %q", in.Metadata, want)
 	}
 }
+
+// TestMergerRemembers changes a three-source catalog step by step through
+// one Merger and expects, after every step, exactly what a fresh Merge
+// gives, with every service that did not change keeping its Endpoints
+// slice (which is how the translator's memo knows it did not change).
+func TestMergerRemembers(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	states := map[string]sources.State{}
+	for _, src := range []string{"consul", "etcd", "file"} {
+		var st sources.State
+		for s := range 6 {
+			var ins []sources.Instance
+			for i := range 3 {
+				ins = append(ins, inst(src, fmt.Sprintf("10.0.%d.%d", s, i), 80, sources.HealthHealthy, 1, "z", map[string]string{"k": src}))
+			}
+			st.Services = append(st.Services, svc(fmt.Sprintf("svc-%d", s), ins...))
+		}
+		states[src] = st
+	}
+	var m sources.Merger
+	prev := m.Merge(states)
+	for step := range 200 {
+		src := []string{"consul", "etcd", "file"}[rng.Intn(3)]
+		st := states[src]
+		next := sources.State{Services: append([]sources.Service(nil), st.Services...)}
+		changed := ""
+		switch op := rng.Intn(5); op {
+		case 0: // a new slice with equal contents, as a re-read file gives
+			i := rng.Intn(len(next.Services))
+			next.Services[i].Instances = append([]sources.Instance(nil), next.Services[i].Instances...)
+		case 1: // services handed over out of order
+			rng.Shuffle(len(next.Services), func(i, j int) { next.Services[i], next.Services[j] = next.Services[j], next.Services[i] })
+		default:
+			i := rng.Intn(len(next.Services))
+			ins := append([]sources.Instance(nil), next.Services[i].Instances...)
+			ins[rng.Intn(len(ins))].Health = sources.Health(rng.Intn(4))
+			next.Services[i].Instances = ins
+			changed = next.Services[i].Name
+		}
+		states[src] = next
+		got := m.Merge(states)
+		if diff := cmp.Diff(sources.Merge(states), got); diff != "" {
+			t.Fatalf("step %d: Merger differs from Merge (-Merge +Merger):\n%s", step, diff)
+		}
+		for i, cs := range got.Services {
+			old := prev.Services[i]
+			same := len(cs.Endpoints) > 0 && &cs.Endpoints[0] == &old.Endpoints[0]
+			equal := reflect.DeepEqual(cs, old)
+			switch {
+			case cs.Name != changed && !same:
+				t.Fatalf("step %d: unchanged service %s got a new Endpoints slice", step, cs.Name)
+			case !equal && same:
+				t.Fatalf("step %d: service %s changed but kept its Endpoints slice", step, cs.Name)
+			}
+		}
+		prev = got
+	}
+}

@@ -39,20 +39,32 @@ type serviceResources struct {
 // service translates one service. It reads nothing but its arguments and
 // the translator's options.
 func (t *Translator) service(svc sources.CatalogService, pol policy.Resolved, v serviceView) serviceResources {
-	name := ClusterName(svc.Name)
+	out := t.serviceConfig(svc.Name, domains(svc), pol, v)
+	out.endpoints = serviceEndpoints(svc)
+	return out
+}
+
+// serviceEndpoints is the load assignment of a service: the only one of its
+// resources that depends on its endpoints beyond the ports they serve on.
+func serviceEndpoints(svc sources.CatalogService) *endpointv3.ClusterLoadAssignment {
+	return envoy.LoadAssignment(ClusterName(svc.Name), localities(svc.Endpoints))
+}
+
+// serviceConfig is every resource of a service but its load assignment,
+// from its name and domains (see domains).
+func (t *Translator) serviceConfig(svcName string, doms []string, pol policy.Resolved, v serviceView) serviceResources {
+	name := ClusterName(svcName)
 	out := serviceResources{
-		cluster:   envoy.ServiceCluster(name, t.ConnectTimeout, clusterPolicy(pol, v.kind)),
-		endpoints: envoy.LoadAssignment(name, localities(svc.Endpoints)),
+		cluster: envoy.ServiceCluster(name, t.ConnectTimeout, clusterPolicy(pol, v.kind)),
 	}
-	doms := domains(svc)
 	if v.kind == KindGRPC {
 		// One API listener per name a client may dial: xds:///name and
 		// xds:///name:port. gRPC picks the virtual host by that name, so
 		// the shared route configuration lists them all as domains.
-		vh := envoy.VirtualHostRoutes(svc.Name, doms, grpcRoutes(name, pol), nil)
-		out.routes = envoy.RouteConfiguration(svc.Name, []*routev3.VirtualHost{vh})
+		vh := envoy.VirtualHostRoutes(svcName, doms, grpcRoutes(name, pol), nil)
+		out.routes = envoy.RouteConfiguration(svcName, []*routev3.VirtualHost{vh})
 		for _, d := range doms {
-			out.listeners = append(out.listeners, envoy.APIListener(d, envoy.HTTPConnectionManager(svc.Name, svc.Name)))
+			out.listeners = append(out.listeners, envoy.APIListener(d, envoy.HTTPConnectionManager(svcName, svcName)))
 		}
 		return out
 	}
@@ -62,7 +74,7 @@ func (t *Translator) service(svc sources.CatalogService, pol policy.Resolved, v 
 	if v.gateway {
 		limits = gatewayRateLimits(pol)
 	}
-	out.vhost = envoy.VirtualHostRoutes(svc.Name, doms, envoyRoutes(name, pol, v, limits), limits.vhost)
+	out.vhost = envoy.VirtualHostRoutes(svcName, doms, envoyRoutes(name, pol, v, limits), limits.vhost)
 	out.rateLimited = limits.vhost != nil
 	return out
 }

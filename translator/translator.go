@@ -76,6 +76,11 @@ type Result struct {
 
 // Translate builds the resources for in.Proxy. It does not modify in.
 func (t *Translator) Translate(in Input) (*Result, error) {
+	return t.translate(in, nil)
+}
+
+// translate is Translate, reusing what m remembers when m is not nil.
+func (t *Translator) translate(in Input, m *Incremental) (*Result, error) {
 	res := &Result{Resources: map[resource.Type][]types.Resource{
 		resource.ClusterType:  {},
 		resource.EndpointType: {},
@@ -94,7 +99,7 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 		if i > 0 && services[i-1].Name == svc.Name {
 			return nil, fmt.Errorf("translating catalog: service %q listed twice", svc.Name)
 		}
-		sr := t.service(svc, in.Policy.Resolve(svc.Name), view)
+		sr := m.service(t, svc, in.Policy, view)
 		res.add(resource.ClusterType, sr.cluster)
 		res.add(resource.EndpointType, sr.endpoints)
 		if sr.vhost != nil {
@@ -109,20 +114,29 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 		}
 	}
 	if in.Proxy.Kind != KindGRPC {
-		t.envoyListeners(res, in, services, vhosts, rateLimited)
+		t.envoyListeners(res, in, services, m.outboundRoutes(vhosts), rateLimited)
+	}
+	less := func(rs []types.Resource) func(i, j int) bool {
+		return func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) }
 	}
 	for _, rs := range res.Resources {
-		sort.Slice(rs, func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) })
+		// Mostly in order already (services come sorted); checking is
+		// cheaper than sorting thousands of names on every change.
+		if !sort.SliceIsSorted(rs, less(rs)) {
+			sort.Slice(rs, less(rs))
+		}
 	}
+	m.done()
 	return res, nil
 }
 
 // envoyListeners adds an Envoy's listeners with their route configurations:
-// the outbound listener over every service's virtual host (with the local
-// rate limit filter when a gateway enforces limits), a sidecar's inbound
+// the outbound listener over outbound, the route configuration of every
+// service's virtual host (with the local rate limit filter when a gateway
+// enforces limits), a sidecar's inbound
 // listener in front of its application, and the tracing collector's
 // cluster when tracing is on.
-func (t *Translator) envoyListeners(res *Result, in Input, services []sources.CatalogService, vhosts []*routev3.VirtualHost, rateLimited bool) {
+func (t *Translator) envoyListeners(res *Result, in Input, services []sources.CatalogService, outbound *routev3.RouteConfiguration, rateLimited bool) {
 	own := in.Policy.Resolve(in.Proxy.Service)
 	tracing, collector := t.tracing(services, in.Proxy, own)
 	if collector != nil {
@@ -139,7 +153,7 @@ func (t *Translator) envoyListeners(res *Result, in Input, services []sources.Ca
 	if rateLimited {
 		hcm.Filters = []*hcmv3.HttpFilter{envoy.LocalRateLimitFilter()}
 	}
-	res.add(resource.RouteType, envoy.RouteConfiguration(OutboundRouteName, vhosts))
+	res.add(resource.RouteType, outbound)
 	res.add(resource.ListenerType, envoy.HTTPListener(OutboundListenerName, addr, port, envoy.HCM(hcm)))
 	if in.Proxy.Role == RoleSidecar && in.Proxy.Service != "" && in.Proxy.InboundPort != 0 {
 		ib := t.inbound(in.Proxy, own, tracing)

@@ -136,6 +136,11 @@ func TestSingleKeyChangeAtScale(t *testing.T) {
 	after := sc.st
 	changed := 0
 	for si, svc := range after.Services {
+		// Unchanged services are handed over as the same slices, which
+		// is what lets the merger and translator skip them.
+		if shared := &svc.Instances[0] == &before.Services[si].Instances[0]; shared == (svc.Name == "svc-0001") {
+			t.Errorf("service %s: instances shared with the previous state = %v", svc.Name, shared)
+		}
 		for ii, in := range svc.Instances {
 			if old := before.Services[si].Instances[ii]; old.Weight != in.Weight {
 				changed++

@@ -3,7 +3,6 @@ package etcd
 import (
 	"fmt"
 	"reflect"
-	"slices"
 	"sort"
 
 	"github.com/sluice-mesh/sluice/sources"
@@ -105,10 +104,14 @@ func (r *registry) state() (*sources.State, bool) {
 			continue
 		}
 		svc, diags := b.build(name)
-		if !reflect.DeepEqual(svc, b.svc) || !reflect.DeepEqual(diags, b.diags) {
-			changed = true
+		if !reflect.DeepEqual(svc, b.svc) {
+			// A service that did not change keeps its old slice, which
+			// tells the merger by identity that nothing changed.
+			b.svc, changed = svc, true
 		}
-		b.svc, b.diags = svc, diags
+		if !reflect.DeepEqual(diags, b.diags) {
+			b.diags, changed = diags, true
+		}
 	}
 	clear(r.dirty)
 	if r.orphansDirty {
@@ -133,18 +136,19 @@ func (r *registry) state() (*sources.State, bool) {
 		r.namesOK = true
 	}
 
-	// The state gets its own copies: Normalize writes to them, and the
-	// consumer may still be reading the previous state.
+	// Services are normalized when built and never written again, so
+	// every state shares the Instances of the services it did not change
+	// (states are immutable once sent).
 	st := &sources.State{Services: make([]sources.Service, 0, len(r.names))}
 	for _, name := range r.names {
 		b := r.services[name]
 		st.Diagnostics = append(st.Diagnostics, b.diags...)
 		if len(b.svc.Instances) > 0 {
-			st.Services = append(st.Services, sources.Service{Name: name, Instances: slices.Clone(b.svc.Instances)})
+			st.Services = append(st.Services, sources.Service{Name: name, Instances: b.svc.Instances})
 		}
 	}
 	st.Diagnostics = append(st.Diagnostics, r.orphanDiags...)
-	st.Normalize(SourceName)
+	st.SortDiagnostics()
 	return st, changed
 }
 
@@ -192,6 +196,7 @@ func (b *bucket) build(name string) (sources.Service, []sources.Diagnostic) {
 	for _, e := range kept {
 		svc.Instances = append(svc.Instances, e.inst)
 	}
+	sources.NormalizeService(&svc, SourceName)
 	return svc, diags
 }
 
