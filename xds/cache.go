@@ -97,11 +97,19 @@ type generation struct {
 	// share one list (and one encoding, see sharedEncodings).
 	diffAny  map[int64][]*anypb.Any
 	allDelta []*discoveryv3.Resource
+	// diffDelta and removedSince are a delta response to the clients
+	// that held an earlier generation.
+	diffDelta    map[int64][]*discoveryv3.Resource
+	removedSince map[int64][]string
 }
 
 type entry struct {
 	hash string
 	any  *anypb.Any
+	// src is the resource value the entry was marshalled from: a snapshot
+	// that hands over the same value again (an incremental translation
+	// does, for everything that did not change) is not marshalled again.
+	src types.Resource
 }
 
 // A client that holds a whole generation is told so by a mark appended to
@@ -167,7 +175,9 @@ func NewCache(log *slog.Logger) *Cache {
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
 // SetSnapshot publishes a group's resources and answers the watches that
-// now have something to receive.
+// now have something to receive. Resources must not be modified once
+// published: a resource value published again is taken to have the
+// content it had.
 func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnapshot) error {
 	snap, ok := rs.(*cache.Snapshot)
 	if !ok {
@@ -217,8 +227,17 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 		entries: make(map[string]*entry, len(res.Items)),
 		diffs:   map[int64][]string{},
 		diffAny: map[int64][]*anypb.Any{},
+
+		diffDelta:    map[int64][]*discoveryv3.Resource{},
+		removedSince: map[int64][]string{},
 	}
 	for name, r := range res.Items {
+		if prev != nil {
+			if old := prev.entries[name]; old != nil && old.src == r.Resource {
+				gen.entries[name] = old
+				continue
+			}
+		}
 		b, err := deterministic.Marshal(r.Resource)
 		if err != nil {
 			return nil, err
@@ -226,11 +245,13 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 		h := cache.HashResource(b)
 		if prev != nil {
 			if old := prev.entries[name]; old != nil && old.hash == h {
-				gen.entries[name] = old
+				// Same content, new value: keep the shared Any, and
+				// remember the new value for the next comparison.
+				gen.entries[name] = &entry{hash: old.hash, any: old.any, src: r.Resource}
 				continue
 			}
 		}
-		gen.entries[name] = &entry{hash: h, any: &anypb.Any{TypeUrl: typeURLOf(r.Resource), Value: b}}
+		gen.entries[name] = &entry{hash: h, any: &anypb.Any{TypeUrl: typeURLOf(r.Resource), Value: b}, src: r.Resource}
 	}
 	gen.names = make([]string, 0, len(gen.entries))
 	for n := range gen.entries {
@@ -258,6 +279,9 @@ func (c *Cache) forget(gen *generation) {
 		c.shared.forgetSotw(rs)
 	}
 	c.shared.forgetDelta(gen.allDelta)
+	for _, rs := range gen.diffDelta {
+		c.shared.forgetDelta(rs)
+	}
 }
 
 func typeURLOf(m proto.Message) string {
@@ -383,10 +407,7 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 	}
 	switch {
 	case covers:
-		next = maps.Clone(gen.held)
-		if len(gen.names) > 0 {
-			next[gen.names[0]] += mark(gen)
-		}
+		next = c.heldMap(gen)
 	default:
 		next = make(map[string]string, len(w.sub.SubscribedResources()))
 		for n := range w.sub.SubscribedResources() {
@@ -422,19 +443,7 @@ func (c *Cache) lost(w *watch, gen *generation, held map[string]string) bool {
 func (c *Cache) diff(w *watch, gen *generation, held map[string]string) []string {
 	var candidates []string
 	if from, _, ok := heldGen(gen, held); ok {
-		// The client holds a whole earlier generation: the names that
-		// changed since are the same for every such client.
-		d, ok := gen.diffs[from]
-		if !ok {
-			d = []string{}
-			for _, n := range gen.names {
-				if heldHash(held, n) != gen.entries[n].hash {
-					d = append(d, n)
-				}
-			}
-			gen.diffs[from] = d
-		}
-		candidates = d
+		candidates = c.diffSince(gen, from, held)
 	} else {
 		candidates = gen.names
 	}
@@ -451,6 +460,33 @@ func (c *Cache) diff(w *watch, gen *generation, held map[string]string) []string
 		}
 	}
 	return out
+}
+
+// diffSince lists the names of gen whose content differs from generation
+// from, given the held map of a client that holds all of from: the same for
+// every such client, so it is worked out once.
+func (c *Cache) diffSince(gen *generation, from int64, held map[string]string) []string {
+	d, ok := gen.diffs[from]
+	if !ok {
+		d = []string{}
+		for _, n := range gen.names {
+			if heldHash(held, n) != gen.entries[n].hash {
+				d = append(d, n)
+			}
+		}
+		gen.diffs[from] = d
+	}
+	return d
+}
+
+// heldMap is the version map of a client that holds all of gen: its own
+// copy (see mark) of gen.held, with the generation mark.
+func (c *Cache) heldMap(gen *generation) map[string]string {
+	next := maps.Clone(gen.held)
+	if len(gen.names) > 0 {
+		next[gen.names[0]] += mark(gen)
+	}
+	return next
 }
 
 // coversAll reports whether the client subscribes to every resource of gen,
@@ -481,17 +517,41 @@ func (c *Cache) coversAll(w *watch, gen *generation, held map[string]string) boo
 // lacks and the removal of those it holds that are gone.
 func (c *Cache) respondDelta(w *watch, gen *generation) bool {
 	held := w.sub.ReturnedResources()
-	subs := w.sub.SubscribedResources()
+	covers := c.coversAll(w, gen, held)
 	var updated []*discoveryv3.Resource
 	var removed []string
-	want := func(n string) bool {
-		if w.sub.IsWildcard() {
-			return true
+	from, _, hasGen := heldGen(gen, held)
+	// The mark is trusted only when this request did not change the
+	// subscription: go-control-plane edits the held map on unsubscribing
+	// (it may blank a version instead of deleting it), and the client
+	// then has to be compared name by name.
+	trusted := hasGen && covers && len(w.dreq.GetResourceNamesSubscribe()) == 0 &&
+		len(w.dreq.GetResourceNamesUnsubscribe()) == 0 && len(w.dreq.GetInitialResourceVersions()) == 0
+	switch {
+	case trusted && from == gen.id:
+		// It holds this very generation: an ACK, or a snapshot that
+		// changed other types.
+		return false
+	case trusted:
+		// It holds a whole earlier generation: what changed since is the
+		// same for every such client, and so is the response.
+		if _, ok := gen.diffDelta[from]; !ok {
+			for _, n := range c.diffSince(gen, from, held) {
+				e := gen.entries[n]
+				gen.diffDelta[from] = append(gen.diffDelta[from], &discoveryv3.Resource{Name: n, Version: e.hash, Resource: e.any})
+			}
+			var gone []string
+			for n := range held {
+				if gen.entries[n] == nil {
+					gone = append(gone, n)
+				}
+			}
+			sort.Strings(gone)
+			gen.removedSince[from] = gone
+			c.shared.shareDelta(gen.diffDelta[from])
 		}
-		_, ok := subs[n]
-		return ok
-	}
-	if len(held) == 0 && (w.sub.IsWildcard() || c.coversAll(w, gen, held)) {
+		updated, removed = gen.diffDelta[from], gen.removedSince[from]
+	case len(held) == 0 && covers:
 		// A new client taking everything: one shared list for all of them.
 		if gen.allDelta == nil {
 			gen.allDelta = make([]*discoveryv3.Resource, len(gen.names))
@@ -502,32 +562,41 @@ func (c *Cache) respondDelta(w *watch, gen *generation) bool {
 			c.shared.shareDelta(gen.allDelta)
 		}
 		updated = gen.allDelta
-	} else {
+	default:
+		subs := w.sub.SubscribedResources()
 		for _, n := range gen.names {
 			e := gen.entries[n]
-			if want(n) && held[n] != e.hash {
+			_, sub := subs[n]
+			if (sub || w.sub.IsWildcard()) && heldHash(held, n) != e.hash {
 				updated = append(updated, &discoveryv3.Resource{Name: n, Version: e.hash, Resource: e.any})
 			}
 		}
-	}
-	for n := range held {
-		if gen.entries[n] == nil {
-			removed = append(removed, n)
+		for n := range held {
+			if gen.entries[n] == nil {
+				removed = append(removed, n)
+			}
 		}
+		sort.Strings(removed)
 	}
 	if len(updated) == 0 && len(removed) == 0 {
 		return false
 	}
-	sort.Strings(removed)
-	next := maps.Clone(held)
-	if next == nil {
-		next = map[string]string{}
-	}
-	for _, r := range updated {
-		next[r.Name] = r.Version
-	}
-	for _, n := range removed {
-		delete(next, n)
+	var next map[string]string
+	if covers {
+		// It now holds exactly this generation: say so, so that its
+		// next comparisons cost nothing.
+		next = c.heldMap(gen)
+	} else {
+		next = maps.Clone(held)
+		if next == nil {
+			next = map[string]string{}
+		}
+		for _, r := range updated {
+			next[r.Name] = r.Version
+		}
+		for _, n := range removed {
+			delete(next, n)
+		}
 	}
 	w.dout <- &cache.DeltaPassthroughResponse{
 		DeltaRequest:   w.dreq,

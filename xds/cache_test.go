@@ -93,6 +93,46 @@ func (cc *cacheClient) poll() *discoveryv3.DiscoveryResponse {
 	}
 }
 
+// deltaClient drives the cache the way go-control-plane's delta server
+// does: each request creates a watch; a response updates what it holds.
+type deltaClient struct {
+	t    *testing.T
+	c    *Cache
+	node *corev3.Node
+	sub  stream.Subscription
+	out  chan cache.DeltaResponse
+}
+
+func newDeltaClient(t *testing.T, c *Cache, node *corev3.Node, names ...string) *deltaClient {
+	return &deltaClient{t: t, c: c, node: node, sub: stream.NewDeltaSubscription(names, nil, nil, false), out: make(chan cache.DeltaResponse, 1)}
+}
+
+// request sends req (nil: an ACK) and returns the response it got at once,
+// or nil.
+func (dc *deltaClient) request(req *cache.DeltaRequest) *discoveryv3.DeltaDiscoveryResponse {
+	dc.t.Helper()
+	if req == nil {
+		req = &cache.DeltaRequest{}
+	}
+	req.Node, req.TypeUrl = dc.node, resource.EndpointType
+	if _, err := dc.c.CreateDeltaWatch(req, dc.sub, dc.out); err != nil {
+		dc.t.Fatal(err)
+	}
+	return dc.poll()
+}
+
+// poll returns the response the open watch got, or nil.
+func (dc *deltaClient) poll() *discoveryv3.DeltaDiscoveryResponse {
+	select {
+	case r := <-dc.out:
+		dc.sub.SetReturnedResources(r.GetNextVersionMap())
+		d, _ := r.GetDeltaDiscoveryResponse()
+		return d
+	default:
+		return nil
+	}
+}
+
 func keysOf(m map[string]struct{}) []string {
 	var out []string
 	for k := range m {
@@ -330,28 +370,14 @@ func TestCacheDeltaResubscribe(t *testing.T) {
 	if err := c.SetSnapshot(ctx, NodeHash{}.ID(node), edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
-	sub := stream.NewDeltaSubscription([]string{"a", "b"}, nil, nil, false)
-	out := make(chan cache.DeltaResponse, 1)
-	next := func() *discoveryv3.DeltaDiscoveryResponse {
-		if _, err := c.CreateDeltaWatch(&cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType}, sub, out); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case r := <-out:
-			sub.SetReturnedResources(r.GetNextVersionMap())
-			d, _ := r.GetDeltaDiscoveryResponse()
-			return d
-		default:
-			return nil
-		}
-	}
-	if r := next(); len(r.GetResources()) != 2 {
+	dc := newDeltaClient(t, c, node, "a", "b")
+	if r := dc.request(nil); len(r.GetResources()) != 2 {
 		t.Fatal(r)
 	}
-	sub.UpdateResourceSubscriptions(nil, []string{"b"})
-	next()
-	sub.UpdateResourceSubscriptions([]string{"b"}, nil)
-	if r := next(); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "b" {
+	dc.sub.UpdateResourceSubscriptions(nil, []string{"b"})
+	dc.request(nil)
+	dc.sub.UpdateResourceSubscriptions([]string{"b"}, nil)
+	if r := dc.request(nil); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "b" {
 		t.Fatalf("re-subscribing to b: %v", r)
 	}
 }
@@ -450,5 +476,72 @@ func TestCacheClearSnapshot(t *testing.T) {
 	c2.ClearSnapshot(key)
 	if _, err := c2.GetSnapshot(key); err == nil {
 		t.Fatal("an unused group was not cleared")
+	}
+}
+
+// TestCacheDeltaWildcardUnsubscribe: a wildcard client that explicitly
+// unsubscribes from a resource it named must get that resource again (the
+// protocol's rule; go-control-plane blanks its version in the held map
+// rather than deleting it, so the generation mark still counts right).
+func TestCacheDeltaWildcardUnsubscribe(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	node := &corev3.Node{Cluster: "web"}
+	if err := c.SetSnapshot(ctx, NodeHash{}.ID(node), edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
+		t.Fatal(err)
+	}
+	dc := newDeltaClient(t, c, node, "*", "b")
+	if r := dc.request(&cache.DeltaRequest{ResourceNamesSubscribe: []string{"*", "b"}}); len(r.GetResources()) != 2 {
+		t.Fatalf("initial: %v", r)
+	}
+	if r := dc.request(nil); r != nil {
+		t.Fatalf("ACK answered: %v", r)
+	}
+	dc.sub.UpdateResourceSubscriptions(nil, []string{"b"})
+	r := dc.request(&cache.DeltaRequest{ResourceNamesUnsubscribe: []string{"b"}})
+	if len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "b" {
+		t.Fatalf("after explicitly unsubscribing b, a wildcard client got %v, want b again", r)
+	}
+}
+
+// TestCacheDeltaManyClientsShareDiff: clients that all hold one generation
+// get, after a change, only what changed and what went away, in one list
+// shared by all of them; their ACKs are not answered.
+func TestCacheDeltaManyClientsShareDiff(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	node := &corev3.Node{Cluster: "web"}
+	key := NodeHash{}.ID(node)
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1, "c": 1})); err != nil {
+		t.Fatal(err)
+	}
+	var cls []*deltaClient
+	for range 5 {
+		dc := newDeltaClient(t, c, node, "a", "b", "c")
+		if r := dc.request(nil); len(r.GetResources()) != 3 {
+			t.Fatalf("initial: %v", r)
+		}
+		if r := dc.request(nil); r != nil {
+			t.Fatalf("ACK answered: %v", r)
+		}
+		cls = append(cls, dc)
+	}
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 2})); err != nil {
+		t.Fatal(err)
+	}
+	var first *discoveryv3.DeltaDiscoveryResponse
+	for i, dc := range cls {
+		r := dc.poll()
+		if got := fmt.Sprintf("%d %s %v", len(r.GetResources()), r.GetResources()[0].GetName(), r.GetRemovedResources()); got != "1 b [c]" {
+			t.Fatalf("client %d got %s, want b updated and c removed", i, got)
+		}
+		if first == nil {
+			first = r
+		} else if &r.GetResources()[0] != &first.GetResources()[0] {
+			t.Errorf("client %d got its own resource list, not the shared one", i)
+		}
+		if r := dc.request(nil); r != nil {
+			t.Fatalf("client %d: ACK answered: %v", i, r)
+		}
 	}
 }
