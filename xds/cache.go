@@ -6,11 +6,10 @@ package xds
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,8 +53,11 @@ func (NodeHash) ID(node *corev3.Node) string {
 //   - a client is answered only when something it subscribes to differs
 //     from what it holds, so a NACKed version is never re-sent (the client
 //     "holds" what it rejected) and an unchanged snapshot pushes nothing;
-//   - state-of-the-world clients that hold a whole generation share one
-//     version map instead of keeping a copy each.
+//   - a client that holds a whole generation (the usual case) says so with
+//     a one-entry version map, and the clients that held the same
+//     generation share one worked-out difference and one response, so a
+//     change costs each of them a few map operations whatever the size of
+//     the mesh.
 type Cache struct {
 	log  *slog.Logger
 	hash NodeHash
@@ -83,24 +85,51 @@ type generation struct {
 	entries map[string]*entry
 	// all is every resource, in name order, for full-state responses.
 	all []*anypb.Any
-	// held is the version map of a client holding this whole generation,
-	// without the generation mark; each such client gets a copy (see mark).
-	held map[string]string
+	// lineage holds this generation's recent predecessors, which the
+	// clients holding them are compared against.
+	lineage *lineage
 	// namesID identifies the set of resource names: generations with the
 	// same names share it.
 	namesID int64
 	// diffs memoises, per earlier generation id, the names that changed
-	// since, for the many clients that held that generation.
-	diffs map[int64][]string
+	// since, and removed the names that went away, for the many clients
+	// that held that generation.
+	diffs   map[int64][]string
+	removed map[int64][]string
 	// diffAny memoises the resources of diffs, and allDelta the whole
 	// generation as delta resources, so that the responses of many clients
 	// share one list (and one encoding, see sharedEncodings).
 	diffAny  map[int64][]*anypb.Any
 	allDelta []*discoveryv3.Resource
-	// diffDelta and removedSince are a delta response to the clients
-	// that held an earlier generation.
-	diffDelta    map[int64][]*discoveryv3.Resource
-	removedSince map[int64][]string
+	// diffDelta is the delta response's resources for the clients that
+	// held an earlier generation.
+	diffDelta map[int64][]*discoveryv3.Resource
+}
+
+// lineage is the recent generations of one type of one group, oldest
+// first. A client holding a generation that fell out of it is treated as
+// holding nothing and gets everything again: correct, only wasteful, and
+// only for a client that did not take a response for lineageLen changes.
+type lineage struct {
+	gens []*generation
+}
+
+const lineageLen = 8
+
+func (l *lineage) add(gen *generation) {
+	if len(l.gens) == lineageLen {
+		l.gens = slices.Delete(l.gens, 0, 1)
+	}
+	l.gens = append(l.gens, gen)
+}
+
+func (l *lineage) find(id int64) *generation {
+	for _, g := range l.gens {
+		if g.id == id {
+			return g
+		}
+	}
+	return nil
 }
 
 type entry struct {
@@ -112,45 +141,146 @@ type entry struct {
 	src types.Resource
 }
 
-// A client that holds a whole generation is told so by a mark appended to
-// the version of the generation's first name in its version map:
-// "@<generation>:<names>:<names id>". The map is the client's own:
-// go-control-plane edits a subscriber's map (it deletes every name the
-// client stops naming), so no map is ever shared between clients. The mark
-// counts only while the map still has all <names> entries, so a client
-// that dropped a resource is not taken for one that holds everything.
+// What a client holds of a type is kept in its version map, which
+// go-control-plane stores with its stream and hands back with each request;
+// the server edits it (it deletes the names a client stops naming), so no
+// map is ever shared between clients. Two forms:
+//
+//   - explicit: name → content hash of each resource the client holds;
+//   - whole generation: one entry, the generation's first name, whose
+//     version carries the mark "@<generation id>": the client holds every
+//     resource of that generation (see lineage). This is the common case
+//     (every proxy of a group subscribes to everything) and it makes a
+//     response and an ACK cost the same for 10 resources as for 10,000,
+//     and a proxy's version maps a few bytes instead of a copy per name.
+//
+// Before a request is answered, normalize turns a whole-generation map
+// whose client changed its subscription into the explicit form.
 const genSep = "@"
 
-// mark is the generation mark of gen.
-func mark(gen *generation) string {
-	return fmt.Sprintf("%s%d:%d:%d", genSep, gen.id, len(gen.names), gen.namesID)
-}
-
-// heldHash is the version of n the client holds, without a generation mark.
-func heldHash(held map[string]string, n string) string {
-	v := held[n]
-	if i := strings.Index(v, genSep); i >= 0 {
-		return v[:i]
-	}
-	return v
-}
-
-// heldGen returns the generation the client holds in full, and the id of
-// that generation's name set, if it does.
-func heldGen(gen *generation, held map[string]string) (from, namesID int64, ok bool) {
+// wholeMap is the version map of a client that holds all of gen.
+func wholeMap(gen *generation) map[string]string {
 	if len(gen.names) == 0 {
-		return 0, 0, false
+		return map[string]string{}
 	}
-	v := held[gen.names[0]]
-	i := strings.Index(v, genSep)
-	if i < 0 {
-		return 0, 0, false
+	first := gen.names[0]
+	return map[string]string{first: gen.entries[first].hash + genSep + strconv.FormatInt(gen.id, 10)}
+}
+
+// holding is what a client holds, read from its version map.
+type holding struct {
+	// whole is the generation the client holds all of; nil when its map
+	// is explicit.
+	whole *generation
+	// explicit is the map itself, when whole is nil.
+	explicit map[string]string
+}
+
+// readHeld reads a version map; gen is the current generation of the type,
+// whose lineage resolves a whole-generation mark.
+func readHeld(gen *generation, held map[string]string) holding {
+	if len(held) == 1 {
+		for _, v := range held {
+			if i := strings.Index(v, genSep); i >= 0 {
+				id, err := strconv.ParseInt(v[i+len(genSep):], 10, 64)
+				if err == nil && gen != nil {
+					if whole := gen.lineage.find(id); whole != nil {
+						return holding{whole: whole}
+					}
+				}
+				// A generation that fell out of the lineage: nothing
+				// the client holds can be compared.
+				return holding{explicit: map[string]string{}}
+			}
+		}
 	}
-	var n int
-	if _, err := fmt.Sscanf(v[i+len(genSep):], "%d:%d:%d", &from, &n, &namesID); err != nil || n != len(held) {
-		return 0, 0, false
+	return holding{explicit: held}
+}
+
+// hash is the version of n the client holds, "" if none.
+func (h holding) hash(n string) string {
+	if h.whole != nil {
+		if e := h.whole.entries[n]; e != nil {
+			return e.hash
+		}
+		return ""
 	}
-	return from, namesID, true
+	return h.explicit[n]
+}
+
+// names calls f for every name the client holds.
+func (h holding) names(f func(string)) {
+	if h.whole != nil {
+		for _, n := range h.whole.names {
+			f(n)
+		}
+		return
+	}
+	for n := range h.explicit {
+		f(n)
+	}
+}
+
+// markOf finds the generation mark in a version map.
+func markOf(held map[string]string) (key string, id int64, ok bool) {
+	for k, v := range held {
+		if i := strings.Index(v, genSep); i >= 0 {
+			id, err := strconv.ParseInt(v[i+len(genSep):], 10, 64)
+			return k, id, err == nil
+		}
+	}
+	return "", 0, false
+}
+
+// normalize runs before a request is answered, in the stream's goroutine,
+// which owns the client's version map until the watch is open (and
+// outside the cache's lock: it may read the whole subscription). A client
+// holding a whole generation (whole; nil if it fell out of the lineage)
+// that no longer subscribes to all of it (or, over delta, whose request
+// changed its subscription) gets the explicit form, so that it is not
+// taken to hold what it dropped: a resource it names again must be sent
+// again.
+func normalize(w *watch, markKey string, whole *generation) {
+	held := w.sub.ReturnedResources()
+	subs := w.sub.SubscribedResources()
+	changed := len(held) != 1 || whole == nil
+	if !changed && w.dreq != nil {
+		changed = len(w.dreq.GetResourceNamesSubscribe()) > 0 || len(w.dreq.GetResourceNamesUnsubscribe()) > 0 ||
+			len(w.dreq.GetInitialResourceVersions()) > 0
+	}
+	if !changed && w.dreq == nil && !w.sub.IsWildcard() {
+		// A state-of-the-world request names everything it wants; a
+		// client that stopped naming something has dropped it.
+		for _, n := range whole.names {
+			if _, ok := subs[n]; !ok {
+				changed = true
+				break
+			}
+		}
+	}
+	if !changed {
+		return
+	}
+	overrule := map[string]string{}
+	for k, v := range held {
+		if k != markKey {
+			overrule[k] = v
+		}
+	}
+	clear(held)
+	if whole != nil {
+		for _, n := range whole.names {
+			if _, ok := subs[n]; ok || w.sub.IsWildcard() {
+				held[n] = whole.entries[n].hash
+			}
+		}
+	}
+	// What go-control-plane wrote next to the mark wins: over delta it
+	// blanks the version of a resource a wildcard client unsubscribed
+	// from, so that the resource is sent again.
+	for k, v := range overrule {
+		held[k] = v
+	}
 }
 
 type watch struct {
@@ -211,6 +341,9 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnap
 	for _, old := range g.types {
 		c.forget(old)
 	}
+	for _, gen := range next {
+		gen.lineage.add(gen)
+	}
 	g.snap, g.types = snap, next
 	for id, w := range g.watches {
 		if c.respond(w, next[w.typeURL]) {
@@ -222,14 +355,17 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnap
 
 func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generation, error) {
 	gen := &generation{
-		id:      c.genID.Add(1),
-		version: res.Version,
-		entries: make(map[string]*entry, len(res.Items)),
-		diffs:   map[int64][]string{},
-		diffAny: map[int64][]*anypb.Any{},
-
-		diffDelta:    map[int64][]*discoveryv3.Resource{},
-		removedSince: map[int64][]string{},
+		id:        c.genID.Add(1),
+		version:   res.Version,
+		entries:   make(map[string]*entry, len(res.Items)),
+		diffs:     map[int64][]string{},
+		removed:   map[int64][]string{},
+		diffAny:   map[int64][]*anypb.Any{},
+		diffDelta: map[int64][]*discoveryv3.Resource{},
+		lineage:   &lineage{},
+	}
+	if prev != nil {
+		gen.lineage = prev.lineage
 	}
 	for name, r := range res.Items {
 		if prev != nil {
@@ -259,10 +395,8 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 	}
 	sort.Strings(gen.names)
 	gen.all = make([]*anypb.Any, len(gen.names))
-	gen.held = make(map[string]string, len(gen.names))
 	for i, n := range gen.names {
 		gen.all[i] = gen.entries[n].any
-		gen.held[n] = gen.entries[n].hash
 	}
 	gen.namesID = gen.id
 	if prev != nil && slices.Equal(prev.names, gen.names) {
@@ -330,6 +464,15 @@ func (c *Cache) Fetch(context.Context, *cache.Request) (cache.Response, error) {
 
 func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
 	key := c.hash.ID(node)
+	if markKey, id, ok := markOf(w.sub.ReturnedResources()); ok {
+		var whole *generation
+		c.mu.Lock()
+		if g := c.groups[key]; g != nil && g.types[w.typeURL] != nil {
+			whole = g.types[w.typeURL].lineage.find(id)
+		}
+		c.mu.Unlock()
+		normalize(w, markKey, whole)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.groups[key]
@@ -357,10 +500,10 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 	if gen == nil {
 		return false
 	}
+	held := readHeld(gen, w.sub.ReturnedResources())
 	if w.dout != nil {
-		return c.respondDelta(w, gen)
+		return c.respondDelta(w, gen, held)
 	}
-	held := w.sub.ReturnedResources()
 	full := cache.ResourceRequiresFullStateInSotw(w.typeURL)
 	d := c.diff(w, gen, held)
 	changed := len(d) > 0
@@ -379,19 +522,18 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 	var send []*anypb.Any
 	var next map[string]string
 	covers := c.coversAll(w, gen, held)
-	from, _, hasGen := heldGen(gen, held)
 	switch {
 	case full && covers:
 		send = gen.all
 		c.shared.shareSotw(send)
-	case covers && hasGen:
+	case covers && held.whole != nil:
 		// Every client that held the same generation gets the same list.
-		send = gen.diffAny[from]
+		send = gen.diffAny[held.whole.id]
 		if send == nil {
 			for _, n := range d {
 				send = append(send, gen.entries[n].any)
 			}
-			gen.diffAny[from] = send
+			gen.diffAny[held.whole.id] = send
 		}
 		c.shared.shareSotw(send)
 	case full:
@@ -407,7 +549,7 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 	}
 	switch {
 	case covers:
-		next = c.heldMap(gen)
+		next = wholeMap(gen)
 	default:
 		next = make(map[string]string, len(w.sub.SubscribedResources()))
 		for n := range w.sub.SubscribedResources() {
@@ -426,9 +568,13 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 
 // lost reports whether the client holds a resource that is gone (or that it
 // no longer subscribes to).
-func (c *Cache) lost(w *watch, gen *generation, held map[string]string) bool {
+func (c *Cache) lost(w *watch, gen *generation, held holding) bool {
+	if held.whole != nil {
+		// normalize made sure the client still subscribes to all of it.
+		return len(c.removedSince(gen, held.whole)) > 0
+	}
 	subs := w.sub.SubscribedResources()
-	for n := range held {
+	for n := range held.explicit {
 		if gen.entries[n] == nil {
 			return true
 		}
@@ -440,12 +586,10 @@ func (c *Cache) lost(w *watch, gen *generation, held map[string]string) bool {
 }
 
 // diff lists the subscribed resources whose content the client lacks.
-func (c *Cache) diff(w *watch, gen *generation, held map[string]string) []string {
-	var candidates []string
-	if from, _, ok := heldGen(gen, held); ok {
-		candidates = c.diffSince(gen, from, held)
-	} else {
-		candidates = gen.names
+func (c *Cache) diff(w *watch, gen *generation, held holding) []string {
+	candidates := gen.names
+	if held.whole != nil {
+		candidates = c.diffSince(gen, held.whole)
 	}
 	var out []string
 	subs := w.sub.SubscribedResources()
@@ -455,7 +599,7 @@ func (c *Cache) diff(w *watch, gen *generation, held map[string]string) []string
 				continue
 			}
 		}
-		if heldHash(held, n) != gen.entries[n].hash {
+		if held.hash(n) != gen.entries[n].hash {
 			out = append(out, n)
 		}
 	}
@@ -463,47 +607,51 @@ func (c *Cache) diff(w *watch, gen *generation, held map[string]string) []string
 }
 
 // diffSince lists the names of gen whose content differs from generation
-// from, given the held map of a client that holds all of from: the same for
-// every such client, so it is worked out once.
-func (c *Cache) diffSince(gen *generation, from int64, held map[string]string) []string {
-	d, ok := gen.diffs[from]
+// from (or that from lacks): the same for every client that holds from, so
+// it is worked out once.
+func (c *Cache) diffSince(gen, from *generation) []string {
+	d, ok := gen.diffs[from.id]
 	if !ok {
 		d = []string{}
 		for _, n := range gen.names {
-			if heldHash(held, n) != gen.entries[n].hash {
+			if old := from.entries[n]; old == nil || old.hash != gen.entries[n].hash {
 				d = append(d, n)
 			}
 		}
-		gen.diffs[from] = d
+		gen.diffs[from.id] = d
 	}
 	return d
 }
 
-// heldMap is the version map of a client that holds all of gen: its own
-// copy (see mark) of gen.held, with the generation mark.
-func (c *Cache) heldMap(gen *generation) map[string]string {
-	next := maps.Clone(gen.held)
-	if len(gen.names) > 0 {
-		next[gen.names[0]] += mark(gen)
+// removedSince lists the names of generation from that gen lacks.
+func (c *Cache) removedSince(gen, from *generation) []string {
+	r, ok := gen.removed[from.id]
+	if !ok {
+		r = []string{}
+		for _, n := range from.names {
+			if gen.entries[n] == nil {
+				r = append(r, n)
+			}
+		}
+		gen.removed[from.id] = r
 	}
-	return next
+	return r
 }
 
 // coversAll reports whether the client subscribes to every resource of gen,
 // so that after this response it holds the whole generation.
-func (c *Cache) coversAll(w *watch, gen *generation, held map[string]string) bool {
+func (c *Cache) coversAll(w *watch, gen *generation, held holding) bool {
 	if w.sub.IsWildcard() {
+		return true
+	}
+	// A client holding a whole generation with the same names still
+	// subscribes to all of them (normalize checked).
+	if held.whole != nil && held.whole.namesID == gen.namesID {
 		return true
 	}
 	subs := w.sub.SubscribedResources()
 	if len(subs) < len(gen.names) {
 		return false
-	}
-	// A client that still holds every resource of a generation with the
-	// same names still subscribes to all of them (the server drops what a
-	// client stops naming).
-	if _, namesID, ok := heldGen(gen, held); ok && namesID == gen.namesID {
-		return true
 	}
 	for _, n := range gen.names {
 		if _, ok := subs[n]; !ok {
@@ -515,43 +663,28 @@ func (c *Cache) coversAll(w *watch, gen *generation, held map[string]string) boo
 
 // respondDelta sends the subscribed resources whose version the client
 // lacks and the removal of those it holds that are gone.
-func (c *Cache) respondDelta(w *watch, gen *generation) bool {
-	held := w.sub.ReturnedResources()
+func (c *Cache) respondDelta(w *watch, gen *generation, held holding) bool {
 	covers := c.coversAll(w, gen, held)
 	var updated []*discoveryv3.Resource
 	var removed []string
-	from, _, hasGen := heldGen(gen, held)
-	// The mark is trusted only when this request did not change the
-	// subscription: go-control-plane edits the held map on unsubscribing
-	// (it may blank a version instead of deleting it), and the client
-	// then has to be compared name by name.
-	trusted := hasGen && covers && len(w.dreq.GetResourceNamesSubscribe()) == 0 &&
-		len(w.dreq.GetResourceNamesUnsubscribe()) == 0 && len(w.dreq.GetInitialResourceVersions()) == 0
 	switch {
-	case trusted && from == gen.id:
+	case held.whole == gen:
 		// It holds this very generation: an ACK, or a snapshot that
 		// changed other types.
 		return false
-	case trusted:
+	case held.whole != nil && covers:
 		// It holds a whole earlier generation: what changed since is the
 		// same for every such client, and so is the response.
+		from := held.whole.id
 		if _, ok := gen.diffDelta[from]; !ok {
-			for _, n := range c.diffSince(gen, from, held) {
+			for _, n := range c.diffSince(gen, held.whole) {
 				e := gen.entries[n]
 				gen.diffDelta[from] = append(gen.diffDelta[from], &discoveryv3.Resource{Name: n, Version: e.hash, Resource: e.any})
 			}
-			var gone []string
-			for n := range held {
-				if gen.entries[n] == nil {
-					gone = append(gone, n)
-				}
-			}
-			sort.Strings(gone)
-			gen.removedSince[from] = gone
 			c.shared.shareDelta(gen.diffDelta[from])
 		}
-		updated, removed = gen.diffDelta[from], gen.removedSince[from]
-	case len(held) == 0 && covers:
+		updated, removed = gen.diffDelta[from], c.removedSince(gen, held.whole)
+	case held.whole == nil && len(held.explicit) == 0 && covers:
 		// A new client taking everything: one shared list for all of them.
 		if gen.allDelta == nil {
 			gen.allDelta = make([]*discoveryv3.Resource, len(gen.names))
@@ -567,15 +700,15 @@ func (c *Cache) respondDelta(w *watch, gen *generation) bool {
 		for _, n := range gen.names {
 			e := gen.entries[n]
 			_, sub := subs[n]
-			if (sub || w.sub.IsWildcard()) && heldHash(held, n) != e.hash {
+			if (sub || w.sub.IsWildcard()) && held.hash(n) != e.hash {
 				updated = append(updated, &discoveryv3.Resource{Name: n, Version: e.hash, Resource: e.any})
 			}
 		}
-		for n := range held {
+		held.names(func(n string) {
 			if gen.entries[n] == nil {
 				removed = append(removed, n)
 			}
-		}
+		})
 		sort.Strings(removed)
 	}
 	if len(updated) == 0 && len(removed) == 0 {
@@ -583,14 +716,11 @@ func (c *Cache) respondDelta(w *watch, gen *generation) bool {
 	}
 	var next map[string]string
 	if covers {
-		// It now holds exactly this generation: say so, so that its
-		// next comparisons cost nothing.
-		next = c.heldMap(gen)
+		// It now holds exactly this generation.
+		next = wholeMap(gen)
 	} else {
-		next = maps.Clone(held)
-		if next == nil {
-			next = map[string]string{}
-		}
+		next = map[string]string{}
+		held.names(func(n string) { next[n] = held.hash(n) })
 		for _, r := range updated {
 			next[r.Name] = r.Version
 		}

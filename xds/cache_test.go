@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"sync"
@@ -234,8 +235,9 @@ func TestCacheSharesState(t *testing.T) {
 	if reflect.ValueOf(c1.sub.ReturnedResources()).UnsafePointer() == reflect.ValueOf(c2.sub.ReturnedResources()).UnsafePointer() {
 		t.Fatal("two explicit subscribers share one version map")
 	}
+	before := maps.Clone(c2.sub.ReturnedResources())
 	c1.sub.SetResourceSubscription([]string{"a"})
-	if len(c2.sub.ReturnedResources()) != 2 {
+	if !maps.Equal(before, c2.sub.ReturnedResources()) {
 		t.Fatalf("one client's unsubscription changed another's versions: %v", c2.sub.ReturnedResources())
 	}
 	// A client subscribed to a subset gets its own, small map.
@@ -374,10 +376,12 @@ func TestCacheDeltaResubscribe(t *testing.T) {
 	if r := dc.request(nil); len(r.GetResources()) != 2 {
 		t.Fatal(r)
 	}
+	// As go-control-plane's delta server does: apply the request's
+	// changes to the subscription, then create the watch with it.
 	dc.sub.UpdateResourceSubscriptions(nil, []string{"b"})
-	dc.request(nil)
+	dc.request(&cache.DeltaRequest{ResourceNamesUnsubscribe: []string{"b"}})
 	dc.sub.UpdateResourceSubscriptions([]string{"b"}, nil)
-	if r := dc.request(nil); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "b" {
+	if r := dc.request(&cache.DeltaRequest{ResourceNamesSubscribe: []string{"b"}}); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "b" {
 		t.Fatalf("re-subscribing to b: %v", r)
 	}
 }
@@ -543,5 +547,73 @@ func TestCacheDeltaManyClientsShareDiff(t *testing.T) {
 		if r := dc.request(nil); r != nil {
 			t.Fatalf("client %d: ACK answered: %v", i, r)
 		}
+	}
+}
+
+// TestCacheWholeGenerationMaps: a client that takes everything holds a
+// one-entry version map whatever the number of resources (the memory a
+// proxy costs), over SotW and delta, before and after a change; one that
+// falls so far behind that its generation left the lineage gets everything
+// again.
+func TestCacheWholeGenerationMaps(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	node := &corev3.Node{Id: "n1", Cluster: "web"}
+	key := NodeHash{}.ID(node)
+	ports := map[string]uint32{}
+	var all []string
+	for i := range 50 {
+		n := fmt.Sprintf("svc-%02d", i)
+		ports[n] = 1
+		all = append(all, n)
+	}
+	publish := func() {
+		t.Helper()
+		if err := c.SetSnapshot(ctx, key, edsSnapshot(t, ports)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish()
+	sotw := newCacheClient(t, c, resource.EndpointType, all...)
+	delta := newDeltaClient(t, c, node, all...)
+	if r := sotw.request(false); len(r.GetResources()) != 50 {
+		t.Fatalf("SotW initial: %d resources", len(r.GetResources()))
+	}
+	if r := delta.request(nil); len(r.GetResources()) != 50 {
+		t.Fatalf("delta initial: %d resources", len(r.GetResources()))
+	}
+	for _, m := range []map[string]string{sotw.sub.ReturnedResources(), delta.sub.ReturnedResources()} {
+		if len(m) != 1 {
+			t.Fatalf("a client holding all 50 resources has a %d-entry version map", len(m))
+		}
+	}
+	if sotw.request(false) != nil || delta.request(nil) != nil {
+		t.Fatal("an ACK was answered")
+	}
+	ports["svc-07"] = 2
+	publish()
+	if r := sotw.poll(); fmt.Sprint(names(r)) != "[svc-07]" {
+		t.Fatalf("SotW after one change: %v", names(r))
+	}
+	if r := delta.poll(); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "svc-07" {
+		t.Fatalf("delta after one change: %v", r)
+	}
+	if len(sotw.sub.ReturnedResources()) != 1 || len(delta.sub.ReturnedResources()) != 1 {
+		t.Fatalf("version maps after a change: %v, %v", sotw.sub.ReturnedResources(), delta.sub.ReturnedResources())
+	}
+
+	// The clients ACK only after the lineage moved on past what they hold.
+	for i := range lineageLen + 1 {
+		ports["svc-07"] = uint32(10 + i)
+		publish()
+	}
+	if r := sotw.request(false); len(r.GetResources()) != 50 {
+		t.Fatalf("SotW client whose generation left the lineage got %d resources, want all 50", len(r.GetResources()))
+	}
+	if r := delta.request(nil); len(r.GetResources()) != 50 {
+		t.Fatalf("delta client whose generation left the lineage got %d resources, want all 50", len(r.GetResources()))
+	}
+	if sotw.request(false) != nil || delta.request(nil) != nil {
+		t.Fatal("an ACK was answered")
 	}
 }
