@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -39,6 +40,7 @@ func (a *app) loadCommand() *cobra.Command {
 	f.Duration("sync-timeout", 2*time.Minute, "bound on the initial sync")
 	f.Duration("change-timeout", time.Minute, "bound on convergence after the change")
 	f.Duration("hold", 0, "keep the streams open, idle, this long after the run; streams dropped meanwhile are errors")
+	f.String("cpu-profile", "", "write the load generator's own CPU profile to this file (is the simulator, not the server, the bottleneck?)")
 	cmd.AddCommand(a.loadPopulateCommand(), a.loadBaselineCommand(), a.loadReportCommand())
 	return cmd
 }
@@ -62,6 +64,17 @@ func (a *app) loadRun(ctx context.Context) error {
 	change, err := a.changeFunc(m)
 	if err != nil {
 		return err
+	}
+	if path := a.v.GetString("cpu-profile"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer func() { _ = f.Close() }()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	res, err := loadgen.Run(ctx, loadgen.Config{
 		Target: a.v.GetString("xds-addr"), Proxies: a.v.GetInt("proxies"), Delta: a.v.GetBool("delta"),

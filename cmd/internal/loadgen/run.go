@@ -61,6 +61,11 @@ type Result struct {
 	Errors      []string      `json:"errors,omitempty"`
 }
 
+// envoyWindow is Envoy's default HTTP/2 stream and connection window
+// (http2_protocol_options initial_stream_window_size and
+// initial_connection_window_size).
+const envoyWindow = 256 << 20
+
 // Run connects the proxies, waits for their initial sync, then (when change
 // is not nil) applies the change and waits until every proxy saw it. It
 // returns when both phases are done or timed out; the streams are closed.
@@ -104,13 +109,21 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 		errs[err.Error()]++
 		failed++
 	}
+	codec, err := newLightCodec()
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	for i := range proxies {
 		p := newProxy(fmt.Sprintf("%s-%d", cfg.NodePrefix, i))
 		p.watch = cfg.Watch
 		proxies[i] = p
 		conn, err := grpc.NewClient(cfg.Target, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.ForceCodecV2(codec)),
+			// Envoy's default HTTP/2 windows (256 MiB per stream and
+			// connection): a real proxy does not make its control plane
+			// wait for window updates mid-response.
+			grpc.WithInitialWindowSize(envoyWindow), grpc.WithInitialConnWindowSize(envoyWindow))
 		if err != nil {
 			return nil, fmt.Errorf("connecting to %s: %w", cfg.Target, err)
 		}
