@@ -294,6 +294,23 @@ type watch struct {
 	dout chan cache.DeltaResponse
 }
 
+// trimRequest drops the resource names (a thousand, for a proxy's EDS) from
+// the request a watch keeps until it is answered, which can be long: they
+// were read by now, and nothing after needs them (go-control-plane reads
+// only the type of a response's request).
+func (w *watch) trimRequest() {
+	if r := w.req; r != nil {
+		w.req = &discoveryv3.DiscoveryRequest{
+			VersionInfo: r.VersionInfo, Node: r.Node, TypeUrl: r.TypeUrl, ResponseNonce: r.ResponseNonce, ErrorDetail: r.ErrorDetail,
+		}
+	}
+	if r := w.dreq; r != nil {
+		w.dreq = &discoveryv3.DeltaDiscoveryRequest{
+			Node: r.Node, TypeUrl: r.TypeUrl, ResponseNonce: r.ResponseNonce, ErrorDetail: r.ErrorDetail,
+		}
+	}
+}
+
 // NewCache returns an empty cache.
 func NewCache(log *slog.Logger) *Cache {
 	if log == nil {
@@ -473,6 +490,7 @@ func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
 		c.mu.Unlock()
 		normalize(w, markKey, whole)
 	}
+	w.trimRequest()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.groups[key]
