@@ -257,6 +257,12 @@ func resolveRoutes(svc Resolved, svcDoc, meshDoc *Document, serviceRetries []*Re
 		} else {
 			rr.Retry = cloneRetry(svc.Retry)
 		}
+		if rr.Timeout > 0 && rr.Retry.PerTryTimeout > rr.Timeout {
+			// Inherited from a level with a longer timeout (one level's
+			// own perTryTimeout ≤ timeout is checked when parsing): it
+			// could never fire, so it is not passed on as if it could.
+			rr.Retry.PerTryTimeout = 0
+		}
 		if rs.RateLimit != nil {
 			rr.RateLimit, rr.OwnRateLimit = *rs.RateLimit, true
 		} else {

@@ -309,3 +309,35 @@ func TestHash(t *testing.T) {
 		t.Errorf("Hash ignores the service name")
 	}
 }
+
+// TestResolveRouteTimeoutBoundsInheritedPerTry: a route that sets a shorter
+// timeout than the per-try timeout it inherits does not keep that per-try
+// timeout (it could never fire; the route's timeout ends the request
+// first), while a route whose timeout leaves room keeps it.
+func TestResolveRouteTimeoutBoundsInheritedPerTry(t *testing.T) {
+	set := mustLoad(t, "web.yaml", svc(
+		"  timeout: 10s",
+		"  retry: {attempts: 3, perTryTimeout: 2s}",
+		"  routes:",
+		"    - match: {pathPrefix: /fast}",
+		"      timeout: 500ms",
+		"    - match: {pathPrefix: /fastretry}",
+		"      timeout: 1s",
+		"      retry: {attempts: 5}",
+		"    - match: {pathPrefix: /roomy}",
+		"      timeout: 5s",
+	))
+	byPrefix := map[string]ResolvedRoute{}
+	for _, r := range set.Resolve("web").Routes {
+		byPrefix[r.Match.PathPrefix] = r
+	}
+	for prefix, want := range map[string]struct {
+		attempts uint32
+		perTry   time.Duration
+	}{"/fast": {3, 0}, "/fastretry": {5, 0}, "/roomy": {3, 2 * time.Second}} {
+		r := byPrefix[prefix]
+		if r.Retry.Attempts != want.attempts || r.Retry.PerTryTimeout != want.perTry {
+			t.Errorf("%s (timeout %s): attempts %d, perTryTimeout %s; want %d, %s", prefix, r.Timeout, r.Retry.Attempts, r.Retry.PerTryTimeout, want.attempts, want.perTry)
+		}
+	}
+}
