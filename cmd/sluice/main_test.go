@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -72,15 +73,10 @@ func TestServeRejectsBadInput(t *testing.T) {
 	}
 }
 
-// TestConfigPrecedence: flags override SLUICE_* env vars, which override the
-// config file.
-func TestConfigPrecedence(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(cfg, []byte("registry-file: from-file.yaml\nxds-addr: 127.0.0.1:1\nadmin-addr: 127.0.0.1:2\ndebounce: 50ms\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("SLUICE_XDS_ADDR", "127.0.0.1:3")
-	t.Setenv("SLUICE_ADMIN_ADDR", "127.0.0.1:5")
+// serveOptionsOf parses `sluice serve args...` (with the environment as it
+// is) into the options serve would run with, without running it.
+func serveOptionsOf(t *testing.T, args ...string) serveOptions {
+	t.Helper()
 	a := newApp(&bytes.Buffer{}, &bytes.Buffer{})
 	root := a.rootCommand()
 	serve, _, err := root.Find([]string{"serve"})
@@ -92,10 +88,23 @@ func TestConfigPrecedence(t *testing.T) {
 		got, err = a.serveOptions()
 		return err
 	}
-	root.SetArgs([]string{"serve", "--config", cfg, "--admin-addr", "127.0.0.1:4"})
+	root.SetArgs(append([]string{"serve"}, args...))
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
+	return got
+}
+
+// TestConfigPrecedence: flags override SLUICE_* env vars, which override the
+// config file.
+func TestConfigPrecedence(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("registry-file: from-file.yaml\nxds-addr: 127.0.0.1:1\nadmin-addr: 127.0.0.1:2\ndebounce: 50ms\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SLUICE_XDS_ADDR", "127.0.0.1:3")
+	t.Setenv("SLUICE_ADMIN_ADDR", "127.0.0.1:5")
+	got := serveOptionsOf(t, "--config", cfg, "--admin-addr", "127.0.0.1:4")
 	if got.registries.registryFile != "from-file.yaml" {
 		t.Errorf("registry file %q, want the config file's", got.registries.registryFile)
 	}
@@ -268,5 +277,23 @@ func TestCertReloader(t *testing.T) {
 	}
 	if c, err := r.get(nil); err != nil || name(c) != "renewed" {
 		t.Fatalf("after a broken renewal: %v %v, want the previous certificate", c, err)
+	}
+}
+
+// TestConsulExcludeFlag: by default the Consul servers' own service is left
+// out; the flag replaces the list, and an empty value serves everything.
+func TestConsulExcludeFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "[consul]"},
+		{[]string{"--consul-exclude-service", "vault", "--consul-exclude-service", "nomad"}, "[vault nomad]"},
+		{[]string{"--consul-exclude-service="}, "[]"},
+	} {
+		got := serveOptionsOf(t, append([]string{"--consul-addr", "127.0.0.1:8500"}, tc.args...)...)
+		if s := fmt.Sprint(got.registries.consul.Exclude); s != tc.want {
+			t.Errorf("%v: excluded %s, want %s", tc.args, s, tc.want)
+		}
 	}
 }

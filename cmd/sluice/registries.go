@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -48,6 +49,7 @@ func addRegistryFlags(f *pflag.FlagSet) {
 	f.String("consul-token", "", "Consul ACL token (prefer SLUICE_CONSUL_TOKEN over the flag)")
 	f.String("consul-datacenter", "", "Consul datacenter to watch (default: the agent's)")
 	f.StringSlice("consul-tag", nil, "only serve Consul instances that have all of these tags (repeatable)")
+	f.StringSlice("consul-exclude-service", []string{consul.ConsulServiceName}, "Consul services never to serve (repeatable; the default leaves out the servers' own service; --consul-exclude-service= serves everything)")
 	f.String("consul-ca", "", "CA certificate (PEM) that signed the Consul agent's HTTPS certificate")
 	f.String("consul-cert", "", "client certificate (PEM) for Consul agents that verify incoming HTTPS")
 	f.String("consul-key", "", "client key (PEM) for --consul-cert")
@@ -100,6 +102,7 @@ func (a *app) registryOptions() (registryOptions, error) {
 		cfg.Token = a.v.GetString("consul-token")
 		cfg.Datacenter = a.v.GetString("consul-datacenter")
 		cfg.Tags = a.v.GetStringSlice("consul-tag")
+		cfg.Exclude = slices.DeleteFunc(slices.Clone(a.v.GetStringSlice("consul-exclude-service")), func(s string) bool { return s == "" })
 		cfg.WarningIsHealthy = a.v.GetBool("consul-warning-healthy")
 		cfg.TLS = consul.TLSConfig{
 			CAFile: a.v.GetString("consul-ca"), CertFile: a.v.GetString("consul-cert"),
@@ -141,6 +144,7 @@ func consulFlagError(err error) error {
 		{"consul: TLS", "--consul-ca/--consul-cert/--consul-key"},
 		{"consul: Address", "--consul-addr"},
 		{"consul: Tags", "--consul-tag"},
+		{"consul: Exclude", "--consul-exclude-service"},
 	} {
 		if strings.HasPrefix(msg, r[0]) {
 			return fmt.Errorf("%s%s", r[1], strings.TrimPrefix(msg, r[0]))

@@ -213,8 +213,14 @@ func (a *testAgent) Stop() {
 // Client returns an API client for the agent.
 func (a *testAgent) Client() *api.Client {
 	a.tb.Helper()
+	return a.ClientAs("")
+}
+
+// ClientAs returns an API client for the agent that uses an ACL token.
+func (a *testAgent) ClientAs(token string) *api.Client {
+	a.tb.Helper()
 	cfg := api.DefaultConfig()
-	cfg.Address, cfg.Token = a.Addr, ""
+	cfg.Address, cfg.Token = a.Addr, token
 	cl, err := api.NewClient(cfg)
 	if err != nil {
 		a.tb.Fatal(err)

@@ -43,6 +43,10 @@ type Config struct {
 	TLS TLSConfig
 	// Tags, when set, serve only instances that carry every one of them.
 	Tags []string
+	// Exclude names services that are never served. DefaultConfig
+	// excludes "consul", the servers' own service (their RPC port, which
+	// no proxy routes to).
+	Exclude []string
 	// WarningIsHealthy decides what a "warning" check status means. True
 	// (DefaultConfig, and Consul's own xDS) serves the instance, weighted
 	// by Weights.Warning; false marks it unhealthy.
@@ -98,10 +102,13 @@ func (t TLSConfig) enabled() bool {
 }
 
 // DefaultConfig returns the recommended settings: the local agent, warning
-// counted as healthy, the default tuning.
+// counted as healthy, Consul's own service left out, the default tuning.
 func DefaultConfig() Config {
-	return Config{WarningIsHealthy: true}
+	return Config{WarningIsHealthy: true, Exclude: []string{ConsulServiceName}}
 }
+
+// ConsulServiceName is the service Consul servers register for themselves.
+const ConsulServiceName = "consul"
 
 // normalize validates c and fills in defaults. Errors name the field.
 func (c Config) normalize() (Config, error) {
@@ -111,14 +118,13 @@ func (c Config) normalize() (Config, error) {
 	if strings.HasPrefix(c.Address, "http://") && c.TLS.enabled() {
 		return c, fmt.Errorf("consul: Address: %q is plaintext (http://) but TLS is configured; use https:// or host:port", c.Address)
 	}
-	tags := make([]string, 0, len(c.Tags))
-	for i, t := range c.Tags {
-		if t == "" {
-			return c, fmt.Errorf("consul: Tags[%d]: empty tag", i)
-		}
-		tags = append(tags, t)
+	var err error
+	if c.Tags, err = nonEmpty("Tags", "tag", c.Tags); err != nil {
+		return c, err
 	}
-	c.Tags = tags
+	if c.Exclude, err = nonEmpty("Exclude", "service name", c.Exclude); err != nil {
+		return c, err
+	}
 	for _, d := range []struct {
 		name string
 		v    *time.Duration
@@ -189,4 +195,17 @@ func (c Config) client() (*api.Client, error) {
 		return nil, fmt.Errorf("consul: client for %q: %w", ac.Address, err)
 	}
 	return cl, nil
+}
+
+// nonEmpty returns a copy of vals (so the caller's slice is never shared),
+// refusing empty entries.
+func nonEmpty(field, what string, vals []string) ([]string, error) {
+	out := make([]string, 0, len(vals))
+	for i, v := range vals {
+		if v == "" {
+			return nil, fmt.Errorf("consul: %s[%d]: empty %s", field, i, what)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }

@@ -259,6 +259,7 @@ func TestConfigValidation(t *testing.T) {
 		{"cert without key", Config{TLS: TLSConfig{CertFile: "c.pem"}}, "CertFile and TLS.KeyFile"},
 		{"http with tls", Config{Address: "http://x:8500", TLS: TLSConfig{CAFile: "ca.pem"}}, "plaintext"},
 		{"empty tag", Config{Tags: []string{"a", ""}}, "Tags[1]"},
+		{"empty excluded service", Config{Exclude: []string{"consul", ""}}, "Exclude[1]"},
 		{"negative", Config{WaitTime: -time.Second}, "WaitTime"},
 		{"wait too long", Config{WaitTime: 11 * time.Minute}, "10m"},
 		{"retry order", Config{RetryMin: time.Second, RetryMax: time.Millisecond}, "RetryMax"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -78,14 +79,40 @@ func (s *Source) blocking(ctx context.Context, index uint64) (*api.QueryOptions,
 	return q.WithContext(ctx), cancel
 }
 
-func (s *Source) queryServices(ctx context.Context, index uint64) (map[string][]string, uint64, error) {
+// serviceList is the service catalog: each service's tags, and whether
+// Consul left out services the token may not read.
+type serviceList struct {
+	tags     map[string][]string
+	filtered bool
+}
+
+// errACLHidesAll says the token can read none of the services sluice would
+// serve. An ACL change (a policy detached, a token expired) answers every
+// query with an empty, successful list; taken at face value it would remove
+// every Consul endpoint from every proxy, so it counts as losing the
+// registry: the last catalog stays in effect and the source is stale.
+var errACLHidesAll = errors.New("consul filtered every service out of the catalog by ACLs: the token lacks service:read; keeping the last catalog")
+
+func (s *Source) queryServices(ctx context.Context, index uint64) (serviceList, uint64, error) {
 	q, cancel := s.blocking(ctx, index)
 	defer cancel()
 	v, meta, err := s.client.Catalog().Services(q)
 	if err != nil {
-		return nil, 0, err
+		return serviceList{}, 0, err
 	}
-	return v, meta.LastIndex, nil
+	if meta.ResultsFilteredByACLs {
+		visible := false
+		for n := range v {
+			if !slices.Contains(s.cfg.Exclude, n) {
+				visible = true
+				break
+			}
+		}
+		if !visible {
+			return serviceList{}, 0, errACLHidesAll
+		}
+	}
+	return serviceList{tags: v, filtered: meta.ResultsFilteredByACLs}, meta.LastIndex, nil
 }
 
 func (s *Source) queryNonPassing(ctx context.Context, index uint64) ([]*api.HealthCheck, uint64, error) {

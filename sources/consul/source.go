@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -119,16 +120,19 @@ type session struct {
 	s   *Source
 	pub *publisher
 
-	catalog *latest[map[string][]string]
+	catalog *latest[serviceList]
 	checks  *latest[[]*api.HealthCheck]
 	nodes   *latest[[]*api.Node]
 
 	// services is the catalog's last answer (name → union of tags); nil
 	// until the first.
-	services   map[string][]string
-	nonPassing map[checkKey]checkState // nil until the first answer
-	nodeInfo   map[string]nodeState    // nil until the first answer
-	views      map[string]mapped       // services read so far
+	services map[string][]string
+	// aclFiltered says Consul left services the token may not read out
+	// of that answer.
+	aclFiltered bool
+	nonPassing  map[checkKey]checkState // nil until the first answer
+	nodeInfo    map[string]nodeState    // nil until the first answer
+	views       map[string]mapped       // services read so far
 
 	dirty      map[string]bool // services to re-read
 	full       bool            // every service to re-read
@@ -160,7 +164,7 @@ func (s *Source) session(ctx context.Context, pub *publisher) (synced bool, err 
 
 	ss := &session{
 		s: s, pub: pub,
-		catalog: newLatest[map[string][]string](),
+		catalog: newLatest[serviceList](),
 		checks:  newLatest[[]*api.HealthCheck](),
 		nodes:   newLatest[[]*api.Node](),
 		views:   map[string]mapped{},
@@ -240,10 +244,13 @@ func (s *Source) session(ctx context.Context, pub *publisher) (synced bool, err 
 	}
 }
 
-func (ss *session) applyCatalog(u update[map[string][]string]) {
-	ss.services = u.value
+func (ss *session) applyCatalog(u update[serviceList]) {
+	ss.services = u.value.tags
 	if ss.services == nil {
 		ss.services = map[string][]string{}
+	}
+	if ss.aclFiltered != u.value.filtered {
+		ss.aclFiltered, ss.unsent = u.value.filtered, true
 	}
 	for name := range ss.views {
 		if !ss.wanted(name) {
@@ -332,7 +339,7 @@ func (ss *session) wanted(name string) bool {
 // filter, the union of its instances' tags holds every wanted tag.
 func (ss *session) selected(name string) bool {
 	tags, ok := ss.services[name]
-	if !ok {
+	if !ok || slices.Contains(ss.s.cfg.Exclude, name) {
 		return false
 	}
 	for _, want := range ss.s.cfg.Tags {
@@ -415,6 +422,14 @@ func (ss *session) applyBatch(r batchResult) {
 // publish sends the current State if it changed.
 func (ss *session) publish(ctx context.Context) error {
 	st := &sources.State{Services: []sources.Service{}}
+	if ss.aclFiltered {
+		st.Diagnostics = append(st.Diagnostics, sources.Diagnostic{
+			Severity: sources.SeverityWarning,
+			Source:   SourceName,
+			Location: "consul:catalog/services",
+			Message:  "Consul filtered services the ACL token may not read out of the catalog; they are not served (grant service:read on them)",
+		})
+	}
 	for name := range ss.services {
 		if ss.selected(name) && !sources.ValidServiceName(name) {
 			st.Diagnostics = append(st.Diagnostics, invalidName(name))

@@ -26,6 +26,19 @@ func registerTTL(t *testing.T, cl *api.Client, reg *api.AgentServiceRegistration
 	}
 }
 
+// TestExcludeNothing: with no exclusions, the servers' own "consul"
+// service is read like any other.
+func TestExcludeNothing(t *testing.T) {
+	a := startAgent(t)
+	cfg := testConfig(t, a)
+	cfg.Exclude = nil
+	c := runSource(t, cfg)
+	c.waitState("the agent's own consul service", wait, func(st *sources.State) bool {
+		s := service(st, ConsulServiceName)
+		return s != nil && len(s.Instances) == 1
+	})
+}
+
 func TestTTLChecksLifecycle(t *testing.T) {
 	a := startAgent(t)
 	cl := a.Client()
@@ -39,8 +52,8 @@ func TestTTLChecksLifecycle(t *testing.T) {
 	if in.Source != SourceName || in.Origin != "consul:service/web/web-1" || in.Weight != 1 {
 		t.Errorf("instance = %+v, want source consul, origin consul:service/web/web-1, weight 1", *in)
 	}
-	if s := service(st, "consul"); s == nil || len(s.Instances) != 1 {
-		t.Errorf("the agent's own consul service is missing: %s", describe(st))
+	if s := service(st, ConsulServiceName); s != nil {
+		t.Errorf("the agent's own consul service is served by default: %s", describe(st))
 	}
 
 	if err := cl.Agent().UpdateTTL("ttl-web-1", "boom", api.HealthCritical); err != nil {
@@ -309,4 +322,59 @@ func TestTagFilter(t *testing.T) {
 	// Tagging another instance brings it in.
 	registerTTL(t, cl, &api.AgentServiceRegistration{ID: "b-1", Name: "b", Address: "127.0.0.1", Port: 8003, Tags: []string{"prod"}}, api.HealthPassing)
 	c.waitState("b-1 once tagged prod", wait, healthIs("b", map[string]sources.Health{"127.0.0.1:8003": sources.HealthHealthy}))
+}
+
+// TestACLFiltering runs an agent with default-deny ACLs. A token that may
+// read only some services gets those, with a warning that others were
+// filtered out; once the token may read none, Consul's empty (and
+// successful) answer is taken as losing the registry, not as an empty
+// catalog: the source reports an error and sends no State, so the last
+// catalog stays in effect.
+func TestACLFiltering(t *testing.T) {
+	a := startAgent(t, "-hcl", `acl { enabled = true, default_policy = "deny", tokens { initial_management = "root" } }`)
+	admin := a.ClientAs("root")
+	registerTTL(t, admin, &api.AgentServiceRegistration{ID: "web-1", Name: "web", Address: "127.0.0.1", Port: 9001}, api.HealthPassing)
+	registerTTL(t, admin, &api.AgentServiceRegistration{ID: "db-1", Name: "db", Address: "127.0.0.1", Port: 5432}, api.HealthPassing)
+	pol, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: "read-web", Rules: `service "web" { policy = "read" }
+node_prefix "" { policy = "read" }`}, nil)
+	if err != nil {
+		t.Fatalf("creating policy: %v", err)
+	}
+	tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+	if err != nil {
+		t.Fatalf("creating token: %v", err)
+	}
+
+	cfg := testConfig(t, a)
+	cfg.Token = tok.SecretID
+	// ACL changes do not end a blocking query; a short wait re-reads soon.
+	cfg.WaitTime = 500 * time.Millisecond
+	c := runSource(t, cfg)
+	st := c.waitState("web, the one readable service", wait, healthIs("web", map[string]sources.Health{"127.0.0.1:9001": sources.HealthHealthy}))
+	if service(st, "db") != nil {
+		t.Errorf("db is served although the token may not read it: %s", describe(st))
+	}
+	warned := false
+	for _, d := range st.Diagnostics {
+		warned = warned || d.Severity == sources.SeverityWarning && d.Location == "consul:catalog/services" && strings.Contains(d.Message, "service:read")
+	}
+	if !warned {
+		t.Errorf("no warning that Consul filtered services by ACLs: %+v", st.Diagnostics)
+	}
+
+	before := c.count()
+	pol.Rules = `node_prefix "" { policy = "read" }`
+	if _, _, err := admin.ACL().PolicyUpdate(pol, nil); err != nil {
+		t.Fatalf("updating policy: %v", err)
+	}
+	errAt := c.waitEvent("an Err once the token may read no service", before, wait, func(ev sources.Event) bool { return ev.Err != nil })
+	evs, _ := c.snapshot()
+	if !strings.Contains(evs[errAt].Err.Error(), "ACL") {
+		t.Errorf("Err = %v, want it to name ACLs", evs[errAt].Err)
+	}
+	for i, ev := range evs[before:] {
+		if ev.State != nil && service(ev.State, "web") == nil {
+			t.Fatalf("event %d is a State without web (%s); want the last catalog kept", before+i, describe(ev.State))
+		}
+	}
 }
