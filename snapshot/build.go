@@ -43,7 +43,6 @@ type built struct {
 
 type resourceFacts struct {
 	name string
-	hash [sha256.Size]byte
 	// mix is this resource's term of its type's version: a hash of its
 	// name and content.
 	mix [2]uint64
@@ -124,6 +123,12 @@ func (b *Builder) facts(typ resource.Type, items []types.Resource) (*built, erro
 		}
 		cur = sorted
 	}
+	for i := 1; i < len(cur.facts); i++ {
+		if cur.facts[i].name == cur.facts[i-1].name {
+			// The snapshot indexes by name: one of them would be lost.
+			return nil, fmt.Errorf("%q is listed twice", cur.facts[i].name)
+		}
+	}
 	return cur, nil
 }
 
@@ -145,13 +150,13 @@ func newFacts(typ resource.Type, r types.Resource) (*resourceFacts, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshalling %q: %w", f.name, err)
 	}
-	f.hash = sha256.Sum256(data)
+	content := sha256.Sum256(data)
 	h := sha256.New()
 	var lenbuf [8]byte
 	putLen(lenbuf[:], len(f.name))
 	h.Write(lenbuf[:])
 	h.Write([]byte(f.name))
-	h.Write(f.hash[:])
+	h.Write(content[:])
 	sum := h.Sum(nil)
 	f.mix = [2]uint64{binary.LittleEndian.Uint64(sum), binary.LittleEndian.Uint64(sum[8:])}
 	switch typ {

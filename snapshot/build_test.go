@@ -241,3 +241,16 @@ func TestCheckReferences(t *testing.T) {
 		})
 	}
 }
+
+// TestBuildRejectsDuplicateNames: two resources of one type with the same
+// name are an error naming it (the snapshot is indexed by name, so one of
+// them would silently be lost).
+func TestBuildRejectsDuplicateNames(t *testing.T) {
+	rs := map[resource.Type][]types.Resource{
+		resource.ClusterType:  {envoy.EDSCluster("a", time.Second)},
+		resource.EndpointType: {&endpointv3.ClusterLoadAssignment{ClusterName: "a"}, &endpointv3.ClusterLoadAssignment{ClusterName: "a"}},
+	}
+	if _, err := Build(rs); err == nil || !strings.Contains(err.Error(), `"a" is listed twice`) {
+		t.Fatalf("Build = %v, want an error saying a is listed twice", err)
+	}
+}

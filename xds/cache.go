@@ -107,9 +107,13 @@ type generation struct {
 }
 
 // lineage is the recent generations of one type of one group, oldest
-// first. A client holding a generation that fell out of it is treated as
-// holding nothing and gets everything again: correct, only wasteful, and
-// only for a client that did not take a response for lineageLen changes.
+// first: a new one is made only when the type's content changes. It
+// resolves the generation mark of a client's request; a watch keeps the
+// generation it resolved, so an open watch never depends on it. A request
+// whose generation fell out of it (the client did not take a response for
+// lineageLen changes of that type, or its group was dropped and made again)
+// is answered with everything over state of the world, and over delta
+// ends the stream (errLostTrack) so that the client resynchronises.
 type lineage struct {
 	gens []*generation
 }
@@ -143,58 +147,48 @@ type entry struct {
 
 // What a client holds of a type is kept in its version map, which
 // go-control-plane stores with its stream and hands back with each request;
-// the server edits it (it deletes the names a client stops naming), so no
-// map is ever shared between clients. Two forms:
+// the server edits it (it deletes the names a client stops naming, and
+// blanks the version of a name a delta wildcard client unsubscribes from),
+// so no map is ever shared between clients. Two forms:
 //
 //   - explicit: name → content hash of each resource the client holds;
-//   - whole generation: one entry, the generation's first name, whose
-//     version carries the mark "@<generation id>": the client holds every
-//     resource of that generation (see lineage). This is the common case
-//     (every proxy of a group subscribes to everything) and it makes a
-//     response and an ACK cost the same for 10 resources as for 10,000,
-//     and a proxy's version maps a few bytes instead of a copy per name.
+//   - whole generation: the client holds every resource of one generation
+//     (see lineage), said by a few marked entries: markKey, which no
+//     resource is named and go-control-plane therefore only deletes when a
+//     state-of-the-world client names resources explicitly, and the
+//     generation's first and last names, whose versions carry the mark
+//     "@<generation id>" after their hash. This is the common case (every
+//     proxy of a group subscribes to everything): a response then costs
+//     the same for 10 resources as for 10,000, and a proxy's version maps
+//     are a few entries instead of a copy per name.
 //
-// Before a request is answered, normalize turns a whole-generation map
-// whose client changed its subscription into the explicit form.
-const genSep = "@"
+// Before a request is answered, normalize resolves the mark and turns a
+// whole-generation map whose client changed its subscription (or next to
+// which go-control-plane wrote something) into the explicit form.
+const (
+	genSep  = "@"
+	markKey = "\x00sluice/generation"
+)
 
 // wholeMap is the version map of a client that holds all of gen.
 func wholeMap(gen *generation) map[string]string {
-	if len(gen.names) == 0 {
-		return map[string]string{}
+	m := genSep + strconv.FormatInt(gen.id, 10)
+	held := map[string]string{markKey: m}
+	if n := len(gen.names); n > 0 {
+		for _, name := range []string{gen.names[0], gen.names[n-1]} {
+			held[name] = gen.entries[name].hash + m
+		}
 	}
-	first := gen.names[0]
-	return map[string]string{first: gen.entries[first].hash + genSep + strconv.FormatInt(gen.id, 10)}
+	return held
 }
 
-// holding is what a client holds, read from its version map.
+// holding is what a client holds.
 type holding struct {
 	// whole is the generation the client holds all of; nil when its map
 	// is explicit.
 	whole *generation
 	// explicit is the map itself, when whole is nil.
 	explicit map[string]string
-}
-
-// readHeld reads a version map; gen is the current generation of the type,
-// whose lineage resolves a whole-generation mark.
-func readHeld(gen *generation, held map[string]string) holding {
-	if len(held) == 1 {
-		for _, v := range held {
-			if i := strings.Index(v, genSep); i >= 0 {
-				id, err := strconv.ParseInt(v[i+len(genSep):], 10, 64)
-				if err == nil && gen != nil {
-					if whole := gen.lineage.find(id); whole != nil {
-						return holding{whole: whole}
-					}
-				}
-				// A generation that fell out of the lineage: nothing
-				// the client holds can be compared.
-				return holding{explicit: map[string]string{}}
-			}
-		}
-	}
-	return holding{explicit: held}
 }
 
 // hash is the version of n the client holds, "" if none.
@@ -221,58 +215,86 @@ func (h holding) names(f func(string)) {
 	}
 }
 
-// markOf finds the generation mark in a version map.
-func markOf(held map[string]string) (key string, id int64, ok bool) {
-	for k, v := range held {
-		if i := strings.Index(v, genSep); i >= 0 {
-			id, err := strconv.ParseInt(v[i+len(genSep):], 10, 64)
-			return k, id, err == nil
+// markOf finds the generation mark in a version map. ok is false when
+// there is none; consistent is false when marks disagree or do not parse,
+// or when unmarked entries sit next to them.
+func markOf(held map[string]string) (id int64, ok, consistent bool) {
+	consistent = true
+	for _, v := range held {
+		i := strings.Index(v, genSep)
+		if i < 0 {
+			consistent = false
+			continue
 		}
+		got, err := strconv.ParseInt(v[i+len(genSep):], 10, 64)
+		if err != nil || ok && got != id {
+			consistent = false
+		}
+		id, ok = got, true
 	}
-	return "", 0, false
+	return id, ok, consistent
 }
+
+// errLostTrack ends a delta stream whose client's holdings can no longer be
+// worked out (it fell too far behind, or its group was dropped and made
+// again): the client reconnects and says what it holds
+// (initial_resource_versions), instead of being told too little about what
+// went away.
+var errLostTrack = errors.New("xds: lost track of the resources this client holds; reconnect to resynchronise")
 
 // normalize runs before a request is answered, in the stream's goroutine,
 // which owns the client's version map until the watch is open (and
-// outside the cache's lock: it may read the whole subscription). A client
-// holding a whole generation (whole; nil if it fell out of the lineage)
-// that no longer subscribes to all of it (or, over delta, whose request
-// changed its subscription) gets the explicit form, so that it is not
-// taken to hold what it dropped: a resource it names again must be sent
-// again.
-func normalize(w *watch, markKey string, whole *generation) {
+// outside the cache's lock: it may read the whole subscription). whole is
+// the generation the map's mark names (nil when there is no mark, or it
+// names a generation no longer known). It returns what the client holds:
+// the whole generation while the client still subscribes to all of it and
+// go-control-plane wrote nothing next to the mark; otherwise the map in
+// its explicit form, so that the client is not taken to hold what it
+// dropped (a resource it names again must be sent again).
+func normalize(w *watch, whole *generation, marked, consistent bool) (holding, error) {
 	held := w.sub.ReturnedResources()
+	if !marked {
+		return holding{explicit: held}, nil
+	}
+	if whole == nil {
+		if w.dreq != nil {
+			return holding{}, errLostTrack
+		}
+		// Over state of the world the client is simply sent everything it
+		// names again; for full-state types that also says what is gone.
+		clear(held)
+		return holding{explicit: held}, nil
+	}
 	subs := w.sub.SubscribedResources()
-	changed := len(held) != 1 || whole == nil
-	if !changed && w.dreq != nil {
-		changed = len(w.dreq.GetResourceNamesSubscribe()) > 0 || len(w.dreq.GetResourceNamesUnsubscribe()) > 0 ||
+	expand := !consistent
+	if !expand && w.dreq != nil {
+		expand = len(w.dreq.GetResourceNamesSubscribe()) > 0 || len(w.dreq.GetResourceNamesUnsubscribe()) > 0 ||
 			len(w.dreq.GetInitialResourceVersions()) > 0
 	}
-	if !changed && w.dreq == nil && !w.sub.IsWildcard() {
+	if !expand && w.dreq == nil && !w.sub.IsWildcard() {
 		// A state-of-the-world request names everything it wants; a
-		// client that stopped naming something has dropped it.
+		// client that stopped naming something has dropped it. (This is
+		// the one per-name cost of an ACK.)
 		for _, n := range whole.names {
 			if _, ok := subs[n]; !ok {
-				changed = true
+				expand = true
 				break
 			}
 		}
 	}
-	if !changed {
-		return
+	if !expand {
+		return holding{whole: whole}, nil
 	}
 	overrule := map[string]string{}
 	for k, v := range held {
-		if k != markKey {
+		if k != markKey && !strings.Contains(v, genSep) {
 			overrule[k] = v
 		}
 	}
 	clear(held)
-	if whole != nil {
-		for _, n := range whole.names {
-			if _, ok := subs[n]; ok || w.sub.IsWildcard() {
-				held[n] = whole.entries[n].hash
-			}
+	for _, n := range whole.names {
+		if _, ok := subs[n]; ok || w.sub.IsWildcard() {
+			held[n] = whole.entries[n].hash
 		}
 	}
 	// What go-control-plane wrote next to the mark wins: over delta it
@@ -281,11 +303,15 @@ func normalize(w *watch, markKey string, whole *generation) {
 	for k, v := range overrule {
 		held[k] = v
 	}
+	return holding{explicit: held}, nil
 }
 
 type watch struct {
 	typeURL string
 	sub     cache.Subscription
+	// held is what the client holds, worked out when the watch was made
+	// (nothing changes it while the watch is open).
+	held holding
 	// SotW
 	req *discoveryv3.DiscoveryRequest
 	out chan cache.Response
@@ -355,11 +381,15 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnap
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, old := range g.types {
-		c.forget(old)
+	for url, old := range g.types {
+		if next[url] != old {
+			c.forget(old)
+		}
 	}
-	for _, gen := range next {
-		gen.lineage.add(gen)
+	for url, gen := range next {
+		if gen != prev[url] {
+			gen.lineage.add(gen)
+		}
 	}
 	g.snap, g.types = snap, next
 	for id, w := range g.watches {
@@ -418,8 +448,24 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 	gen.namesID = gen.id
 	if prev != nil && slices.Equal(prev.names, gen.names) {
 		gen.namesID = prev.namesID
+		if sameContent(prev, gen) {
+			// Nothing changed: the clients holding prev hold this, and
+			// the lineage only moves on when content does.
+			return prev, nil
+		}
 	}
 	return gen, nil
+}
+
+// sameContent reports whether two generations with the same names have the
+// same content.
+func sameContent(a, b *generation) bool {
+	for n, e := range b.entries {
+		if a.entries[n].hash != e.hash {
+			return false
+		}
+	}
+	return true
 }
 
 // forget drops the shared encodings of a generation that was replaced;
@@ -481,15 +527,20 @@ func (c *Cache) Fetch(context.Context, *cache.Request) (cache.Response, error) {
 
 func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
 	key := c.hash.ID(node)
-	if markKey, id, ok := markOf(w.sub.ReturnedResources()); ok {
-		var whole *generation
+	id, marked, consistent := markOf(w.sub.ReturnedResources())
+	var whole *generation
+	if marked {
 		c.mu.Lock()
 		if g := c.groups[key]; g != nil && g.types[w.typeURL] != nil {
 			whole = g.types[w.typeURL].lineage.find(id)
 		}
 		c.mu.Unlock()
-		normalize(w, markKey, whole)
 	}
+	held, err := normalize(w, whole, marked, consistent)
+	if err != nil {
+		return nil, err
+	}
+	w.held = held
 	w.trimRequest()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -502,11 +553,11 @@ func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
 		return func() {}, nil
 	}
 	c.nextID++
-	id := c.nextID
-	g.watches[id] = w
+	wid := c.nextID
+	g.watches[wid] = w
 	return func() {
 		c.mu.Lock()
-		delete(g.watches, id)
+		delete(g.watches, wid)
 		c.mu.Unlock()
 	}, nil
 }
@@ -518,7 +569,7 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 	if gen == nil {
 		return false
 	}
-	held := readHeld(gen, w.sub.ReturnedResources())
+	held := w.held
 	if w.dout != nil {
 		return c.respondDelta(w, gen, held)
 	}

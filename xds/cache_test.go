@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -100,12 +102,13 @@ type deltaClient struct {
 	t    *testing.T
 	c    *Cache
 	node *corev3.Node
+	typ  string
 	sub  stream.Subscription
 	out  chan cache.DeltaResponse
 }
 
 func newDeltaClient(t *testing.T, c *Cache, node *corev3.Node, names ...string) *deltaClient {
-	return &deltaClient{t: t, c: c, node: node, sub: stream.NewDeltaSubscription(names, nil, nil, false), out: make(chan cache.DeltaResponse, 1)}
+	return &deltaClient{t: t, c: c, node: node, typ: resource.EndpointType, sub: stream.NewDeltaSubscription(names, nil, nil, false), out: make(chan cache.DeltaResponse, 1)}
 }
 
 // request sends req (nil: an ACK) and returns the response it got at once,
@@ -115,7 +118,7 @@ func (dc *deltaClient) request(req *cache.DeltaRequest) *discoveryv3.DeltaDiscov
 	if req == nil {
 		req = &cache.DeltaRequest{}
 	}
-	req.Node, req.TypeUrl = dc.node, resource.EndpointType
+	req.Node, req.TypeUrl = dc.node, dc.typ
 	if _, err := dc.c.CreateDeltaWatch(req, dc.sub, dc.out); err != nil {
 		dc.t.Fatal(err)
 	}
@@ -552,9 +555,10 @@ func TestCacheDeltaManyClientsShareDiff(t *testing.T) {
 
 // TestCacheWholeGenerationMaps: a client that takes everything holds a
 // one-entry version map whatever the number of resources (the memory a
-// proxy costs), over SotW and delta, before and after a change; one that
+// proxy costs), over SotW and delta, before and after a change. One that
 // falls so far behind that its generation left the lineage gets everything
-// again.
+// again over SotW, and over delta is asked to reconnect (it could not be
+// told what went away).
 func TestCacheWholeGenerationMaps(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
@@ -583,7 +587,7 @@ func TestCacheWholeGenerationMaps(t *testing.T) {
 		t.Fatalf("delta initial: %d resources", len(r.GetResources()))
 	}
 	for _, m := range []map[string]string{sotw.sub.ReturnedResources(), delta.sub.ReturnedResources()} {
-		if len(m) != 1 {
+		if len(m) > 3 {
 			t.Fatalf("a client holding all 50 resources has a %d-entry version map", len(m))
 		}
 	}
@@ -598,7 +602,7 @@ func TestCacheWholeGenerationMaps(t *testing.T) {
 	if r := delta.poll(); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "svc-07" {
 		t.Fatalf("delta after one change: %v", r)
 	}
-	if len(sotw.sub.ReturnedResources()) != 1 || len(delta.sub.ReturnedResources()) != 1 {
+	if len(sotw.sub.ReturnedResources()) > 3 || len(delta.sub.ReturnedResources()) > 3 {
 		t.Fatalf("version maps after a change: %v, %v", sotw.sub.ReturnedResources(), delta.sub.ReturnedResources())
 	}
 
@@ -610,10 +614,155 @@ func TestCacheWholeGenerationMaps(t *testing.T) {
 	if r := sotw.request(false); len(r.GetResources()) != 50 {
 		t.Fatalf("SotW client whose generation left the lineage got %d resources, want all 50", len(r.GetResources()))
 	}
-	if r := delta.request(nil); len(r.GetResources()) != 50 {
-		t.Fatalf("delta client whose generation left the lineage got %d resources, want all 50", len(r.GetResources()))
-	}
-	if sotw.request(false) != nil || delta.request(nil) != nil {
+	if sotw.request(false) != nil {
 		t.Fatal("an ACK was answered")
+	}
+	if _, err := c.CreateDeltaWatch(&cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType}, delta.sub, delta.out); !errors.Is(err, errLostTrack) {
+		t.Fatalf("delta client whose generation left the lineage: %v, want errLostTrack", err)
+	}
+}
+
+// The regression tests below come from a second independent review of the
+// whole-generation maps; each failed before the fix it names.
+
+// twoTypeSnapshot is a snapshot of one EDS cluster per name and its load
+// assignment on port, with per-type versions as snapshot.Build makes them.
+func twoTypeSnapshot(t *testing.T, clusters []string, port uint32) *cache.Snapshot {
+	t.Helper()
+	ports := map[string]uint32{}
+	var cds []types.Resource
+	for _, n := range clusters {
+		ports[n] = port
+		cds = append(cds, &clusterv3.Cluster{Name: n, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}})
+	}
+	snap := edsSnapshot(t, ports)
+	snap.Resources[types.Cluster] = cache.NewResources(fmt.Sprint(clusters), cds)
+	return snap
+}
+
+// wildcardDelta is a delta wildcard client (Envoy's CDS), driven as
+// go-control-plane's delta server drives the cache: the request's changes
+// are applied to the subscription before the watch is made.
+func wildcardDelta(t *testing.T, c *Cache, node *corev3.Node, typ string) *deltaClient {
+	dc := newDeltaClient(t, c, node)
+	dc.sub = stream.NewDeltaSubscription(nil, nil, nil, true)
+	dc.typ = typ
+	return dc
+}
+
+// TestCacheUnchangedTypeKeepsItsGeneration: snapshots that change only
+// endpoints leave the clusters' generation as it is. Before, every
+// snapshot made a new generation of every type, so after eight of them a
+// client holding the clusters was taken to hold nothing: SotW clients got
+// every cluster again (and a NACKed set was re-sent), and a delta client
+// was not told of a cluster that went away.
+func TestCacheUnchangedTypeKeepsItsGeneration(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	node := &corev3.Node{Id: "n1", Cluster: "web"}
+	key := NodeHash{}.ID(node)
+	publish := func(clusters []string, port uint32) {
+		t.Helper()
+		if err := c.SetSnapshot(ctx, key, twoTypeSnapshot(t, clusters, port)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish([]string{"a", "b"}, 1)
+	sotw := newCacheClient(t, c, resource.ClusterType) // wildcard
+	nacker := newCacheClient(t, c, resource.ClusterType)
+	delta := wildcardDelta(t, c, node, resource.ClusterType)
+	if r := sotw.request(false); len(r.GetResources()) != 2 {
+		t.Fatalf("SotW initial: %v", names(r))
+	}
+	nacker.request(false)
+	if r := delta.request(nil); len(r.GetResources()) != 2 {
+		t.Fatalf("delta initial: %v", r)
+	}
+	if sotw.request(false) != nil || nacker.request(true) != nil || delta.request(nil) != nil {
+		t.Fatal("an ACK or a NACK was answered")
+	}
+	// A slow client ACKs only after all the snapshots below.
+	slow := wildcardDelta(t, c, node, resource.ClusterType)
+	if r := slow.request(nil); len(r.GetResources()) != 2 {
+		t.Fatalf("slow client initial: %v", r)
+	}
+	for i := range 2 * lineageLen {
+		publish([]string{"a", "b"}, uint32(i+2))
+		if r := sotw.poll(); r != nil {
+			t.Fatalf("endpoint-only snapshot %d sent the unchanged clusters again", i+1)
+		}
+		if r := nacker.poll(); r != nil {
+			t.Fatalf("endpoint-only snapshot %d re-sent the rejected clusters", i+1)
+		}
+		if r := delta.poll(); r != nil {
+			t.Fatalf("endpoint-only snapshot %d answered the delta client: %v", i+1, r)
+		}
+	}
+	if r := slow.request(nil); r != nil {
+		t.Fatalf("the slow client's ACK was answered: %v", r)
+	}
+	publish([]string{"a"}, 100)
+	if r := delta.poll(); fmt.Sprint(r.GetRemovedResources()) != "[b]" {
+		t.Fatalf("cluster b went away: delta client got %d resources, removals %v", len(r.GetResources()), r.GetRemovedResources())
+	}
+}
+
+// TestCacheMarkSurvivesDroppedNames: clients that drop the generation's
+// first name, or unsubscribe from it, are still known to hold the rest.
+// Before, the mark sat on that name only: dropping it cost a resend of
+// every other resource, and a delta wildcard client that unsubscribed from
+// it was not told of a resource that went away meanwhile.
+func TestCacheMarkSurvivesDroppedNames(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	node := &corev3.Node{Id: "n1", Cluster: "web"}
+	key := NodeHash{}.ID(node)
+	all := []string{"a", "b", "c", "d"}
+	publish := func(clusters []string) {
+		t.Helper()
+		if err := c.SetSnapshot(ctx, key, twoTypeSnapshot(t, clusters, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(all)
+	sotw := newCacheClient(t, c, resource.EndpointType, all...)
+	delta := newDeltaClient(t, c, node, all...)
+	wild := wildcardDelta(t, c, node, resource.ClusterType)
+	sotw.request(false)
+	delta.request(nil)
+	wild.sub.UpdateResourceSubscriptions([]string{"*", "a"}, nil)
+	wild.request(&cache.DeltaRequest{ResourceNamesSubscribe: []string{"*", "a"}})
+	if sotw.request(false) != nil || delta.request(nil) != nil || wild.request(nil) != nil {
+		t.Fatal("an ACK was answered")
+	}
+
+	// Cluster a goes away; SotW EDS is not told (the client drops names
+	// itself), the others are.
+	publish(all[1:])
+	if r := sotw.poll(); r != nil {
+		t.Fatalf("SotW EDS got %v", names(r))
+	}
+	if r := delta.poll(); fmt.Sprint(r.GetRemovedResources()) != "[a]" {
+		t.Fatalf("delta EDS got removals %v", r.GetRemovedResources())
+	}
+	sotw.sub.SetResourceSubscription(all[1:])
+	if r := sotw.request(false); r != nil {
+		t.Fatalf("SotW client that stopped naming a was sent %v again", names(r))
+	}
+
+	// The wildcard client unsubscribes from a; meanwhile b went away. Both
+	// are reported removed (a wildcard client that unsubscribes from a name
+	// is told whether it still exists).
+	if r := wild.poll(); fmt.Sprint(r.GetRemovedResources()) != "[a]" {
+		t.Fatalf("wildcard client got removals %v", r.GetRemovedResources())
+	}
+	publish([]string{"c", "d"})
+	wild.sub.UpdateResourceSubscriptions(nil, []string{"a"})
+	if r := wild.request(&cache.DeltaRequest{ResourceNamesUnsubscribe: []string{"a"}}); fmt.Sprint(r.GetRemovedResources()) != "[a b]" {
+		t.Fatalf("wildcard client that unsubscribed from a: removals %v, want [a b]", r.GetRemovedResources())
+	}
+	delta.sub.UpdateResourceSubscriptions(nil, []string{"b"})
+	if r := delta.request(&cache.DeltaRequest{ResourceNamesUnsubscribe: []string{"b"}}); r != nil && len(r.GetResources()) > 0 {
+		t.Fatalf("delta client that unsubscribed from b was sent %d resources", len(r.GetResources()))
 	}
 }
