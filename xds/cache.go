@@ -592,7 +592,8 @@ func (c *Cache) respond(w *watch, gen *generation) bool {
 	var next map[string]string
 	covers := c.coversAll(w, gen, held)
 	switch {
-	case full && covers:
+	case full && covers, covers && len(d) == len(gen.names):
+		// Everything (a new client, say): the list all such clients share.
 		send = gen.all
 		c.shared.shareSotw(send)
 	case covers && held.whole != nil:

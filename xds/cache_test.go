@@ -233,6 +233,11 @@ func TestCacheSharesState(t *testing.T) {
 	if r1.GetResources()[0] != r2.GetResources()[0] {
 		t.Error("each response marshalled its own copy of a resource")
 	}
+	// New clients taking everything share one list, so its encoding is
+	// made once (see the codec).
+	if &r1.GetResources()[0] != &r2.GetResources()[0] {
+		t.Error("two new clients taking every resource got lists of their own")
+	}
 	// The server deletes from a subscriber's map the names it stops
 	// naming, which must not touch what another client holds.
 	if reflect.ValueOf(c1.sub.ReturnedResources()).UnsafePointer() == reflect.ValueOf(c2.sub.ReturnedResources()).UnsafePointer() {
