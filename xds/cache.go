@@ -54,10 +54,11 @@ func (NodeHash) ID(node *corev3.Node) string {
 //     from what it holds, so a NACKed version is never re-sent (the client
 //     "holds" what it rejected) and an unchanged snapshot pushes nothing;
 //   - a client that holds a whole generation (the usual case) says so with
-//     a one-entry version map, and the clients that held the same
-//     generation share one worked-out difference and one response, so a
-//     change costs each of them a few map operations whatever the size of
-//     the mesh.
+//     a version map of three marked entries, and the clients that held the
+//     same generation share one worked-out difference and one response, so
+//     a change costs each of them a few map operations whatever the size
+//     of the mesh (plus, over state of the world, one look at each name its
+//     ACK repeats).
 type Cache struct {
 	log  *slog.Logger
 	hash NodeHash

@@ -559,8 +559,8 @@ func TestCacheDeltaManyClientsShareDiff(t *testing.T) {
 }
 
 // TestCacheWholeGenerationMaps: a client that takes everything holds a
-// one-entry version map whatever the number of resources (the memory a
-// proxy costs), over SotW and delta, before and after a change. One that
+// version map of at most three entries whatever the number of resources
+// (the memory a proxy costs), over SotW and delta, before and after a change. One that
 // falls so far behind that its generation left the lineage gets everything
 // again over SotW, and over delta is asked to reconnect (it could not be
 // told what went away).
