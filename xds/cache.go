@@ -5,6 +5,8 @@ package xds
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"slices"
@@ -426,7 +428,7 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 		if err != nil {
 			return nil, err
 		}
-		h := cache.HashResource(b)
+		h := resourceVersion(b)
 		if prev != nil {
 			if old := prev.entries[name]; old != nil && old.hash == h {
 				// Same content, new value: keep the shared Any, and
@@ -467,6 +469,16 @@ func sameContent(a, b *generation) bool {
 		}
 	}
 	return true
+}
+
+// resourceVersion is the version of a resource: 64 bits of the SHA-256 of
+// its encoding, in hex. Delta responses carry it with every resource and
+// Envoy keeps it per resource, so it is a quarter of go-control-plane's
+// full hash (64 hex digits); a change goes unseen only if the new content's
+// hash collides with the old one's, about 2^-64 per change.
+func resourceVersion(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
 
 // forget drops the shared encodings of a generation that was replaced;
