@@ -200,6 +200,25 @@ func TestEnvoyFollowsRegistryFile(t *testing.T) {
 			// Changes to one cluster leave the other's endpoints alone.
 			envoyWaitOnly(t, e, "order-service", "http-3")
 
+			// A service that goes away and comes back: Envoy drops its
+			// cluster and stops naming its load assignment (the first name,
+			// which carries sluice's generation mark), then names it again
+			// and must be sent it again.
+			writeFile(t, reg, registry("user-service", all[0], instance(bs[1].addr, "health: unhealthy")))
+			eventually(t, 30*time.Second, "order-service gone from envoy", func() error {
+				code, _, err := e.get("order-service")
+				if err != nil {
+					return err
+				}
+				if code != http.StatusNotFound {
+					return fmt.Errorf("Host order-service: %d, want 404", code)
+				}
+				return nil
+			})
+			envoyWaitOnly(t, e, "user-service", "http-0")
+			writeFile(t, reg, registry("user-service", all[0], instance(bs[1].addr, "health: unhealthy"))+others)
+			envoyWaitOnly(t, e, "order-service", "http-3")
+
 			checkEnvoyAgrees(t, s, e, "frontend-"+mode, map[string][]string{
 				"user-service":  {bs[0].addr + "=HEALTHY", bs[1].addr + "=UNHEALTHY"},
 				"order-service": {bs[3].addr + "=HEALTHY"},
