@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -56,7 +57,7 @@ func (NodeHash) ID(node *corev3.Node) string {
 //     from what it holds, so a NACKed version is never re-sent (the client
 //     "holds" what it rejected) and an unchanged snapshot pushes nothing;
 //   - a client that holds a whole generation (the usual case) says so with
-//     a version map of three marked entries, and the clients that held the
+//     a version map of five marked entries, and the clients that held the
 //     same generation share one worked-out difference and one response, so
 //     a change costs each of them a few map operations whatever the size
 //     of the mesh (plus, over state of the world, one look at each name its
@@ -67,6 +68,9 @@ type Cache struct {
 	// shared holds the encodings of resource lists many responses carry;
 	// the server's codec reuses them.
 	shared *sharedEncodings
+
+	// now is the clock the lineage ages by.
+	now func() time.Time
 
 	mu     sync.Mutex
 	groups map[string]*group
@@ -89,8 +93,9 @@ type generation struct {
 	// all is every resource, in name order, for full-state responses.
 	all []*anypb.Any
 	// lineage holds this generation's recent predecessors, which the
-	// clients holding them are compared against.
+	// clients holding them are compared against; made is when it joined.
 	lineage *lineage
+	made    time.Time
 	// namesID identifies the set of resource names: generations with the
 	// same names share it.
 	namesID int64
@@ -112,22 +117,32 @@ type generation struct {
 // lineage is the recent generations of one type of one group, oldest
 // first: a new one is made only when the type's content changes. It
 // resolves the generation mark of a client's request; a watch keeps the
-// generation it resolved, so an open watch never depends on it. A request
-// whose generation fell out of it (the client did not take a response for
-// lineageLen changes of that type, or its group was dropped and made again)
-// is answered with everything over state of the world, and over delta
-// ends the stream (errLostTrack) so that the client resynchronises.
+// generation it resolved, so an open watch never depends on it.
+// Generations are kept for lineageAge, and at least the last lineageMin of
+// them whatever their age, so that a client that is slow to ACK while the
+// type keeps changing still gets only what changed. A request whose
+// generation fell out of it (or whose group was dropped and made again) is
+// answered with everything over state of the world, and over delta ends
+// the stream (errLostTrack) so that the client resynchronises.
 type lineage struct {
 	gens []*generation
 }
 
-const lineageLen = 8
+const (
+	lineageMin = 8
+	lineageMax = 128
+	lineageAge = 30 * time.Second
+)
 
-func (l *lineage) add(gen *generation) {
-	if len(l.gens) == lineageLen {
-		l.gens = slices.Delete(l.gens, 0, 1)
-	}
+// add appends gen (made at now) and forgets what is both beyond the
+// minimum and old, or beyond the maximum.
+func (l *lineage) add(gen *generation, now time.Time) {
+	gen.made = now
 	l.gens = append(l.gens, gen)
+	for len(l.gens) > lineageMin && (now.Sub(l.gens[0].made) > lineageAge || len(l.gens) > lineageMax) {
+		l.gens[0] = nil
+		l.gens = l.gens[1:]
+	}
 }
 
 func (l *lineage) find(id int64) *generation {
@@ -158,9 +173,9 @@ type entry struct {
 //   - whole generation: the client holds every resource of one generation
 //     (see lineage), said by a few marked entries: markKey, which no
 //     resource is named and go-control-plane therefore only deletes when a
-//     state-of-the-world client names resources explicitly, and the
-//     generation's first and last names, whose versions carry the mark
-//     "@<generation id>" after their hash. This is the common case (every
+//     state-of-the-world client names resources explicitly, and four of
+//     the generation's names (first, last and two between), whose
+//     versions carry the mark "@<generation id>" after their hash. This is the common case (every
 //     proxy of a group subscribes to everything): a response then costs
 //     the same for 10 resources as for 10,000, and a proxy's version maps
 //     are a few entries instead of a copy per name.
@@ -173,12 +188,17 @@ const (
 	markKey = "\x00sluice/generation"
 )
 
-// wholeMap is the version map of a client that holds all of gen.
+// wholeMap is the version map of a client that holds all of gen: markKey
+// and four names spread over the generation carry the mark, so that a
+// state-of-the-world client (whose requests make go-control-plane delete
+// markKey and every name they leave out) loses the mark only if it stops
+// naming all four at once.
 func wholeMap(gen *generation) map[string]string {
 	m := genSep + strconv.FormatInt(gen.id, 10)
 	held := map[string]string{markKey: m}
 	if n := len(gen.names); n > 0 {
-		for _, name := range []string{gen.names[0], gen.names[n-1]} {
+		for _, i := range []int{0, n / 3, 2 * n / 3, n - 1} {
+			name := gen.names[i]
 			held[name] = gen.entries[name].hash + m
 		}
 	}
@@ -214,7 +234,9 @@ func (h holding) names(f func(string)) {
 		return
 	}
 	for n := range h.explicit {
-		f(n)
+		if n != markKey { // only a client's own initial versions can have it
+			f(n)
+		}
 	}
 }
 
@@ -230,10 +252,14 @@ func markOf(held map[string]string) (id int64, ok, consistent bool) {
 			continue
 		}
 		got, err := strconv.ParseInt(v[i+len(genSep):], 10, 64)
-		if err != nil || ok && got != id {
+		switch {
+		case err != nil:
 			consistent = false
+		case ok && got != id:
+			consistent = false
+		default:
+			id, ok = got, true
 		}
-		id, ok = got, true
 	}
 	return id, ok, consistent
 }
@@ -345,7 +371,7 @@ func NewCache(log *slog.Logger) *Cache {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Cache{log: log, groups: map[string]*group{}, shared: &sharedEncodings{}}
+	return &Cache{log: log, groups: map[string]*group{}, shared: &sharedEncodings{}, now: time.Now}
 }
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
@@ -391,11 +417,16 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnap
 	}
 	for url, gen := range next {
 		if gen != prev[url] {
-			gen.lineage.add(gen)
+			gen.lineage.add(gen, c.now())
 		}
 	}
 	g.snap, g.types = snap, next
 	for id, w := range g.watches {
+		if next[w.typeURL] == prev[w.typeURL] {
+			// Nothing about this watch changed since it was answered
+			// or made.
+			continue
+		}
 		if c.respond(w, next[w.typeURL]) {
 			delete(g.watches, id)
 		}
@@ -431,9 +462,12 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 		h := resourceVersion(b)
 		if prev != nil {
 			if old := prev.entries[name]; old != nil && old.hash == h {
-				// Same content, new value: keep the shared Any, and
-				// remember the new value for the next comparison.
-				gen.entries[name] = &entry{hash: old.hash, any: old.any, src: r.Resource}
+				// Same content, new value: keep the entry (and its shared
+				// Any), and remember the new value for the next
+				// comparison, also when prev itself is kept (see
+				// sameContent). Only this goroutine reads src.
+				old.src = r.Resource
+				gen.entries[name] = old
 				continue
 			}
 		}
@@ -541,6 +575,14 @@ func (c *Cache) Fetch(context.Context, *cache.Request) (cache.Response, error) {
 func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
 	key := c.hash.ID(node)
 	id, marked, consistent := markOf(w.sub.ReturnedResources())
+	if w.dreq != nil {
+		// Over delta go-control-plane never touches markKey, so a map
+		// without it was not written by this cache: versions a client
+		// brought to a new stream (initial_resource_versions) are its
+		// own, compared as they are.
+		_, hasKey := w.sub.ReturnedResources()[markKey]
+		marked = marked && hasKey && len(w.dreq.GetInitialResourceVersions()) == 0
+	}
 	var whole *generation
 	if marked {
 		c.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -558,31 +559,35 @@ func TestCacheDeltaManyClientsShareDiff(t *testing.T) {
 	}
 }
 
-// TestCacheWholeGenerationMaps: a client that takes everything holds a
-// version map of at most three entries whatever the number of resources
-// (the memory a proxy costs), over SotW and delta, before and after a change. One that
-// falls so far behind that its generation left the lineage gets everything
-// again over SotW, and over delta is asked to reconnect (it could not be
-// told what went away).
-func TestCacheWholeGenerationMaps(t *testing.T) {
-	ctx := context.Background()
-	c := NewCache(nil)
-	node := &corev3.Node{Id: "n1", Cluster: "web"}
-	key := NodeHash{}.ID(node)
-	ports := map[string]uint32{}
-	var all []string
+// fiftyServices publishes 50 load assignments (svc-00...) to group key; the
+// test edits ports and calls publish to publish them again.
+func fiftyServices(t *testing.T, c *Cache, key string) (ports map[string]uint32, all []string, publish func()) {
+	ports = map[string]uint32{}
 	for i := range 50 {
 		n := fmt.Sprintf("svc-%02d", i)
 		ports[n] = 1
 		all = append(all, n)
 	}
-	publish := func() {
+	publish = func() {
 		t.Helper()
-		if err := c.SetSnapshot(ctx, key, edsSnapshot(t, ports)); err != nil {
+		if err := c.SetSnapshot(context.Background(), key, edsSnapshot(t, ports)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	publish()
+	return ports, all, publish
+}
+
+// TestCacheWholeGenerationMaps: a client that takes everything holds a
+// version map of at most five entries whatever the number of resources
+// (the memory a proxy costs), over SotW and delta, before and after a change. One that
+// falls so far behind that its generation left the lineage gets everything
+// again over SotW, and over delta is asked to reconnect (it could not be
+// told what went away).
+func TestCacheWholeGenerationMaps(t *testing.T) {
+	c := NewCache(nil)
+	node := &corev3.Node{Id: "n1", Cluster: "web"}
+	ports, all, publish := fiftyServices(t, c, NodeHash{}.ID(node))
 	sotw := newCacheClient(t, c, resource.EndpointType, all...)
 	delta := newDeltaClient(t, c, node, all...)
 	if r := sotw.request(false); len(r.GetResources()) != 50 {
@@ -592,7 +597,7 @@ func TestCacheWholeGenerationMaps(t *testing.T) {
 		t.Fatalf("delta initial: %d resources", len(r.GetResources()))
 	}
 	for _, m := range []map[string]string{sotw.sub.ReturnedResources(), delta.sub.ReturnedResources()} {
-		if len(m) > 3 {
+		if len(m) > 5 {
 			t.Fatalf("a client holding all 50 resources has a %d-entry version map", len(m))
 		}
 	}
@@ -607,12 +612,16 @@ func TestCacheWholeGenerationMaps(t *testing.T) {
 	if r := delta.poll(); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "svc-07" {
 		t.Fatalf("delta after one change: %v", r)
 	}
-	if len(sotw.sub.ReturnedResources()) > 3 || len(delta.sub.ReturnedResources()) > 3 {
+	if len(sotw.sub.ReturnedResources()) > 5 || len(delta.sub.ReturnedResources()) > 5 {
 		t.Fatalf("version maps after a change: %v, %v", sotw.sub.ReturnedResources(), delta.sub.ReturnedResources())
 	}
 
-	// The clients ACK only after the lineage moved on past what they hold.
-	for i := range lineageLen + 1 {
+	// The clients ACK only after the lineage moved on past what they hold:
+	// more than lineageMin changes, the oldest more than lineageAge ago.
+	clock := time.Now()
+	c.now = func() time.Time { return clock }
+	for i := range lineageMin + 1 {
+		clock = clock.Add(lineageAge)
 		ports["svc-07"] = uint32(10 + i)
 		publish()
 	}
@@ -691,7 +700,10 @@ func TestCacheUnchangedTypeKeepsItsGeneration(t *testing.T) {
 	if r := slow.request(nil); len(r.GetResources()) != 2 {
 		t.Fatalf("slow client initial: %v", r)
 	}
-	for i := range 2 * lineageLen {
+	clock := time.Now()
+	c.now = func() time.Time { return clock }
+	for i := range 2 * lineageMin {
+		clock = clock.Add(lineageAge)
 		publish([]string{"a", "b"}, uint32(i+2))
 		if r := sotw.poll(); r != nil {
 			t.Fatalf("endpoint-only snapshot %d sent the unchanged clusters again", i+1)
@@ -769,5 +781,116 @@ func TestCacheMarkSurvivesDroppedNames(t *testing.T) {
 	delta.sub.UpdateResourceSubscriptions(nil, []string{"b"})
 	if r := delta.request(&cache.DeltaRequest{ResourceNamesUnsubscribe: []string{"b"}}); r != nil && len(r.GetResources()) > 0 {
 		t.Fatalf("delta client that unsubscribed from b was sent %d resources", len(r.GetResources()))
+	}
+}
+
+// The tests below come from a third review, of the fixes above.
+
+// TestCacheUnchangedTypeRemembersNewValues: a type whose content did not
+// change keeps its generation, and remembers the new values it was handed
+// (after a policy reload every resource is a new value with old content),
+// so that later snapshots do not marshal them all again.
+func TestCacheUnchangedTypeRemembersNewValues(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	clusters := func() []types.Resource {
+		var out []types.Resource
+		for i := range 1000 {
+			out = append(out, &clusterv3.Cluster{Name: fmt.Sprintf("svc-%04d", i), ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}})
+		}
+		return out
+	}
+	snap := func(cds []types.Resource, port uint32) *cache.Snapshot {
+		s := edsSnapshot(t, map[string]uint32{"a": port})
+		s.Resources[types.Cluster] = cache.NewResources("cds", cds)
+		return s
+	}
+	v1, v2 := clusters(), clusters() // equal content, new values
+	for i, cds := range [][]types.Resource{v1, v2} {
+		if err := c.SetSnapshot(ctx, key, snap(cds, uint32(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port := uint32(10)
+	allocs := testing.AllocsPerRun(5, func() {
+		port++
+		if err := c.SetSnapshot(ctx, key, snap(v2, port)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 500 {
+		t.Fatalf("an endpoint-only snapshot with the same 1,000 cluster values: %.0f allocations (the clusters were marshalled again)", allocs)
+	}
+}
+
+// TestCacheSotwDropsFirstAndLastNames: a SotW client that stops naming the
+// generation's first and last names is still known to hold the rest.
+func TestCacheSotwDropsFirstAndLastNames(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1})); err != nil {
+		t.Fatal(err)
+	}
+	cc := newCacheClient(t, c, resource.EndpointType, "a", "b", "c", "d", "e", "f")
+	cc.request(false)
+	if r := cc.request(false); r != nil {
+		t.Fatal("ACK answered")
+	}
+	cc.sub.SetResourceSubscription([]string{"b", "c", "d", "e"})
+	if r := cc.request(false); r != nil {
+		t.Fatalf("dropping a and f re-sent %v, which the client holds unchanged", names(r))
+	}
+}
+
+// TestCacheDeltaForeignInitialVersions: versions a client brings to a new
+// delta stream are its own, even when they look like a generation mark;
+// they are compared, not resolved (which would end every stream).
+func TestCacheDeltaForeignInitialVersions(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	node := &corev3.Node{Cluster: "web"}
+	if err := c.SetSnapshot(ctx, NodeHash{}.ID(node), edsSnapshot(t, map[string]uint32{"a": 1})); err != nil {
+		t.Fatal(err)
+	}
+	versions := map[string]string{"a": "v@7", markKey: "@1"}
+	sub := stream.NewDeltaSubscription([]string{"a"}, nil, maps.Clone(versions), false)
+	out := make(chan cache.DeltaResponse, 1)
+	req := &cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{"a"}, InitialResourceVersions: versions}
+	if _, err := c.CreateDeltaWatch(req, sub, out); err != nil {
+		t.Fatalf("a new stream with foreign versions ended: %v", err)
+	}
+	select {
+	case r := <-out:
+		d, _ := r.GetDeltaDiscoveryResponse()
+		if len(d.GetResources()) != 1 || d.GetResources()[0].GetName() != "a" {
+			t.Fatalf("got %v, want a (the client's version of it is not ours)", d)
+		}
+	default:
+		t.Fatal("a client holding an unknown version of a was not sent a")
+	}
+}
+
+// TestCacheSlowClientStaysIncremental: a SotW client that ACKs only after
+// more than lineageMin further changes (within lineageAge) still gets only
+// what changed, round after round.
+func TestCacheSlowClientStaysIncremental(t *testing.T) {
+	c := NewCache(nil)
+	ports, all, publish := fiftyServices(t, c, NodeHash{}.ID(&corev3.Node{Cluster: "web"}))
+	cc := newCacheClient(t, c, resource.EndpointType, all...)
+	cc.request(false)
+	for round := range 3 {
+		cc.request(false)
+		for i := range 2 * lineageMin {
+			ports[fmt.Sprintf("svc-%02d", i)] = uint32(100*round + i + 2)
+			publish()
+			if i == 0 {
+				cc.poll() // the first change's response; the ACK comes after the rest
+			}
+		}
+		if r := cc.request(false); len(r.GetResources()) != 2*lineageMin-1 {
+			t.Fatalf("round %d: %d of 50 resources sent, want the %d changed since the last response", round, len(r.GetResources()), 2*lineageMin-1)
+		}
 	}
 }
