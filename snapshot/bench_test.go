@@ -1,12 +1,14 @@
 package snapshot
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
 
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
+	"github.com/sluice-mesh/sluice/xds"
 )
 
 // meshState is a catalog of services × instances, as one source reports it.
@@ -42,35 +44,22 @@ func BenchmarkChangeToSnapshot(b *testing.B) {
 	for _, kind := range []translator.ProxyKind{translator.KindEnvoy, translator.KindGRPC} {
 		proxy := translator.Proxy{Kind: kind, Role: translator.RoleSidecar}
 		b.Run(string(kind)+"/incremental", func(b *testing.B) {
-			st := meshState(1000, 10)
 			var merger sources.Merger
 			inc := translator.New().NewIncremental(proxy)
 			builder := NewBuilder()
-			build := func() {
-				cat := merger.Merge(map[string]sources.State{"etcd": st})
-				res, err := inc.Translate(cat, nil)
+			changeLoop(b, func(st sources.State) {
+				res, err := inc.Translate(merger.Merge(map[string]sources.State{"etcd": st}), nil)
 				if err != nil {
 					b.Fatal(err)
 				}
 				if _, err := builder.Build(res.Resources); err != nil {
 					b.Fatal(err)
 				}
-			}
-			build()
-			i := 0
-			for b.Loop() {
-				st = flipHealth(st, i%1000)
-				i++
-				build()
-			}
+			})
 		})
 		b.Run(string(kind)+"/full", func(b *testing.B) {
-			st := meshState(1000, 10)
 			tr := translator.New()
-			i := 0
-			for b.Loop() {
-				st = flipHealth(st, i%1000)
-				i++
+			changeLoop(b, func(st sources.State) {
 				cat := sources.Merge(map[string]sources.State{"etcd": st})
 				res, err := tr.Translate(translator.Input{Catalog: cat, Proxy: proxy})
 				if err != nil {
@@ -79,8 +68,21 @@ func BenchmarkChangeToSnapshot(b *testing.B) {
 				if _, err := Build(res.Resources); err != nil {
 					b.Fatal(err)
 				}
-			}
+			})
 		})
+	}
+}
+
+// changeLoop builds a 1,000 × 10 mesh once, then times one instance's
+// health flip and the build after it per iteration.
+func changeLoop(b *testing.B, build func(sources.State)) {
+	st := meshState(1000, 10)
+	build(st)
+	i := 0
+	for b.Loop() {
+		st = flipHealth(st, i%1000)
+		i++
+		build(st)
 	}
 }
 
@@ -97,4 +99,46 @@ func flipHealth(st sources.State, s int) sources.State {
 	}
 	next.Services[s].Instances = ins
 	return next
+}
+
+// BenchmarkChangeManyGroups is BenchmarkChangeToSnapshot/envoy/incremental
+// for G sidecar groups (one per service, as proxies that name their
+// service with node.cluster form), each also published to the xDS cache:
+// the work of one change is still proportional to the number of groups
+// times the mesh's bookkeeping (see docs/BENCHMARKS.md).
+//
+//	go test -run '^$' -bench ChangeManyGroups -benchmem ./snapshot/
+func BenchmarkChangeManyGroups(b *testing.B) {
+	for _, groups := range []int{1, 10, 100} {
+		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
+			var merger sources.Merger
+			c := xds.NewCache(nil)
+			type pipe struct {
+				inc *translator.Incremental
+				bld *Builder
+				key string
+			}
+			var pipes []pipe
+			for g := range groups {
+				p := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: fmt.Sprintf("svc-%04d", g), InboundPort: 8080}
+				pipes = append(pipes, pipe{translator.New().NewIncremental(p), NewBuilder(), p.Key()})
+			}
+			changeLoop(b, func(st sources.State) {
+				cat := merger.Merge(map[string]sources.State{"etcd": st})
+				for _, p := range pipes {
+					res, err := p.inc.Translate(cat, nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					snap, err := p.bld.Build(res.Resources)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := c.SetSnapshot(context.Background(), p.key, snap); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
 }

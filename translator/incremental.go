@@ -2,8 +2,11 @@ package translator
 
 import (
 	"slices"
+	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/sluice-mesh/sluice/envoy"
 	"github.com/sluice-mesh/sluice/policy"
@@ -35,6 +38,22 @@ type Incremental struct {
 	// last call and the virtual hosts it was built from.
 	vhosts []*routev3.VirtualHost
 	routes *routev3.RouteConfiguration
+	// tracing is the proxy's own service's tracing under policy, and
+	// listeners what the last call's envoyListeners added.
+	tracing   policy.Tracing
+	listeners *listenersMemo
+}
+
+// listenersMemo is an Envoy's listeners, inbound side and collector
+// cluster, with everything they were built from besides the proxy and the
+// policy set: the outbound route configuration, whether a gateway's
+// routes enforce rate limits, and the endpoints of a collector that is a
+// catalog service.
+type listenersMemo struct {
+	outbound    *routev3.RouteConfiguration
+	rateLimited bool
+	collector   []sources.Endpoint
+	added       *Result
 }
 
 type memoService struct {
@@ -53,9 +72,11 @@ func (t *Translator) NewIncremental(p Proxy) *Incremental {
 // Translate is Translator.Translate for the Incremental's proxy; its result
 // equals Translate's for the same catalog and policy.
 func (m *Incremental) Translate(catalog sources.Catalog, pol *policy.Set) (*Result, error) {
-	if pol != m.policy {
+	if pol != m.policy || m.seen == 0 {
 		m.policy = pol
 		clear(m.services)
+		m.listeners = nil
+		m.tracing = pol.Resolve(m.proxy.Service).Tracing
 	}
 	m.seen++
 	return m.t.translate(Input{Catalog: catalog, Policy: pol, Proxy: m.proxy}, m)
@@ -113,6 +134,33 @@ func samePointers[T any](a, b []*T) bool {
 		}
 	}
 	return true
+}
+
+// envoyListeners adds what Translator.envoyListeners adds, the previous
+// call's values when nothing they are built from changed.
+func (m *Incremental) envoyListeners(t *Translator, res *Result, in Input, services []sources.CatalogService, outbound *routev3.RouteConfiguration, rateLimited bool) {
+	if m == nil {
+		t.envoyListeners(res, in, services, outbound, rateLimited)
+		return
+	}
+	var collector []sources.Endpoint
+	if m.tracing.Enabled {
+		i, found := slices.BinarySearchFunc(services, m.tracing.CollectorHost, func(s sources.CatalogService, name string) int {
+			return strings.Compare(s.Name, name)
+		})
+		if found {
+			collector = services[i].Endpoints
+		}
+	}
+	l := m.listeners
+	if l == nil || l.outbound != outbound || l.rateLimited != rateLimited || !sameEndpoints(l.collector, collector) {
+		l = &listenersMemo{outbound: outbound, rateLimited: rateLimited, collector: collector, added: &Result{Resources: map[resource.Type][]types.Resource{}}}
+		t.envoyListeners(l.added, in, services, outbound, rateLimited)
+		m.listeners = l
+	}
+	for typ, rs := range l.added.Resources {
+		res.Resources[typ] = append(res.Resources[typ], rs...)
+	}
 }
 
 // done forgets the services the last call did not see.

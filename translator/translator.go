@@ -114,7 +114,7 @@ func (t *Translator) translate(in Input, m *Incremental) (*Result, error) {
 		}
 	}
 	if in.Proxy.Kind != KindGRPC {
-		t.envoyListeners(res, in, services, m.outboundRoutes(vhosts), rateLimited)
+		m.envoyListeners(t, res, in, services, m.outboundRoutes(vhosts), rateLimited)
 	}
 	less := func(rs []types.Resource) func(i, j int) bool {
 		return func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) }

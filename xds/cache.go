@@ -165,7 +165,8 @@ var deterministic = proto.MarshalOptions{Deterministic: true}
 // SetSnapshot publishes a group's resources and answers the watches that
 // now have something to receive. Resources must not be modified once
 // published: a resource value published again is taken to have the
-// content it had.
+// content it had, and a type published again under its previous (non-empty)
+// version is taken to be unchanged.
 func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnapshot) error {
 	snap, ok := rs.(*cache.Snapshot)
 	if !ok {
@@ -221,6 +222,13 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnap
 }
 
 func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generation, error) {
+	if prev != nil && res.Version != "" && res.Version == prev.version && len(res.Items) == len(prev.entries) {
+		// The version names the content (snapshot.Build's are content
+		// hashes, as go-control-plane's own cache assumes): most types do
+		// not change in most snapshots, and this skips looking at each of
+		// their resources, for every group.
+		return prev, nil
+	}
 	gen := &generation{
 		id:        c.genID.Add(1),
 		version:   res.Version,
