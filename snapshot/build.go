@@ -39,6 +39,8 @@ type Builder struct {
 type built struct {
 	items []types.Resource
 	facts []*resourceFacts
+	// res is the snapshot's resources of the type.
+	res cache.Resources
 }
 
 type resourceFacts struct {
@@ -69,8 +71,16 @@ func (b *Builder) Build(resources map[resource.Type][]types.Resource) (*cache.Sn
 		if err != nil {
 			return nil, fmt.Errorf("building snapshot: %s: %w", typ, err)
 		}
+		version := contentVersion(cur.facts)
+		if prev := b.last[typ]; prev != nil && prev.res.Version == version {
+			// Unchanged content: the last build's resources (and their
+			// index by name) serve again.
+			cur.res = prev.res
+		} else {
+			cur.res = cache.NewResources(version, items)
+		}
 		next[typ] = cur
-		snap.Resources[idx] = cache.NewResources(contentVersion(cur.facts), items)
+		snap.Resources[idx] = cur.res
 	}
 	if err := checkReferences(next); err != nil {
 		return nil, err
