@@ -59,10 +59,11 @@ func (l *lineage) find(id int64) *generation {
 //     resource is named and go-control-plane therefore only deletes when a
 //     state-of-the-world client names resources explicitly, and four of
 //     the generation's names (first, last and two between), whose
-//     versions carry the mark "@<generation id>" after their hash. This is the common case (every
-//     proxy of a group subscribes to everything): a response then costs
-//     the same for 10 resources as for 10,000, and a proxy's version maps
-//     are a few entries instead of a copy per name.
+//     versions carry the mark "@<generation id>" after their hash. This
+//     is the common case (every proxy of a group subscribes to
+//     everything): a response then costs the same for 10 resources as for
+//     10,000, and a proxy's version maps are a few entries instead of a
+//     copy per name.
 //
 // Before a request is answered, normalize resolves the mark and turns a
 // whole-generation map whose client changed its subscription (or next to
