@@ -227,6 +227,20 @@ type sotwClient struct {
 	err    error
 }
 
+// pump hands what recv returns to out until it fails, then records why in
+// *errp and closes done.
+func pump[T any](recv func() (T, error), out chan<- T, done chan struct{}, errp *error) {
+	defer close(done)
+	for {
+		resp, err := recv()
+		if err != nil {
+			*errp = err
+			return
+		}
+		out <- resp
+	}
+}
+
 func (h *harness) sotw(node *corev3.Node) *sotwClient {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(h.ctx)
@@ -236,17 +250,7 @@ func (h *harness) sotw(node *corev3.Node) *sotwClient {
 		h.t.Fatal(err)
 	}
 	c := &sotwClient{t: h.t, node: node, stream: stream, resps: make(chan *discoveryv3.DiscoveryResponse, 100), done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				c.err = err
-				return
-			}
-			c.resps <- resp
-		}
-	}()
+	go pump(stream.Recv, c.resps, c.done, &c.err)
 	return c
 }
 
@@ -352,17 +356,7 @@ func (h *harness) delta(node *corev3.Node) *deltaClient {
 		h.t.Fatal(err)
 	}
 	c := &deltaClient{t: h.t, node: node, stream: stream, resps: make(chan *discoveryv3.DeltaDiscoveryResponse, 100), done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				c.err = err
-				return
-			}
-			c.resps <- resp
-		}
-	}()
+	go pump(stream.Recv, c.resps, c.done, &c.err)
 	return c
 }
 
