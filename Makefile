@@ -51,7 +51,7 @@ run:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./snapshot/
 
-## bench-scale: 1,000 proxies against sluice and a bare go-control-plane; writes docs/BENCHMARKS.md
+## bench-scale: 1,000 proxies, and sidecars in 1,000 groups, against sluice and a bare go-control-plane (BENCH_ROWS=classic|groups); writes docs/BENCHMARKS.md
 bench-scale:
 	tools/bench-scale.sh
 

@@ -44,6 +44,7 @@
 //	      retry: {attempts: 0}        # routes may set retry, timeout and rateLimit
 //	      timeout: 5s
 //	      rateLimit: {requestsPerSecond: 10}
+//	  dependencies: [auth, billing]   # the services its sidecars call; see Dependencies
 //
 // metadata may also hold labels and annotations (string maps) for people
 // and tools; sluice ignores them.
@@ -73,7 +74,9 @@
 // lower-case). A route's match has exactly one of pathPrefix and path
 // (starting with "/"); two routes of one policy may not have the same match.
 // The tracing collector is "host:port", "service:port" or a catalog
-// "service" (then its instances' ports are used).
+// "service" (then its instances' ports are used). Each dependencies entry is
+// a service name or "*" (every service, quoted in YAML), listed once; "*"
+// stands alone, and an explicit [] means none.
 //
 // Every problem is a sources.Diagnostic with Source "policy", Location
 // "file:line" of the offending node and Field the path to it, e.g.
@@ -81,7 +84,7 @@
 // directory (LoadDir returns a nil Set), so the last good set stays in
 // effect. Two MeshPolicies, or two ServicePolicies for one service, are
 // errors naming both locations. Policies for services the catalog does not
-// have are only warnings (Set.Warnings).
+// have, and dependencies on such services, are only warnings (Set.Warnings).
 //
 // # Precedence
 //
@@ -93,6 +96,11 @@
 // ServicePolicy route with the same match replaces such a route. Unset
 // fields of a route come from the service level. A route that sets rateLimit
 // gets its own token bucket; the others share the service's.
+//
+// dependencies resolves as a whole too (ServicePolicy over MeshPolicy over
+// the built-in "*"; lists are never merged), but apart from Resolved: it
+// describes what a service's sidecars receive about other services, not the
+// service itself. Set.Dependencies returns it.
 //
 // # Built-in defaults
 //
@@ -117,6 +125,7 @@
 //   - rateLimit: off. burst defaults to requestsPerSecond (one second's
 //     worth of requests).
 //   - tracing: off. With spec.tracing, samplingPercent defaults to 100.
+//   - dependencies: "*" (a sidecar receives every service).
 //
 // # Idempotency
 //

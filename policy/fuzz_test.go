@@ -21,6 +21,9 @@ func FuzzParse(f *testing.F) {
 		svc("  retry: {attempts: 2, retryOn: [retriable-status-codes], retriableStatusCodes: [503], backoff: {max: 1s}}"),
 		svc("  routes: [{match: {path: /a, methods: [POST, GET], headers: {x-a: b}}, retry: &r {attempts: 1}}, {match: {pathPrefix: /b}, retry: *r}]"),
 		mesh("  defaults: {outlierDetection: {errorPercent: 50}, rateLimit: {disabled: true}}", "  tracing: {collector: '[::1]:4317', samplingPercent: 0.5}"),
+		mesh("  defaults: {dependencies: [b, a]}") + "---\n" + svc("  dependencies: ['*']"),
+		svc("  dependencies: [a, a, '*', B]"),
+		svc("  dependencies: []"),
 		"a: &a [*a]\n",
 		"kind: ServicePolicy\nspec: {<<: {timeout: 1s}}\n",
 		"\xff\xfe",
@@ -55,12 +58,26 @@ func FuzzParse(f *testing.F) {
 		}
 		for _, svc := range append(set.Services(), "not-in-the-set") {
 			checkResolved(t, set.Resolve(svc))
+			checkDependencies(t, set.Dependencies(svc))
 			if first, again := set.Resolve(svc), set.Resolve(svc); first.Hash() != again.Hash() {
 				t.Fatalf("Resolve(%q) is not deterministic", svc)
 			}
 		}
 		set.Warnings(nil)
 	})
+}
+
+// checkDependencies checks the invariants of a dependency set.
+func checkDependencies(t *testing.T, d Dependencies) {
+	t.Helper()
+	if d.All && len(d.Services) > 0 {
+		t.Fatalf("dependencies %+v are all services and named ones", d)
+	}
+	for i, s := range d.Services {
+		if !sources.ValidServiceName(s) || (i > 0 && d.Services[i-1] >= s) || !d.Includes(s) {
+			t.Fatalf("dependencies %+v are not valid, sorted, unique service names", d)
+		}
+	}
 }
 
 func checkFuzzDiagnostic(t *testing.T, d sources.Diagnostic) {

@@ -21,13 +21,16 @@ var (
 	topFields      = []string{"apiVersion", "kind", "metadata", "spec"}
 	metadataFields = []string{"name", "labels", "annotations"}
 	meshSpecFields = []string{"defaults", "tracing"}
-	specFields     = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "retry", "rateLimit", "tracing", "routes"}
+	specFields     = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "retry", "rateLimit", "tracing", "routes", "dependencies"}
 	// defaultsFields are the fields of a MeshPolicy's spec.defaults: those
 	// of a ServicePolicy's spec except tracing, which is mesh-wide.
-	defaultsFields = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "retry", "rateLimit", "routes"}
+	defaultsFields = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "retry", "rateLimit", "routes", "dependencies"}
 	routeFields    = []string{"match", "timeout", "retry", "rateLimit"}
 	matchFields    = []string{"pathPrefix", "path", "methods", "headers"}
 )
+
+// serviceNameRule says what sources.ValidServiceName accepts.
+const serviceNameRule = "lowercase letters, digits, '-', '.', '_'; starts and ends alphanumeric; at most 253 characters"
 
 // MaxFileSize bounds the size of one policy file.
 const MaxFileSize = 4 << 20
@@ -95,7 +98,7 @@ func (p *parser) document(root *yaml.Node) (doc Document, ok bool) {
 	}
 	doc = Document{File: p.file, Line: n.Line, lines: map[string]int{}}
 	p.lines = doc.lines
-	defer func() { p.lines = nil }()
+	defer func() { p.lines, p.dependencyIndex = nil, nil }()
 
 	var apiVersion, kind, metadata, spec *yaml.Node
 	if !p.fields(n, "", topFields, nil, func(key string, v *yaml.Node) {
@@ -140,6 +143,10 @@ func (p *parser) document(root *yaml.Node) (doc Document, ok bool) {
 	} else {
 		p.spec(spec, "spec", &doc.Spec, false)
 	}
+	if doc.Spec.Dependencies != nil {
+		doc.Spec.Dependencies.Origin = doc.Location()
+		doc.dependencyIndex = p.dependencyIndex
+	}
 	return doc, nameOK
 }
 
@@ -154,7 +161,7 @@ func (p *parser) metadata(n *yaml.Node, doc *Document) (nameOK bool) {
 				return
 			}
 			if doc.Kind == KindServicePolicy && !sources.ValidServiceName(s) {
-				p.errorf(v.Line, "metadata.name", "%q is not a valid service name (lowercase letters, digits, '-', '.', '_'; starts and ends alphanumeric; at most 253 characters)", s)
+				p.errorf(v.Line, "metadata.name", "%q is not a valid service name (%s)", s, serviceNameRule)
 				return
 			}
 			doc.Name, nameOK = s, true
@@ -225,6 +232,8 @@ func (p *parser) spec(n *yaml.Node, path string, s *Spec, mesh bool) {
 			s.SamplingPercent = p.serviceTracing(v, fp)
 		case "routes":
 			s.Routes = p.routes(v, fp)
+		case "dependencies":
+			s.Dependencies = p.dependencies(v, fp)
 		}
 	})
 	p.checkPerTryTimeout(path, s.Timeout, s.Retry)
@@ -268,7 +277,7 @@ func (p *parser) route(n *yaml.Node, path string) (RouteSpec, bool) {
 	hasMatch, matchOK := false, false
 	serviceWide := func(key string) string {
 		switch key {
-		case "loadBalancer", "circuitBreaker", "outlierDetection", "tracing", "routes":
+		case "loadBalancer", "circuitBreaker", "outlierDetection", "tracing", "routes", "dependencies":
 			return key + " applies to the whole service, not to one route"
 		}
 		return ""

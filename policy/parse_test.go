@@ -101,6 +101,9 @@ func TestParseFullExample(t *testing.T) {
 		{"sampling", us.Tracing.SamplingPercent, 50.0},
 		{"search lb", set.Resolve("search").LoadBalancer, LoadBalancer{Policy: LeastRequest, ChoiceCount: 3}},
 		{"search retry", set.Resolve("search").Retry.RetryOn, []RetryOn{RetryOnConnectFailure, RetryOnUnavailable}},
+		{"user-service dependencies", set.Dependencies("user-service"), Dependencies{Services: []string{"search"}, Origin: "full.yaml:20"}},
+		{"search dependencies", set.Dependencies("search"), Dependencies{Origin: "full.yaml:48"}},
+		{"other dependencies", set.Dependencies("other"), Dependencies{All: true, Origin: "full.yaml:2"}},
 	}
 	for _, c := range checks {
 		if diff := cmp.Diff(c.want, c.got); diff != "" {
@@ -250,7 +253,7 @@ func TestParseErrors(t *testing.T) {
 		{"label not a string", lines("apiVersion: sluice.dev/v1", "kind: ServicePolicy", "metadata: {name: web, labels: {team: [a]}}", "spec: {}"), []wantDiag{{"p.yaml:3", "metadata.labels.team", "expected a string, got a list"}}},
 		{"missing spec", lines("apiVersion: sluice.dev/v1", "kind: ServicePolicy", "metadata: {name: web}"), []wantDiag{{"p.yaml:1", "spec", "required field is missing"}}},
 		{"spec not a mapping", svc("  - timeout: 1s"), []wantDiag{{"p.yaml:5", "spec", "expected a mapping, got a list"}}},
-		{"unknown spec field", svc("  timeout: 1s", "  timeouts: 2s"), []wantDiag{{"p.yaml:6", "spec.timeouts", "unknown field (known: loadBalancer, timeout, circuitBreaker, outlierDetection, retry, rateLimit, tracing, routes)"}}},
+		{"unknown spec field", svc("  timeout: 1s", "  timeouts: 2s"), []wantDiag{{"p.yaml:6", "spec.timeouts", "unknown field (known: loadBalancer, timeout, circuitBreaker, outlierDetection, retry, rateLimit, tracing, routes, dependencies)"}}},
 		{"YAML merge key", svc("  retry:", "    <<: {attempts: 2}"), []wantDiag{{"p.yaml:6", "spec.retry.<<", "merge keys are not supported"}}},
 		{"error in second document", svc("  timeout: 1s") + "---\n" + svc("  timeout: 1"), []wantDiag{{"p.yaml:11", "spec.timeout", "a unit is required"}}},
 		{"errors in order", svc("  timeout: 1", "  retry: {attempts: 99}"), []wantDiag{{"p.yaml:5", "spec.timeout", "unit"}, {"p.yaml:6", "spec.retry.attempts", "from 0 to 10"}}},

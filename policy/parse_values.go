@@ -26,6 +26,9 @@ type parser struct {
 	lines map[string]int
 	// aliases counts the alias uses followed in the file.
 	aliases int
+	// dependencyIndex maps each spec.dependencies entry of the document
+	// being parsed to its index in the list.
+	dependencyIndex map[string]int
 }
 
 func (p *parser) errorf(line int, field, format string, args ...any) {

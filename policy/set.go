@@ -171,22 +171,17 @@ func (s *Set) Services() []string {
 
 // Warnings checks the set against the services in the catalog. Nothing it
 // reports rejects the set: a policy for a service that does not exist (yet)
-// simply applies to nothing, for example.
+// simply applies to nothing, for example, and a dependency on such a service
+// (see DependencyWarnings) gives its sidecars nothing for it.
 func (s *Set) Warnings(serviceNames []string) []sources.Diagnostic {
 	if s == nil {
 		return nil
 	}
-	known := map[string]bool{}
-	for _, n := range serviceNames {
-		known[n] = true
-	}
+	known := knownSet(serviceNames)
 	var out []sources.Diagnostic
-	warn := func(d *Document, field, format string, args ...any) {
-		out = append(out, sources.Diagnostic{
-			Severity: sources.SeverityWarning, Source: SourceName,
-			Location: d.fieldLocation(field), Field: field,
-			Message: fmt.Sprintf(format, args...),
-		})
+	warn := warner(&out)
+	for i := range s.docs {
+		dependencyWarnings(&s.docs[i], known, warn)
 	}
 	for _, name := range s.Services() {
 		d := s.services[name]

@@ -36,6 +36,9 @@ type Document struct {
 
 	// lines maps field paths to the line of their value.
 	lines map[string]int
+	// dependencyIndex maps each entry of Spec.Dependencies to its index in
+	// the list as written, so warnings can name the field.
+	dependencyIndex map[string]int
 }
 
 // Location is "file:line" of the document.
@@ -64,6 +67,10 @@ type Spec struct {
 	// SamplingPercent is a ServicePolicy's spec.tracing.samplingPercent.
 	SamplingPercent *float64    `json:"samplingPercent,omitempty"`
 	Routes          []RouteSpec `json:"routes,omitempty"`
+	// Dependencies is spec.dependencies, complete (Origin is the
+	// document's location); it resolves as a whole, through
+	// Set.Dependencies, and is not part of Resolved.
+	Dependencies *Dependencies `json:"dependencies,omitempty"`
 }
 
 // CircuitBreakerSpec is spec.circuitBreaker; each field resolves on its own.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
 	"github.com/sluice-mesh/sluice/xds"
@@ -103,42 +105,76 @@ func flipHealth(st sources.State, s int) sources.State {
 
 // BenchmarkChangeManyGroups is BenchmarkChangeToSnapshot/envoy/incremental
 // for G sidecar groups (one per service, as proxies that name their
-// service with node.cluster form), each also published to the xDS cache:
-// the work of one change is still proportional to the number of groups
-// times the mesh's bookkeeping (see docs/BENCHMARKS.md).
+// service with node.cluster form), each also published to the xDS cache, as
+// the loop does it: one translator.Shared and one Shared for every group.
+// "deps=all" groups get the whole mesh; "deps=10" groups depend on ten
+// services each (the ten after their own), so most groups do not see the
+// change.
 //
 //	go test -run '^$' -bench ChangeManyGroups -benchmem ./snapshot/
 func BenchmarkChangeManyGroups(b *testing.B) {
-	for _, groups := range []int{1, 10, 100} {
-		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
-			var merger sources.Merger
-			c := xds.NewCache(nil)
-			type pipe struct {
-				inc *translator.Incremental
-				bld *Builder
-				key string
+	for _, deps := range []int{0, 10} {
+		for _, groups := range []int{1, 10, 100, 1000} {
+			name := fmt.Sprintf("deps=all/groups=%d", groups)
+			if deps > 0 {
+				name = fmt.Sprintf("deps=%d/groups=%d", deps, groups)
 			}
-			var pipes []pipe
-			for g := range groups {
-				p := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: fmt.Sprintf("svc-%04d", g), InboundPort: 8080}
-				pipes = append(pipes, pipe{translator.New().NewIncremental(p), NewBuilder(), p.Key()})
-			}
-			changeLoop(b, func(st sources.State) {
-				cat := merger.Merge(map[string]sources.State{"etcd": st})
-				for _, p := range pipes {
-					res, err := p.inc.Translate(cat, nil)
-					if err != nil {
-						b.Fatal(err)
-					}
-					snap, err := p.bld.Build(res.Resources)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := c.SetSnapshot(context.Background(), p.key, snap); err != nil {
-						b.Fatal(err)
-					}
+			b.Run(name, func(b *testing.B) {
+				pol := dependencyPolicies(b, groups, deps, 1000)
+				var merger sources.Merger
+				c := xds.NewCache(nil)
+				shared, sharedBuild := translator.New().NewShared(), NewShared()
+				type pipe struct {
+					inc *translator.Incremental
+					bld *Builder
+					key string
 				}
+				var pipes []pipe
+				for g := range groups {
+					p := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: fmt.Sprintf("svc-%04d", g), InboundPort: 8080}
+					pipes = append(pipes, pipe{shared.NewIncremental(p), sharedBuild.NewBuilder(), p.Key()})
+				}
+				changeLoop(b, func(st sources.State) {
+					cat := merger.Merge(map[string]sources.State{"etcd": st})
+					for _, p := range pipes {
+						res, err := p.inc.Translate(cat, pol)
+						if err != nil {
+							b.Fatal(err)
+						}
+						snap, err := p.bld.Build(res.Resources)
+						if err != nil {
+							b.Fatal(err)
+						}
+						if err := c.SetSnapshot(context.Background(), p.key, snap); err != nil {
+							b.Fatal(err)
+						}
+					}
+					shared.Sweep()
+				})
 			})
-		})
+		}
 	}
+}
+
+// dependencyPolicies is a policy set in which each of the first groups
+// services svc-i depends on the deps services after it (of services); nil
+// for deps 0 (every service).
+func dependencyPolicies(tb testing.TB, groups, deps, services int) *policy.Set {
+	if deps == 0 {
+		return nil
+	}
+	var files []policy.File
+	for g := range groups {
+		var names []string
+		for d := 1; d <= deps; d++ {
+			names = append(names, fmt.Sprintf("svc-%04d", (g+d)%services))
+		}
+		doc := fmt.Sprintf("apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: svc-%04d}\nspec:\n  dependencies: [%s]\n", g, strings.Join(names, ", "))
+		files = append(files, policy.File{Name: fmt.Sprintf("svc-%04d.yaml", g), Data: []byte(doc)})
+	}
+	set, diags := policy.Load(files)
+	if len(diags) > 0 {
+		tb.Fatalf("dependency policies: %v", diags)
+	}
+	return set
 }

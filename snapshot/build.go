@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 
@@ -33,6 +34,9 @@ func Build(resources map[resource.Type][]types.Resource) (*cache.Snapshot, error
 // concurrent use.
 type Builder struct {
 	last map[resource.Type]*built
+	// shared, when set, is what this Builder shares with the Builders of
+	// other proxy groups.
+	shared *Shared
 }
 
 // built is one type of the last build, in name order.
@@ -41,10 +45,17 @@ type built struct {
 	facts []*resourceFacts
 	// res is the snapshot's resources of the type.
 	res cache.Resources
+	// names and refs are multiset hashes of the names and of the names
+	// referred to: two builts with equal ones refer and are referred to
+	// alike.
+	names, refs uint64
 }
 
 type resourceFacts struct {
 	name string
+	// nameMix and refsMix are this resource's terms of built.names and
+	// built.refs.
+	nameMix, refsMix uint64
 	// mix is this resource's term of its type's version: a hash of its
 	// name and content.
 	mix [2]uint64
@@ -62,31 +73,76 @@ func NewBuilder() *Builder {
 func (b *Builder) Build(resources map[resource.Type][]types.Resource) (*cache.Snapshot, error) {
 	snap := &cache.Snapshot{}
 	next := make(map[resource.Type]*built, len(resources))
+	unchanged := len(resources) == len(b.last)
 	for typ, items := range resources {
 		idx := cache.GetResponseType(typ)
 		if idx == types.UnknownType {
 			return nil, fmt.Errorf("building snapshot: unknown resource type %q", typ)
 		}
-		cur, err := b.facts(typ, items)
+		prev := b.last[typ]
+		cur, err := b.built(typ, items, prev)
 		if err != nil {
 			return nil, fmt.Errorf("building snapshot: %s: %w", typ, err)
 		}
-		version := contentVersion(cur.facts)
-		if prev := b.last[typ]; prev != nil && prev.res.Version == version {
-			// Unchanged content: the last build's resources (and their
-			// index by name) serve again.
-			cur.res = prev.res
-		} else {
-			cur.res = cache.NewResources(version, items)
-		}
+		unchanged = unchanged && prev != nil && cur.names == prev.names && cur.refs == prev.refs && len(cur.facts) == len(prev.facts)
 		next[typ] = cur
 		snap.Resources[idx] = cur.res
 	}
-	if err := checkReferences(next); err != nil {
-		return nil, err
+	// References only change with names: equal names, equal answer (and
+	// the last build's was yes).
+	if !unchanged {
+		if err := checkReferences(next); err != nil {
+			return nil, err
+		}
 	}
 	b.last = next
 	return snap, nil
+}
+
+// built works out a type's facts and resources for items: the last
+// build's when items is the very list it had (an incremental translation
+// hands unchanged lists back), another group's when the list is shared
+// with it, otherwise from the facts of each resource.
+func (b *Builder) built(typ resource.Type, items []types.Resource, prev *built) (*built, error) {
+	if prev != nil && sameList(prev.items, items) {
+		return prev, nil
+	}
+	if cur := b.shared.list(items); cur != nil {
+		return cur, nil
+	}
+	cur, err := b.facts(typ, items)
+	if err != nil {
+		return nil, err
+	}
+	version := contentVersion(cur.facts)
+	for _, f := range cur.facts {
+		cur.names += f.nameMix
+		cur.refs += f.refsMix
+	}
+	switch {
+	case prev != nil && prev.res.Version == version:
+		// Unchanged content: the last build's resources (and their
+		// index by name) serve again.
+		cur.res = prev.res
+	default:
+		if res, ok := b.shared.resources(typ, version, len(items)); ok {
+			cur.res = res
+		} else {
+			cur.res = cache.NewResources(version, cur.items)
+			b.shared.addResources(typ, cur.res, len(items))
+		}
+	}
+	b.shared.addList(items, cur)
+	return cur, nil
+}
+
+// sameList reports whether a and b are the same list (same elements in the
+// same backing array).
+func sameList(a, b []types.Resource) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	return len(a) == 0 || &a[0] == &b[0]
 }
 
 // facts works out the facts of items, sorted by name, taking those of
@@ -114,10 +170,15 @@ func (b *Builder) facts(typ resource.Type, items []types.Resource) (*built, erro
 			cur.facts[i] = f
 			continue
 		}
+		if f := b.shared.facts(r); f != nil {
+			cur.facts[i] = f
+			continue
+		}
 		f, err := newFacts(typ, r)
 		if err != nil {
 			return nil, err
 		}
+		b.shared.addFacts(r, f)
 		cur.facts[i] = f
 	}
 	byName := func(i, j int) int { return strings.Compare(cur.facts[i].name, cur.facts[j].name) }
@@ -169,6 +230,9 @@ func newFacts(typ resource.Type, r types.Resource) (*resourceFacts, error) {
 	h.Write(content[:])
 	sum := h.Sum(nil)
 	f.mix = [2]uint64{binary.LittleEndian.Uint64(sum), binary.LittleEndian.Uint64(sum[8:])}
+	nh := fnv.New64a()
+	nh.Write([]byte(f.name))
+	f.nameMix = nh.Sum64()
 	switch typ {
 	case resource.ClusterType:
 		c := r.(*clusterv3.Cluster)
@@ -183,6 +247,11 @@ func newFacts(typ resource.Type, r types.Resource) (*resourceFacts, error) {
 		if f.refs, err = listenerRoutes(r.(*listenerv3.Listener)); err != nil {
 			return nil, fmt.Errorf("listener %q: %w", f.name, err)
 		}
+	}
+	for _, ref := range f.refs {
+		rh := fnv.New64a()
+		rh.Write([]byte(ref))
+		f.refsMix += rh.Sum64()
 	}
 	return f, nil
 }

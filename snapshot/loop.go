@@ -80,10 +80,14 @@ type Loop struct {
 	// policy is the last valid policy set and policyStatus its state.
 	policy       *policy.Set
 	policyStatus sourceStatus
-	// merger and pipes are the memos that make a build cost what changed;
-	// only the goroutine running the loop uses them.
-	merger sources.Merger
-	pipes  map[string]*pipeline
+	// merger, pipes and the shared memos make a build cost what changed:
+	// per-service work and hashing are done once for every group (shared,
+	// sharedBuild), the rest once per group (pipes). Only the goroutine
+	// running the loop uses them.
+	merger      sources.Merger
+	pipes       map[string]*pipeline
+	shared      *translator.Shared
+	sharedBuild *Shared
 	// built says at least one full build has succeeded.
 	built     bool
 	lastError string
@@ -145,6 +149,10 @@ func NewLoop(cfg Config) *Loop {
 		sources: map[string]*sourceStatus{},
 		groups:  map[string]*group{},
 		pipes:   map[string]*pipeline{},
+		// Built from the loop's translator, so every group translates
+		// with the same options.
+		shared:      cfg.Translator.NewShared(),
+		sharedBuild: NewShared(),
 	}
 	for _, s := range cfg.Sources {
 		l.sources[s] = &sourceStatus{}
@@ -424,6 +432,11 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 		l.cfg.Metrics.snapshots.WithLabelValues("published").Inc()
 		l.cfg.Log.Debug("snapshot published", "group", g.proxy.Key(), "versions", versions)
 	}
+	if !onlyFresh {
+		// Every group was translated: what none of them used is gone.
+		l.shared.Sweep()
+		l.sharedBuild.Rotate(l.cfg.Now())
+	}
 	if !failed {
 		l.mu.Lock()
 		if !onlyFresh {
@@ -443,7 +456,7 @@ func (l *Loop) translate(ctx context.Context, catalog sources.Catalog, pol *poli
 	defer span.End()
 	pipe := l.pipes[p.Key()]
 	if pipe == nil {
-		pipe = &pipeline{translator: l.cfg.Translator.NewIncremental(p), builder: NewBuilder()}
+		pipe = &pipeline{translator: l.shared.NewIncremental(p), builder: l.sharedBuild.NewBuilder()}
 		l.pipes[p.Key()] = pipe
 	}
 	start := time.Now()

@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/sluice-mesh/sluice/policy"
+	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
 )
@@ -539,4 +541,56 @@ func TestLoopDropsIdleGroups(t *testing.T) {
 	if len(st.Groups) != 1 || st.Groups[0].Key != back.Key() {
 		t.Fatalf("groups %+v, want only %s", st.Groups, back.Key())
 	}
+}
+
+// TestLoopScopesGroupsByDependencies: a sidecar group gets the services its
+// policy names as dependencies, the status shows the set and what of it is
+// not in the catalog, and a new policy set widens the group without
+// anything else happening.
+func TestLoopScopesGroupsByDependencies(t *testing.T) {
+	policies := make(chan watch.Update, 1)
+	l := startLoop(t, Config{Sources: []string{"a"}, Policies: policies, HoldOff: time.Millisecond})
+	load := func(deps string) *policy.Set {
+		t.Helper()
+		set, diags := policy.Load([]policy.File{{Name: "web.yaml", Data: []byte(
+			"apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: web}\nspec:\n  dependencies: " + deps + "\n")}})
+		if len(diags) > 0 {
+			t.Fatal(diags)
+		}
+		return set
+	}
+	policies <- watch.Update{Set: load("[api, ghost]")}
+	st := service("api", 1, 80)
+	st.Services = append(st.Services, service("db", 1, 5432).Services...)
+	l.setState("a", st)
+	web := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web"}
+	other := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "batch"}
+	l.EnsureGroup(web)
+	l.EnsureGroup(other)
+	waitFor(t, "both groups' snapshots", func() bool {
+		seen := map[string]bool{}
+		for _, c := range l.pub.published() {
+			seen[c.node] = true
+		}
+		return seen[web.Key()] && seen[other.Key()]
+	})
+	if got := resourceNames(l.pub.last(t, web.Key()), resource.ClusterType); !cmp.Equal(got, []string{"api"}) {
+		t.Errorf("web's clusters = %v, want only its dependency api", got)
+	}
+	if got := resourceNames(l.pub.last(t, other.Key()), resource.ClusterType); !cmp.Equal(got, []string{"api", "db"}) {
+		t.Errorf("batch's clusters = %v, want every service", got)
+	}
+	var ws GroupStatus
+	for _, g := range l.Status().Groups {
+		if g.Key == web.Key() {
+			ws = g
+		}
+	}
+	if !cmp.Equal(ws.Dependencies.Services, []string{"api", "ghost"}) || !cmp.Equal(ws.Missing, []string{"ghost"}) {
+		t.Errorf("web's status: dependencies %+v, missing %v", ws.Dependencies, ws.Missing)
+	}
+	policies <- watch.Update{Set: load("[api, db]")}
+	waitFor(t, "web to get db", func() bool {
+		return cmp.Equal(resourceNames(l.pub.last(t, web.Key()), resource.ClusterType), []string{"api", "db"})
+	})
 }

@@ -1,10 +1,13 @@
 package snapshot
 
 import (
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
 )
@@ -27,6 +30,11 @@ type GroupStatus struct {
 	Proxy    translator.Proxy         `json:"proxy"`
 	Versions map[resource.Type]string `json:"versions,omitempty"`
 	Error    string                   `json:"error,omitempty"`
+	// Dependencies are the services whose resources the group gets (its
+	// service's spec.dependencies, or every service); Missing, those of
+	// them that are not in the catalog (yet).
+	Dependencies policy.Dependencies `json:"dependencies"`
+	Missing      []string            `json:"missing_dependencies,omitempty"`
 }
 
 // Ready reports whether every source has synced and the merged catalog has
@@ -47,7 +55,15 @@ func (l *Loop) Status() Status {
 		st.Sources[name] = *s
 	}
 	for key, g := range l.groups {
-		st.Groups = append(st.Groups, GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err})
+		gs := GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err, Dependencies: translator.Dependencies(g.proxy, l.policy)}
+		for _, name := range gs.Dependencies.Services {
+			if _, ok := slices.BinarySearchFunc(l.catalog.Services, name, func(s sources.CatalogService, n string) int {
+				return strings.Compare(s.Name, n)
+			}); !ok {
+				gs.Missing = append(gs.Missing, name)
+			}
+		}
+		st.Groups = append(st.Groups, gs)
 	}
 	sort.Slice(st.Groups, func(i, j int) bool { return st.Groups[i].Key < st.Groups[j].Key })
 	return st

@@ -2,6 +2,7 @@ package sources
 
 import (
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -11,12 +12,22 @@ import (
 // endpoint per host:port, each remembering what every source said about it.
 type Catalog struct {
 	Services []CatalogService `json:"services"`
+	// Lineage names the Merger that made the catalog; its services'
+	// revisions mean something only among catalogs of the same lineage.
+	// 0 means unknown (a catalog built by hand, or by Merge): consumers
+	// then compare services by value.
+	Lineage uint64 `json:"-"`
 }
 
 // CatalogService is a service in the merged catalog.
 type CatalogService struct {
 	Name      string     `json:"name"`
 	Endpoints []Endpoint `json:"endpoints"`
+	// Revision changes whenever the service's merged value does, and only
+	// then, within one Lineage: equal revisions mean equal endpoints, so
+	// the translator's memos compare one number per service. 0 means
+	// unknown.
+	Revision uint64 `json:"revision,omitempty"`
 }
 
 // Endpoint is one merged instance. Instance holds the effective values; Views
@@ -37,7 +48,13 @@ type Endpoint struct {
 //     order that reported the instance;
 //   - metadata keys missing there are filled from later sources.
 func Merge(states map[string]State) Catalog {
-	return new(Merger).Merge(states)
+	c := new(Merger).Merge(states)
+	// A throwaway Merger's revisions say nothing about other catalogs.
+	c.Lineage = 0
+	for i := range c.Services {
+		c.Services[i].Revision = 0
+	}
+	return c
 }
 
 // Merger merges like Merge and remembers its last result, so that a change
@@ -56,7 +73,12 @@ func Merge(states map[string]State) Catalog {
 // states it is given, and nobody may write to a catalog it returned. A
 // Merger is not safe for concurrent use.
 type Merger struct {
-	prev []*merged // sorted by name
+	// lineage is drawn at random on first use, so that two Mergers (two
+	// processes, a restarted loop) never pass one another's revisions as
+	// their own; rev is the last revision handed out.
+	lineage uint64
+	rev     uint64
+	prev    []*merged // sorted by name
 	// scratch collects one service's contributions.
 	scratch []contribution
 }
@@ -75,6 +97,9 @@ type contribution struct {
 
 // Merge returns the merged catalog of states (see the package func Merge).
 func (m *Merger) Merge(states map[string]State) Catalog {
+	for m.lineage == 0 {
+		m.lineage = rand.Uint64()
+	}
 	names := make([]string, 0, len(states))
 	for n := range states {
 		names = append(names, n)
@@ -123,11 +148,13 @@ func (m *Merger) Merge(states map[string]State) Catalog {
 			p = &merged{inputs: slices.Clone(in), out: p.out}
 		default:
 			p = &merged{inputs: slices.Clone(in), out: mergeService(name, in)}
+			m.rev++
+			p.out.Revision = m.rev
 		}
 		next = append(next, p)
 	}
 	m.prev = next
-	out := Catalog{Services: make([]CatalogService, len(next))}
+	out := Catalog{Services: make([]CatalogService, len(next)), Lineage: m.lineage}
 	for i, p := range next {
 		out.Services[i] = p.out
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/sluice-mesh/sluice/sources"
 )
@@ -476,18 +477,26 @@ func TestMergerRemembers(t *testing.T) {
 		}
 		states[src] = next
 		got := m.Merge(states)
-		if diff := cmp.Diff(sources.Merge(states), got); diff != "" {
+		ignoreRevisions := cmpopts.IgnoreFields(sources.CatalogService{}, "Revision")
+		if diff := cmp.Diff(sources.Merge(states), got, ignoreRevisions, cmpopts.IgnoreFields(sources.Catalog{}, "Lineage")); diff != "" {
 			t.Fatalf("step %d: Merger differs from Merge (-Merge +Merger):\n%s", step, diff)
+		}
+		if got.Lineage == 0 || got.Lineage != prev.Lineage {
+			t.Fatalf("step %d: lineage %d, want the Merger's own (%d), not 0", step, got.Lineage, prev.Lineage)
 		}
 		for i, cs := range got.Services {
 			old := prev.Services[i]
 			same := len(cs.Endpoints) > 0 && &cs.Endpoints[0] == &old.Endpoints[0]
-			equal := reflect.DeepEqual(cs, old)
+			equal := cmp.Equal(cs, old, ignoreRevisions)
 			switch {
 			case cs.Name != changed && !same:
 				t.Fatalf("step %d: unchanged service %s got a new Endpoints slice", step, cs.Name)
 			case !equal && same:
 				t.Fatalf("step %d: service %s changed but kept its Endpoints slice", step, cs.Name)
+			case cs.Revision == 0:
+				t.Fatalf("step %d: service %s has no revision", step, cs.Name)
+			case equal != (cs.Revision == old.Revision):
+				t.Fatalf("step %d: service %s: equal=%v but revision %d -> %d", step, cs.Name, equal, old.Revision, cs.Revision)
 			}
 		}
 		prev = got

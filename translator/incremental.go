@@ -4,173 +4,189 @@ import (
 	"slices"
 	"strings"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
-	"github.com/sluice-mesh/sluice/envoy"
 	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/sources"
 )
 
-// Incremental translates for one proxy again and again, remembering each
-// service's resources between calls: a service whose catalog entry and
-// policy set are the ones it was last translated from gets the very same
-// resource values back, so a change to one service costs translating that
-// service (plus a pass over the others that compares pointers), and the
-// unchanged resources keep their identity for the snapshot builder's and
-// the xDS cache's memos of hashes and encodings.
+// Incremental translates for one proxy group again and again. The
+// per-service part comes from a Shared (the segment of the group's view
+// and dependency set); what is the group's own (an Envoy's listeners,
+// outbound route configuration, inbound side and tracing collector) is
+// remembered with what it was built from, and each type's list is put
+// together again only when the segment's list or the group's own part
+// changed. Unchanged resources and lists therefore keep their identity
+// from call to call, and from group to group, for the snapshot builder's
+// and the xDS cache's memos.
 //
-// It relies on the catalog's immutability (see sources.Merger): a service
-// is taken as unchanged when its Endpoints slice is the one translated
-// before, and every resource is the same as Translate would build. An
-// Incremental is not safe for concurrent use.
+// Its results equal Translate's for the same input. An Incremental is not
+// safe for concurrent use, nor are the Incrementals of one Shared.
 type Incremental struct {
-	t     *Translator
-	proxy Proxy
-	// policy is the set the memo was built under; another set (a policy
-	// change) clears the memo.
-	policy   *policy.Set
-	services map[string]*memoService
-	// seen counts the calls, to drop the services a call did not see.
-	seen uint64
-	// vhosts and routes are the outbound route configuration of the
-	// last call and the virtual hosts it was built from.
-	vhosts []*routev3.VirtualHost
-	routes *routev3.RouteConfiguration
-	// tracing is the proxy's own service's tracing under policy, and
-	// listeners what the last call's envoyListeners added.
-	tracing   policy.Tracing
-	listeners *listenersMemo
+	shared *Shared
+	// private: the Shared is this Incremental's alone, swept after
+	// every call.
+	private bool
+	proxy   Proxy
+	view    serviceView
+
+	// own is the group's own part and what it was built from.
+	own *ownMemo
+	// out is the last result, and outRevs the segment list revisions and
+	// own part it was put together from.
+	out     map[resource.Type][]types.Resource
+	outSeg  *segment
+	outRevs [numLists]uint64
+	outOwn  *ownMemo
 }
 
-// listenersMemo is an Envoy's listeners, inbound side and collector
-// cluster, with everything they were built from besides the proxy and the
-// policy set: the outbound route configuration, whether a gateway's
-// routes enforce rate limits, and the endpoints of a collector that is a
-// catalog service.
-type listenersMemo struct {
-	outbound    *routev3.RouteConfiguration
+// ownMemo is an Envoy group's own resources and their inputs.
+type ownMemo struct {
+	policySet *policy.Set
+	// tracing is the group's service's tracing under policySet.
+	tracing     policy.Tracing
+	outbound    any // the segment's outbound route configuration
 	rateLimited bool
-	collector   []sources.Endpoint
-	added       *Result
+	// collector is the catalog entry of a tracing collector that is a
+	// catalog service, by revision (or value, see serviceMemo.current).
+	collectorName string
+	collector     sources.CatalogService
+	lineage       uint64
+	added         *Result
 }
 
-type memoService struct {
-	endpoints []sources.Endpoint
-	// domains are those the configuration in res was built for.
-	domains []string
-	res     serviceResources
-	seen    uint64
-}
-
-// NewIncremental returns an Incremental translating for p with t's options.
+// NewIncremental returns an Incremental translating for p with t's options
+// and a Shared of its own.
 func (t *Translator) NewIncremental(p Proxy) *Incremental {
-	return &Incremental{t: t, proxy: p, services: map[string]*memoService{}}
+	return &Incremental{shared: t.NewShared(), private: true, proxy: p, view: viewOf(p)}
 }
 
-// Translate is Translator.Translate for the Incremental's proxy; its result
-// equals Translate's for the same catalog and policy.
+// NewIncremental returns an Incremental translating for p that shares
+// per-service work with every other Incremental of s.
+func (s *Shared) NewIncremental(p Proxy) *Incremental {
+	return &Incremental{shared: s, proxy: p, view: viewOf(p)}
+}
+
+// Translate is Translator.Translate for the Incremental's proxy. Groups of
+// one Shared are translated one after another for the same catalog and
+// policy set (the first call of a new input starts a pass of the Shared).
 func (m *Incremental) Translate(catalog sources.Catalog, pol *policy.Set) (*Result, error) {
-	if pol != m.policy || m.seen == 0 {
-		m.policy = pol
-		clear(m.services)
-		m.listeners = nil
-		m.tracing = pol.Resolve(m.proxy.Service).Tracing
+	s := m.shared
+	if err := s.prepare(catalog, pol); err != nil {
+		return nil, err
 	}
-	m.seen++
-	return m.t.translate(Input{Catalog: catalog, Policy: pol, Proxy: m.proxy}, m)
-}
-
-// service returns the resources of svc, from the memo when svc is the
-// catalog entry they were built from. A nil m translates every time.
-func (m *Incremental) service(t *Translator, svc sources.CatalogService, pol *policy.Set, v serviceView) serviceResources {
-	if m == nil {
-		return t.service(svc, pol.Resolve(svc.Name), v)
+	if m.private {
+		defer s.Sweep()
 	}
-	ms := m.services[svc.Name]
-	if ms != nil && sameEndpoints(ms.endpoints, svc.Endpoints) {
-		ms.seen = m.seen
-		return ms.res
+	seg := s.segment(m.view, dependencies(m.proxy, pol))
+	var own *ownMemo
+	if m.proxy.Kind != KindGRPC {
+		own = m.ownPart(seg, pol)
 	}
-	doms := domains(svc)
-	if ms == nil || !slices.Equal(doms, ms.domains) {
-		// New, or serving on other ports: its virtual host (and, for
-		// gRPC, its listeners) change too.
-		ms = &memoService{domains: doms, res: t.serviceConfig(svc.Name, doms, pol.Resolve(svc.Name), v)}
-		m.services[svc.Name] = ms
+	if m.out != nil && seg == m.outSeg && seg.listRev == m.outRevs && own == m.outOwn {
+		return &Result{Resources: m.out}, nil
 	}
-	// Only the endpoints changed: everything else keeps its value.
-	ms.endpoints, ms.seen = svc.Endpoints, m.seen
-	ms.res.endpoints = serviceEndpoints(svc)
-	return ms.res
-}
-
-// sameEndpoints reports whether a and b are the same slice.
-func sameEndpoints(a, b []sources.Endpoint) bool {
-	if len(a) != len(b) {
-		return false
+	out := map[resource.Type][]types.Resource{
+		resource.ClusterType:  seg.lists[listClusters],
+		resource.EndpointType: seg.lists[listEndpoints],
+		resource.ListenerType: seg.lists[listListeners],
+		resource.RouteType:    seg.lists[listRoutes],
 	}
-	return len(a) == 0 || &a[0] == &b[0]
-}
-
-// outboundRoutes is Envoy's outbound route configuration over vhosts,
-// the previous one when every virtual host is the same as last time.
-func (m *Incremental) outboundRoutes(vhosts []*routev3.VirtualHost) *routev3.RouteConfiguration {
-	if m == nil {
-		return envoy.RouteConfiguration(OutboundRouteName, vhosts)
-	}
-	if m.routes == nil || len(vhosts) != len(m.vhosts) || !samePointers(vhosts, m.vhosts) {
-		m.vhosts = vhosts
-		m.routes = envoy.RouteConfiguration(OutboundRouteName, vhosts)
-	}
-	return m.routes
-}
-
-func samePointers[T any](a, b []*T) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return false
+	if own != nil {
+		for typ, rs := range own.added.Resources {
+			if m.out != nil && seg == m.outSeg && own == m.outOwn && seg.listRev[listOf(typ)] == m.outRevs[listOf(typ)] {
+				out[typ] = m.out[typ]
+				continue
+			}
+			out[typ] = mergeByName(out[typ], rs)
 		}
 	}
-	return true
+	for typ, rs := range out {
+		if rs == nil {
+			out[typ] = []types.Resource{}
+		}
+	}
+	m.out, m.outSeg, m.outRevs, m.outOwn = out, seg, seg.listRev, own
+	return &Result{Resources: out}, nil
 }
 
-// envoyListeners adds what Translator.envoyListeners adds, the previous
-// call's values when nothing they are built from changed.
-func (m *Incremental) envoyListeners(t *Translator, res *Result, in Input, services []sources.CatalogService, outbound *routev3.RouteConfiguration, rateLimited bool) {
-	if m == nil {
-		t.envoyListeners(res, in, services, outbound, rateLimited)
-		return
+func listOf(typ resource.Type) int {
+	switch typ {
+	case resource.ClusterType:
+		return listClusters
+	case resource.EndpointType:
+		return listEndpoints
+	case resource.ListenerType:
+		return listListeners
 	}
-	var collector []sources.Endpoint
-	if m.tracing.Enabled {
-		i, found := slices.BinarySearchFunc(services, m.tracing.CollectorHost, func(s sources.CatalogService, name string) int {
-			return strings.Compare(s.Name, name)
+	return listRoutes
+}
+
+// mergeByName returns the name-ordered union of two name-ordered lists
+// whose names differ; shared is not modified.
+func mergeByName(shared, own []types.Resource) []types.Resource {
+	if len(own) == 0 {
+		return shared
+	}
+	out := make([]types.Resource, 0, len(shared)+len(own))
+	i := 0
+	for _, r := range own {
+		name := cache.GetResourceName(r)
+		j, _ := slices.BinarySearchFunc(shared[i:], name, func(x types.Resource, n string) int {
+			return strings.Compare(cache.GetResourceName(x), n)
 		})
-		if found {
-			collector = services[i].Endpoints
-		}
+		out = append(out, shared[i:i+j]...)
+		out = append(out, r)
+		i += j
 	}
-	l := m.listeners
-	if l == nil || l.outbound != outbound || l.rateLimited != rateLimited || !sameEndpoints(l.collector, collector) {
-		l = &listenersMemo{outbound: outbound, rateLimited: rateLimited, collector: collector, added: &Result{Resources: map[resource.Type][]types.Resource{}}}
-		t.envoyListeners(l.added, in, services, outbound, rateLimited)
-		m.listeners = l
-	}
-	for typ, rs := range l.added.Resources {
-		res.Resources[typ] = append(res.Resources[typ], rs...)
-	}
+	return append(out, shared[i:]...)
 }
 
-// done forgets the services the last call did not see.
-func (m *Incremental) done() {
-	if m == nil {
-		return
+// ownPart returns an Envoy group's own resources, the last ones when
+// nothing they are built from changed.
+func (m *Incremental) ownPart(seg *segment, pol *policy.Set) *ownMemo {
+	s := m.shared
+	o := m.own
+	var tr policy.Tracing
+	if o != nil && o.policySet == pol {
+		tr = o.tracing
+	} else {
+		tr = pol.Resolve(m.proxy.Service).Tracing
 	}
-	for name, ms := range m.services {
-		if ms.seen != m.seen {
-			delete(m.services, name)
+	var collector sources.CatalogService
+	if tr.Enabled {
+		if i, ok := slices.BinarySearchFunc(s.services, tr.CollectorHost, func(c sources.CatalogService, n string) int {
+			return strings.Compare(c.Name, n)
+		}); ok {
+			collector = s.services[i]
 		}
 	}
+	if o != nil && o.policySet == pol && o.outbound == any(seg.outbound) && o.rateLimited == seg.rateLimited &&
+		o.collectorName == collector.Name && m.sameCollector(o, collector) {
+		return o
+	}
+	o = &ownMemo{
+		policySet: pol, tracing: tr, outbound: seg.outbound, rateLimited: seg.rateLimited,
+		collectorName: collector.Name, collector: collector, lineage: s.catalog.Lineage,
+		added: &Result{Resources: map[resource.Type][]types.Resource{}},
+	}
+	in := Input{Catalog: s.catalog, Policy: pol, Proxy: m.proxy}
+	s.t.envoyListeners(o.added, in, s.services, dependencies(m.proxy, pol), seg.outbound, seg.rateLimited)
+	for _, rs := range o.added.Resources {
+		sortByName(rs)
+	}
+	m.own = o
+	return o
+}
+
+// sameCollector reports whether the collector's catalog entry is the one o
+// was built from.
+func (m *Incremental) sameCollector(o *ownMemo, c sources.CatalogService) bool {
+	lineage := m.shared.catalog.Lineage
+	if lineage != 0 && c.Revision != 0 && o.lineage == lineage && o.collector.Revision != 0 {
+		return o.collector.Revision == c.Revision
+	}
+	return sameEndpoints(o.collector.Endpoints, c.Endpoints)
 }

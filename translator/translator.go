@@ -74,32 +74,28 @@ type Result struct {
 	Resources map[resource.Type][]types.Resource
 }
 
-// Translate builds the resources for in.Proxy. It does not modify in.
+// Translate builds the resources for in.Proxy. It does not modify in. It
+// is the reference every faster path (Incremental) is tested against.
 func (t *Translator) Translate(in Input) (*Result, error) {
-	return t.translate(in, nil)
-}
-
-// translate is Translate, reusing what m remembers when m is not nil.
-func (t *Translator) translate(in Input, m *Incremental) (*Result, error) {
 	res := &Result{Resources: map[resource.Type][]types.Resource{
 		resource.ClusterType:  {},
 		resource.EndpointType: {},
 		resource.ListenerType: {},
 		resource.RouteType:    {},
 	}}
-	services := in.Catalog.Services
-	if !sort.SliceIsSorted(services, func(i, j int) bool { return services[i].Name < services[j].Name }) {
-		services = append([]sources.CatalogService(nil), services...)
-		sort.Slice(services, func(i, j int) bool { return services[i].Name < services[j].Name })
+	services, err := sortedServices(in.Catalog.Services)
+	if err != nil {
+		return nil, err
 	}
-	view := serviceView{kind: in.Proxy.Kind, gateway: in.Proxy.Kind == KindEnvoy && in.Proxy.Role == RoleGateway}
+	view := viewOf(in.Proxy)
+	deps := dependencies(in.Proxy, in.Policy)
 	var vhosts []*routev3.VirtualHost
 	rateLimited := false
-	for i, svc := range services {
-		if i > 0 && services[i-1].Name == svc.Name {
-			return nil, fmt.Errorf("translating catalog: service %q listed twice", svc.Name)
+	for _, svc := range services {
+		if !deps.All && !deps.Includes(svc.Name) {
+			continue
 		}
-		sr := m.service(t, svc, in.Policy, view)
+		sr := t.service(svc, in.Policy.Resolve(svc.Name), view)
 		res.add(resource.ClusterType, sr.cluster)
 		res.add(resource.EndpointType, sr.endpoints)
 		if sr.vhost != nil {
@@ -114,33 +110,80 @@ func (t *Translator) translate(in Input, m *Incremental) (*Result, error) {
 		}
 	}
 	if in.Proxy.Kind != KindGRPC {
-		m.envoyListeners(t, res, in, services, m.outboundRoutes(vhosts), rateLimited)
-	}
-	less := func(rs []types.Resource) func(i, j int) bool {
-		return func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) }
+		t.envoyListeners(res, in, services, deps, envoy.RouteConfiguration(OutboundRouteName, vhosts), rateLimited)
 	}
 	for _, rs := range res.Resources {
-		// Mostly in order already (services come sorted); checking is
-		// cheaper than sorting thousands of names on every change.
-		if !sort.SliceIsSorted(rs, less(rs)) {
-			sort.Slice(rs, less(rs))
+		sortByName(rs)
+	}
+	return res, nil
+}
+
+// sortedServices returns services in name order (services itself when it
+// already is, as catalogs come), refusing a name listed twice.
+func sortedServices(services []sources.CatalogService) ([]sources.CatalogService, error) {
+	if !sort.SliceIsSorted(services, func(i, j int) bool { return services[i].Name < services[j].Name }) {
+		services = append([]sources.CatalogService(nil), services...)
+		sort.Slice(services, func(i, j int) bool { return services[i].Name < services[j].Name })
+	}
+	for i := 1; i < len(services); i++ {
+		if services[i-1].Name == services[i].Name {
+			return nil, fmt.Errorf("translating catalog: service %q listed twice", services[i].Name)
 		}
 	}
-	m.done()
-	return res, nil
+	return services, nil
+}
+
+// sortByName sorts resources by name. They are mostly in order already
+// (services come sorted); checking is cheaper than sorting thousands of
+// names on every change.
+func sortByName(rs []types.Resource) {
+	less := func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) }
+	if !sort.SliceIsSorted(rs, less) {
+		sort.Slice(rs, less)
+	}
+}
+
+// viewOf is the view of the per-service resources a proxy gets.
+func viewOf(p Proxy) serviceView {
+	return serviceView{kind: p.Kind, gateway: p.Kind == KindEnvoy && p.Role == RoleGateway}
+}
+
+// dependencies is the set of services whose resources p gets: its
+// service's dependencies for a sidecar that names its service, every
+// service for gateways, proxyless gRPC clients (they subscribe by name)
+// and proxies of unknown services.
+func dependencies(p Proxy, pol *policy.Set) policy.Dependencies {
+	if p.Kind == KindEnvoy && p.Role == RoleSidecar && p.Service != "" {
+		return pol.Dependencies(p.Service)
+	}
+	return policy.Dependencies{All: true}
+}
+
+// Dependencies is the dependency set of p's group under pol (for the admin
+// API): every service unless p is a sidecar whose service's policy limits it.
+func Dependencies(p Proxy, pol *policy.Set) policy.Dependencies {
+	return dependencies(p, pol)
 }
 
 // envoyListeners adds an Envoy's listeners with their route configurations:
 // the outbound listener over outbound, the route configuration of every
 // service's virtual host (with the local rate limit filter when a gateway
-// enforces limits), a sidecar's inbound
-// listener in front of its application, and the tracing collector's
-// cluster when tracing is on.
-func (t *Translator) envoyListeners(res *Result, in Input, services []sources.CatalogService, outbound *routev3.RouteConfiguration, rateLimited bool) {
+// enforces limits), a sidecar's inbound listener in front of its
+// application, and the tracing collector's cluster when tracing is on —
+// with the collector's load assignment when the collector is a service the
+// proxy does not otherwise depend on.
+func (t *Translator) envoyListeners(res *Result, in Input, services []sources.CatalogService, deps policy.Dependencies, outbound *routev3.RouteConfiguration, rateLimited bool) {
 	own := in.Policy.Resolve(in.Proxy.Service)
 	tracing, collector := t.tracing(services, in.Proxy, own)
 	if collector != nil {
 		res.add(resource.ClusterType, collector)
+		if eds := collector.GetEdsClusterConfig().GetServiceName(); eds != "" && !deps.All && !deps.Includes(eds) {
+			for _, svc := range services {
+				if svc.Name == eds {
+					res.add(resource.EndpointType, serviceEndpoints(svc))
+				}
+			}
+		}
 	}
 	addr, port := t.OutboundAddress, t.OutboundPort
 	if in.Proxy.OutboundAddress != "" {

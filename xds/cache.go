@@ -74,12 +74,56 @@ type Cache struct {
 	groups map[string]*group
 	nextID int64
 	genID  atomic.Int64
+
+	// pub serialises publishing; it guards shared and entries, which
+	// only publishers use.
+	pub sync.Mutex
+	// shared holds the generations that are some group's current one,
+	// by type, version and size, with the number of groups using each:
+	// groups that publish the same content (every sidecar group's load
+	// assignments, when they depend on the whole mesh) share one
+	// generation, and so its worked-out differences and responses.
+	sharedGens map[sharedKey]*sharedGen
+	// entries finds the entry of a resource value another group
+	// published, so that it is marshalled once for the whole mesh; it
+	// forgets what was not published for a while (entriesTTL).
+	entries        [2]map[types.Resource]*entry
+	entriesRotated time.Time
 }
 
+type sharedKey struct {
+	typ     types.ResponseType
+	version string
+	n       int
+}
+
+type sharedGen struct {
+	gen    *generation
+	groups int
+}
+
+// entriesTTL is how long the entry of a resource value nobody published
+// stays findable: between one and two rotations.
+const entriesTTL = time.Minute
+
 type group struct {
-	snap    *cache.Snapshot
-	types   map[string]*generation
-	watches map[int64]*watch
+	snap *cache.Snapshot
+	// types are the group's current generations, and lineages its recent
+	// ones, by type (go-control-plane's response type index).
+	types    [types.UnknownType]*generation
+	lineages [types.UnknownType]lineage
+	watches  map[int64]*watch
+}
+
+func newGroup() *group {
+	return &group{watches: map[int64]*watch{}}
+}
+
+// typeIndex is the index of a type URL in a group's arrays; ok is false
+// for a type sluice does not serve.
+func typeIndex(url string) (types.ResponseType, bool) {
+	i := cache.GetResponseType(url)
+	return i, i != types.UnknownType
 }
 
 // generation is one version of one resource type of a group.
@@ -90,10 +134,6 @@ type generation struct {
 	entries map[string]*entry
 	// all is every resource, in name order, for full-state responses.
 	all []*anypb.Any
-	// lineage holds this generation's recent predecessors, which the
-	// clients holding them are compared against; made is when it joined.
-	lineage *lineage
-	made    time.Time
 	// namesID identifies the set of resource names: generations with the
 	// same names share it.
 	namesID int64
@@ -157,7 +197,11 @@ func NewCache(log *slog.Logger) *Cache {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Cache{log: log, groups: map[string]*group{}, shared: &sharedEncodings{}, now: time.Now}
+	return &Cache{
+		log: log, groups: map[string]*group{}, shared: &sharedEncodings{}, now: time.Now,
+		sharedGens: map[sharedKey]*sharedGen{},
+		entries:    [2]map[types.Resource]*entry{{}, {}},
+	}
 }
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
@@ -172,62 +216,124 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnap
 	if !ok {
 		return errors.New("xds cache: unsupported snapshot type")
 	}
+	c.pub.Lock()
+	defer c.pub.Unlock()
 	c.mu.Lock()
 	g := c.groups[key]
 	if g == nil {
-		g = &group{types: map[string]*generation{}, watches: map[int64]*watch{}}
+		g = newGroup()
 		c.groups[key] = g
 	}
 	prev := g.types
 	c.mu.Unlock()
+	now := c.now()
+	if now.Sub(c.entriesRotated) >= entriesTTL {
+		c.entriesRotated = now
+		c.entries = [2]map[types.Resource]*entry{{}, c.entries[0]}
+	}
 
-	// Marshal outside the lock; only this goroutine publishes a group.
-	next := map[string]*generation{}
-	for i := types.ResponseType(0); i < types.UnknownType; i++ {
-		url, err := cache.GetResponseTypeURL(i)
-		if err != nil {
-			continue
-		}
-		gen, err := c.newGeneration(snap.Resources[i], prev[url])
+	// Marshal outside the lock that streams take.
+	var next [types.UnknownType]*generation
+	for i := range next {
+		gen, err := c.newGeneration(types.ResponseType(i), snap.Resources[i], prev[i])
 		if err != nil {
 			return err
 		}
-		next[url] = gen
+		next[i] = gen
+	}
+	for i, gen := range next {
+		if gen != prev[i] {
+			c.hold(types.ResponseType(i), gen)
+			c.release(types.ResponseType(i), prev[i])
+		}
 	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for url, old := range g.types {
-		if next[url] != old {
-			c.forget(old)
-		}
-	}
-	for url, gen := range next {
-		if gen != prev[url] {
-			gen.lineage.add(gen, c.now())
+	for i, gen := range next {
+		if gen != prev[i] {
+			g.lineages[i].add(gen, now)
 		}
 	}
 	g.snap, g.types = snap, next
 	for id, w := range g.watches {
-		if next[w.typeURL] == prev[w.typeURL] {
+		i, _ := typeIndex(w.typeURL)
+		if next[i] == prev[i] {
 			// Nothing about this watch changed since it was answered
 			// or made.
 			continue
 		}
-		if c.respond(w, next[w.typeURL]) {
+		if c.respond(w, next[i]) {
 			delete(g.watches, id)
 		}
 	}
 	return nil
 }
 
-func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generation, error) {
+// hold records that one more group uses gen as its current generation of
+// a type; release, one fewer. A generation no group uses any more is no
+// longer shared, and its shared encodings are dropped (responses being
+// sent keep the bytes they hold).
+func (c *Cache) hold(typ types.ResponseType, gen *generation) {
+	k := sharedKey{typ, gen.version, len(gen.names)}
+	sg := c.sharedGens[k]
+	if sg == nil || sg.gen != gen {
+		// Only an unversioned type (a snapshot built by hand) can meet
+		// another generation under its key: it is not shared.
+		if gen.version == "" || sg != nil {
+			return
+		}
+		sg = &sharedGen{gen: gen}
+		c.sharedGens[k] = sg
+	}
+	sg.groups++
+}
+
+func (c *Cache) release(typ types.ResponseType, gen *generation) {
+	if gen == nil {
+		return
+	}
+	k := sharedKey{typ, gen.version, len(gen.names)}
+	if sg := c.sharedGens[k]; sg != nil && sg.gen == gen {
+		if sg.groups--; sg.groups > 0 {
+			return
+		}
+		delete(c.sharedGens, k)
+	}
+	c.forget(gen)
+}
+
+// entry returns the entry another group published for the resource
+// value r, if it is still known.
+func (c *Cache) entry(r types.Resource) *entry {
+	if e := c.entries[0][r]; e != nil {
+		return e
+	}
+	e := c.entries[1][r]
+	if e != nil {
+		c.entries[0][r] = e
+	}
+	return e
+}
+
+func (c *Cache) newGeneration(typ types.ResponseType, res cache.Resources, prev *generation) (*generation, error) {
 	if prev != nil && res.Version != "" && res.Version == prev.version && len(res.Items) == len(prev.entries) {
 		// The version names the content (snapshot.Build's are content
 		// hashes, as go-control-plane's own cache assumes): most types do
 		// not change in most snapshots, and this skips looking at each of
 		// their resources, for every group.
 		return prev, nil
+	}
+	if prev != nil && res.Version == prev.version && len(res.Items) == 0 && len(prev.entries) == 0 {
+		// A type the group does not use, still empty.
+		return prev, nil
+	}
+	if res.Version != "" {
+		// Another group published the same content: share its
+		// generation.
+		if sg := c.sharedGens[sharedKey{typ, res.Version, len(res.Items)}]; sg != nil {
+			return sg.gen, nil
+		}
 	}
 	gen := &generation{
 		id:        c.genID.Add(1),
@@ -237,10 +343,6 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 		removed:   map[int64][]string{},
 		diffAny:   map[int64][]*anypb.Any{},
 		diffDelta: map[int64][]*discoveryv3.Resource{},
-		lineage:   &lineage{},
-	}
-	if prev != nil {
-		gen.lineage = prev.lineage
 	}
 	for name, r := range res.Items {
 		if prev != nil {
@@ -248,6 +350,10 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 				gen.entries[name] = old
 				continue
 			}
+		}
+		if e := c.entry(r.Resource); e != nil {
+			gen.entries[name] = e
+			continue
 		}
 		b, err := deterministic.Marshal(r.Resource)
 		if err != nil {
@@ -262,10 +368,13 @@ func (c *Cache) newGeneration(res cache.Resources, prev *generation) (*generatio
 				// sameContent). Only this goroutine reads src.
 				old.src = r.Resource
 				gen.entries[name] = old
+				c.entries[0][r.Resource] = old
 				continue
 			}
 		}
-		gen.entries[name] = &entry{hash: h, any: &anypb.Any{TypeUrl: typeURLOf(r.Resource), Value: b}, src: r.Resource}
+		e := &entry{hash: h, any: &anypb.Any{TypeUrl: typeURLOf(r.Resource), Value: b}, src: r.Resource}
+		gen.entries[name] = e
+		c.entries[0][r.Resource] = e
 	}
 	gen.names = make([]string, 0, len(gen.entries))
 	for n := range gen.entries {
@@ -329,14 +438,16 @@ func typeURLOf(m proto.Message) string {
 // ClearSnapshot forgets a group no proxy uses any more. A group that has
 // open watches (a proxy came back) is kept.
 func (c *Cache) ClearSnapshot(key string) {
+	c.pub.Lock()
+	defer c.pub.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.groups[key]
 	if g == nil || len(g.watches) > 0 {
 		return
 	}
-	for _, gen := range g.types {
-		c.forget(gen)
+	for i, gen := range g.types {
+		c.release(types.ResponseType(i), gen)
 	}
 	delete(c.groups, key)
 }
@@ -380,8 +491,10 @@ func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
 	var whole *generation
 	if marked {
 		c.mu.Lock()
-		if g := c.groups[key]; g != nil && g.types[w.typeURL] != nil {
-			whole = g.types[w.typeURL].lineage.find(id)
+		if g := c.groups[key]; g != nil {
+			if i, ok := typeIndex(w.typeURL); ok {
+				whole = g.lineages[i].find(id)
+			}
 		}
 		c.mu.Unlock()
 	}
@@ -395,10 +508,10 @@ func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
 	defer c.mu.Unlock()
 	g := c.groups[key]
 	if g == nil {
-		g = &group{types: map[string]*generation{}, watches: map[int64]*watch{}}
+		g = newGroup()
 		c.groups[key] = g
 	}
-	if gen := g.types[w.typeURL]; gen != nil && c.respond(w, gen) {
+	if i, ok := typeIndex(w.typeURL); ok && g.types[i] != nil && c.respond(w, g.types[i]) {
 		return func() {}, nil
 	}
 	c.nextID++

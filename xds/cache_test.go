@@ -894,3 +894,68 @@ func TestCacheSlowClientStaysIncremental(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheGroupsShareGenerations: groups that publish the same content
+// share one generation (built once, its responses shared by the clients
+// of every such group); a group that publishes other content gets its
+// own; a generation no group uses any more is forgotten.
+func TestCacheGroupsShareGenerations(t *testing.T) {
+	ctx := context.Background()
+	c := NewCache(nil)
+	web, api := &corev3.Node{Cluster: "web"}, &corev3.Node{Cluster: "api"}
+	kWeb, kAPI, kIdle := NodeHash{}.ID(web), NodeHash{}.ID(api), "idle"
+	eds, _ := typeIndex(resource.EndpointType)
+	publish := func(key string, ports map[string]uint32) {
+		t.Helper()
+		// A snapshot of new values each time, as each group's builder
+		// would make: sharing must come from the content.
+		if err := c.SetSnapshot(ctx, key, edsSnapshot(t, ports)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v1 := map[string]uint32{"a": 1, "b": 1}
+	for _, k := range []string{kWeb, kAPI, kIdle} {
+		publish(k, v1)
+	}
+	gen := c.groups[kWeb].types[eds]
+	if c.groups[kAPI].types[eds] != gen || c.groups[kIdle].types[eds] != gen {
+		t.Fatal("groups with the same content hold different generations")
+	}
+	if sg := c.sharedGens[sharedKey{eds, gen.version, 2}]; sg == nil || sg.groups != 3 {
+		t.Fatalf("shared generation: %+v, want one used by 3 groups", sg)
+	}
+	dw, da := newDeltaClient(t, c, web, "a", "b"), newDeltaClient(t, c, api, "a", "b")
+	for _, dc := range []*deltaClient{dw, da} {
+		if r := dc.request(nil); len(r.GetResources()) != 2 {
+			t.Fatalf("initial: %v", r)
+		}
+		if r := dc.request(nil); r != nil {
+			t.Fatalf("ACK answered: %v", r)
+		}
+	}
+	v2 := map[string]uint32{"a": 1, "b": 2}
+	publish(kWeb, v2)
+	publish(kAPI, v2)
+	rw, ra := dw.poll(), da.poll()
+	if len(rw.GetResources()) != 1 || len(ra.GetResources()) != 1 {
+		t.Fatalf("after the change: web got %v, api got %v; want b alone", rw, ra)
+	}
+	if &rw.GetResources()[0] != &ra.GetResources()[0] {
+		t.Error("the two groups' clients got separate responses for the same change, not one shared list")
+	}
+	if sg := c.sharedGens[sharedKey{eds, gen.version, 2}]; sg == nil || sg.groups != 1 {
+		t.Fatalf("old generation: %+v, want it kept for the one group still on it", sg)
+	}
+	// Other content: a generation of its own.
+	publish(kAPI, map[string]uint32{"a": 3, "b": 2})
+	if c.groups[kAPI].types[eds] == c.groups[kWeb].types[eds] {
+		t.Fatal("groups with different content share a generation")
+	}
+	c.ClearSnapshot(kIdle)
+	if _, ok := c.groups[kIdle]; ok {
+		t.Fatal("ClearSnapshot kept a group without watches")
+	}
+	if sg := c.sharedGens[sharedKey{eds, gen.version, 2}]; sg != nil {
+		t.Fatalf("generation no group uses is still shared: %+v", sg)
+	}
+}

@@ -18,7 +18,14 @@ import (
 // answered with everything over state of the world, and over delta ends
 // the stream (errLostTrack) so that the client resynchronises.
 type lineage struct {
-	gens []*generation
+	gens []lineageEntry
+}
+
+// lineageEntry is a generation and when it joined the lineage. Generations
+// are shared between groups (see Cache), each of which has its own lineage.
+type lineageEntry struct {
+	gen  *generation
+	made time.Time
 }
 
 const (
@@ -30,18 +37,20 @@ const (
 // add appends gen (made at now) and forgets what is both beyond the
 // minimum and old, or beyond the maximum.
 func (l *lineage) add(gen *generation, now time.Time) {
-	gen.made = now
-	l.gens = append(l.gens, gen)
+	l.gens = append(l.gens, lineageEntry{gen: gen, made: now})
 	for len(l.gens) > lineageMin && (now.Sub(l.gens[0].made) > lineageAge || len(l.gens) > lineageMax) {
-		l.gens[0] = nil
+		l.gens[0] = lineageEntry{}
 		l.gens = l.gens[1:]
 	}
 }
 
 func (l *lineage) find(id int64) *generation {
-	for _, g := range l.gens {
-		if g.id == id {
-			return g
+	if l == nil {
+		return nil
+	}
+	for _, e := range l.gens {
+		if e.gen.id == id {
+			return e.gen
 		}
 	}
 	return nil

@@ -226,6 +226,72 @@ func TestValidatePolicies(t *testing.T) {
 	}
 }
 
+// TestValidateDependencyWarnings: a dependency naming no known service is a
+// warning, printed as such, and validate still exits 0. Registry files given
+// alongside are the catalog; without one, the services with a ServicePolicy
+// are the known ones.
+func TestValidateDependencyWarnings(t *testing.T) {
+	dir := t.TempDir()
+	web := filepath.Join(dir, "web.yaml")
+	writeTestFile(t, web, "apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: web}\nspec:\n  dependencies:\n    - auth\n    - ghost\n")
+	auth := filepath.Join(dir, "auth.yaml")
+	writeTestFile(t, auth, "apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: auth}\nspec:\n  dependencies: []\n")
+	regDir := t.TempDir()
+	registry := filepath.Join(regDir, "registry.yaml")
+	writeTestFile(t, registry, "services:\n  - name: web\n    instances: [{address: 10.0.0.1, port: 80}]\n  - name: ghost\n    instances: [{address: 10.0.0.2, port: 80}]\n")
+	brokenRegistry := filepath.Join(regDir, "broken.yaml")
+	writeTestFile(t, brokenRegistry, "services:\n  - name: web\n    instances: [{address: 10.0.0.1, port: 0}]\n")
+
+	tests := []struct {
+		name     string
+		args     []string
+		want     []string // output lines
+		exitCode int
+	}{
+		{
+			name: "no registry file: services with a ServicePolicy are known",
+			args: []string{dir},
+			want: []string{web + `:7: spec.dependencies[1]: service "ghost" is not in the catalog: its sidecars get no configuration for it until it appears; without a registry file, the known services are those with a ServicePolicy (warning)`},
+		},
+		{
+			name: "registry file: its services are the catalog",
+			args: []string{dir, registry},
+			want: []string{
+				auth + `:3: metadata.name: no service "auth" in the catalog: this policy applies to nothing until it appears (warning)`,
+				web + `:6: spec.dependencies[0]: service "auth" is not in the catalog: its sidecars get no configuration for it until it appears (warning)`,
+			},
+		},
+		{
+			name:     "a broken registry file: its errors, no warnings",
+			args:     []string{dir, brokenRegistry},
+			want:     []string{brokenRegistry + `:3: services[0].instances[0].port: "0" is not a port (1-65535)`},
+			exitCode: 1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _, err := run(t, nil, append([]string{"validate"}, tc.args...)...)
+			var ee exitError
+			switch {
+			case tc.exitCode == 0 && err != nil:
+				t.Fatalf("err %v, want exit status 0 (output %q)", err, out)
+			case tc.exitCode != 0 && (!errors.As(err, &ee) || int(ee) != tc.exitCode):
+				t.Fatalf("err %v, want exit status %d", err, tc.exitCode)
+			}
+			if want := strings.Join(tc.want, "\n") + "\n"; out != want {
+				t.Errorf("output:\n%s\nwant:\n%s", out, want)
+			}
+		})
+	}
+}
+
+func writeTestFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCertReloader: a renewed certificate is served without a restart; a
 // renewal that does not load keeps the previous one.
 // writeSelfSigned writes a new self-signed certificate named cn (and, when

@@ -20,11 +20,17 @@ func (a *app) validateCommand() *cobra.Command {
 		Long: "Check policy files, policy directories and registry files offline, with the same\n" +
 			"parsers and checks sluice serve uses. Policy files given together are checked as one\n" +
 			"set (so duplicates across them are found), as are the files of a directory.\n" +
-			"Prints file:line: field: message for every problem and exits 1 if there is any error.",
+			"Registry files given alongside are the catalog the policies are checked against (a\n" +
+			"policy or a dependency naming a service not in it is a warning); without one, the\n" +
+			"services that have a ServicePolicy are the known services for dependencies.\n" +
+			"Prints file:line: field: message for every problem, with \"(warning)\" after a\n" +
+			"warning, and exits 1 if there is any error; warnings alone exit 0.",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var diags []sources.Diagnostic
 			var policyFiles []policy.File
+			var catalog []string
+			registries, registryErrors := 0, false
 			for _, path := range args {
 				fi, err := os.Stat(path)
 				if err != nil {
@@ -43,15 +49,32 @@ func (a *app) validateCommand() *cobra.Command {
 					continue
 				}
 				if isRegistryFile(data) {
-					_, ds := file.Parse(path, data)
+					st, ds := file.Parse(path, data)
 					diags = append(diags, ds...)
+					registries++
+					if st == nil {
+						registryErrors = true
+						continue
+					}
+					for _, svc := range st.Services {
+						catalog = append(catalog, svc.Name)
+					}
 					continue
 				}
 				policyFiles = append(policyFiles, policy.File{Name: path, Data: data})
 			}
 			if len(policyFiles) > 0 {
-				_, ds := policy.Load(policyFiles)
+				set, ds := policy.Load(policyFiles)
 				diags = append(diags, ds...)
+				switch {
+				case set == nil || registryErrors:
+					// Errors are reported; warnings against a partial
+					// catalog would only add noise.
+				case registries > 0:
+					diags = append(diags, set.Warnings(catalog)...)
+				default:
+					diags = append(diags, policyOnlyWarnings(set)...)
+				}
 			}
 			errs := 0
 			for _, d := range diags {
@@ -69,6 +92,17 @@ func (a *app) validateCommand() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// policyOnlyWarnings checks dependencies when no registry file was given:
+// the only services known are those with a ServicePolicy, and the messages
+// say so.
+func policyOnlyWarnings(set *policy.Set) []sources.Diagnostic {
+	ws := set.DependencyWarnings(set.Services())
+	for i := range ws {
+		ws[i].Message += "; without a registry file, the known services are those with a ServicePolicy"
+	}
+	return ws
 }
 
 // isRegistryFile tells a registry file (a top-level services list) from a

@@ -28,9 +28,14 @@ func (m Mesh) Address(i, j int) string {
 	return fmt.Sprintf("10.%d.%d.%d:8080", i/250, i%250, j+1)
 }
 
+// watchedService is the service the run changes.
+const watchedService = 0
+
 // Watch is the change a run makes: the first instance of the first service
 // goes away.
-func (m Mesh) Watch() Watch { return Watch{Cluster: m.ServiceName(0), Address: m.Address(0, 0)} }
+func (m Mesh) Watch() Watch {
+	return Watch{Cluster: m.ServiceName(watchedService), Address: m.Address(watchedService, 0)}
+}
 
 // State is the mesh as a source state; without drops the watched instance.
 func (m Mesh) State(without bool) sources.State {
@@ -38,7 +43,7 @@ func (m Mesh) State(without bool) sources.State {
 	for i := range m.Services {
 		svc := sources.Service{Name: m.ServiceName(i)}
 		for j := range m.Endpoints {
-			if without && i == 0 && j == 0 {
+			if without && i == watchedService && j == 0 {
 				continue
 			}
 			host, _, _ := strings.Cut(m.Address(i, j), ":")

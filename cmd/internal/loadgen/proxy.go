@@ -12,11 +12,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -30,34 +27,41 @@ type Watch struct {
 // proxy is one simulated client. Its handlers run on the stream's receive
 // goroutine only, so its state needs no lock except what the runner reads.
 type proxy struct {
-	id string
-	// want tracks what the proxy still waits for before it counts as
-	// synced: a response for each type, and every named resource.
-	gotCDS, gotLDS  bool
-	clusters        map[string]bool // EDS names to receive
-	haveEDS         map[string]bool
-	routes          map[string]bool // RDS names to receive
-	haveRDS         map[string]bool
+	node *corev3.Node
+	// What the proxy holds and still waits for before it counts as
+	// synced: a response for CDS and LDS, and every resource they name.
+	gotCDS, gotLDS bool
+	synced         bool                // syncedAt is set
+	clusters       map[string]string   // cluster → its EDS name, "" when not EDS
+	eds            map[string]bool     // EDS names to receive
+	haveEDS        map[string]bool     // EDS names received
+	listeners      map[string][]string // listener → the RDS names it uses
+	routes         map[string]bool     // RDS names to receive
+	haveRDS        map[string]bool     // RDS names received
+	watch          Watch
+
+	mu              sync.Mutex // guards the times below, which the runner reads
 	syncedAt        time.Time
-	watch           Watch
 	changeConverged time.Time
-
-	mu sync.Mutex // guards syncedAt and changeConverged for the runner
+	// sawWatched is set when the watched cluster's load assignment
+	// arrived at all: for a proxy outside the change's scope, a sign the
+	// server does not scope.
+	sawWatched bool
 }
 
-func newProxy(id string) *proxy {
-	return &proxy{id: id, clusters: map[string]bool{}, haveEDS: map[string]bool{}, routes: map[string]bool{}, haveRDS: map[string]bool{}}
-}
-
-func (p *proxy) node() *corev3.Node {
-	return &corev3.Node{Id: p.id, Cluster: "load", UserAgentName: "envoy"}
+func newProxy(node *corev3.Node, watch Watch) *proxy {
+	return &proxy{
+		node: node, watch: watch,
+		clusters: map[string]string{}, eds: map[string]bool{}, haveEDS: map[string]bool{},
+		listeners: map[string][]string{}, routes: map[string]bool{}, haveRDS: map[string]bool{},
+	}
 }
 
 func (p *proxy) checkSynced(now time.Time) {
-	if !p.syncedAt.IsZero() || !p.gotCDS || !p.gotLDS {
+	if p.synced || !p.gotCDS || !p.gotLDS {
 		return
 	}
-	for c := range p.clusters {
+	for c := range p.eds {
 		if !p.haveEDS[c] {
 			return
 		}
@@ -67,35 +71,38 @@ func (p *proxy) checkSynced(now time.Time) {
 			return
 		}
 	}
+	p.synced = true
 	p.mu.Lock()
 	p.syncedAt = now
 	p.mu.Unlock()
 }
 
-// onClusters records the EDS names of the clusters received and reports
-// whether the set changed (so EDS must be re-requested).
-func (p *proxy) onClusters(res []*anypb.Any, replace bool) (bool, error) {
-	names := map[string]bool{}
-	if !replace {
-		for c := range p.clusters {
-			names[c] = true
-		}
+// onClusters records the clusters received (all of them when replace,
+// as in SotW; else an update, with removed the names that went away) and
+// reports whether the EDS names to request changed.
+func (p *proxy) onClusters(res []*anypb.Any, removed []string, replace bool) (bool, error) {
+	if replace {
+		clear(p.clusters)
+	}
+	for _, r := range removed {
+		delete(p.clusters, r)
 	}
 	for _, a := range res {
-		name, err := stringField(a.GetValue(), 1) // Cluster.name
+		name, eds, err := clusterEDS(a.GetValue())
 		if err != nil {
 			return false, fmt.Errorf("cluster: %w", err)
 		}
-		names[name] = true
+		p.clusters[name] = eds
 	}
-	changed := len(names) != len(p.clusters)
-	for n := range names {
-		if !p.clusters[n] {
-			changed = true
+	p.gotCDS = true
+	want := map[string]bool{}
+	for _, eds := range p.clusters {
+		if eds != "" {
+			want[eds] = true
 		}
 	}
-	p.clusters = names
-	p.gotCDS = true
+	changed := !sameSet(want, p.eds)
+	p.eds = want
 	return changed, nil
 }
 
@@ -112,43 +119,44 @@ func (p *proxy) onEndpoints(res []*anypb.Any, now time.Time) error {
 			if err := a.UnmarshalTo(cla); err != nil {
 				return fmt.Errorf("load assignment %q: %w", name, err)
 			}
-			if !hasAddress(cla, p.watch.Address) {
-				p.mu.Lock()
-				if p.changeConverged.IsZero() {
-					p.changeConverged = now
-				}
-				p.mu.Unlock()
+			gone := !hasAddress(cla, p.watch.Address)
+			p.mu.Lock()
+			p.sawWatched = true
+			if gone && p.changeConverged.IsZero() {
+				p.changeConverged = now
 			}
+			p.mu.Unlock()
 		}
 	}
 	return nil
 }
 
-// onListeners collects the route configurations the listeners refer to.
-func (p *proxy) onListeners(res []*anypb.Any) (bool, error) {
-	names := map[string]bool{}
+// onListeners records the route configurations the listeners refer to
+// (replace and removed as for onClusters) and reports whether the RDS
+// names to request changed.
+func (p *proxy) onListeners(res []*anypb.Any, removed []string, replace bool) (bool, error) {
+	if replace {
+		clear(p.listeners)
+	}
+	for _, r := range removed {
+		delete(p.listeners, r)
+	}
 	for _, a := range res {
-		l := &listenerv3.Listener{}
-		if err := a.UnmarshalTo(l); err != nil {
+		name, routes, err := listenerRoutes(a.GetValue())
+		if err != nil {
 			return false, fmt.Errorf("listener: %w", err)
 		}
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				hcm := &hcmv3.HttpConnectionManager{}
-				if f.GetTypedConfig().UnmarshalTo(hcm) == nil && hcm.GetRds() != nil {
-					names[hcm.GetRds().GetRouteConfigName()] = true
-				}
-			}
-		}
+		p.listeners[name] = routes
 	}
-	changed := len(names) != len(p.routes)
-	for n := range names {
-		if !p.routes[n] {
-			changed = true
-		}
-	}
-	p.routes = names
 	p.gotLDS = true
+	want := map[string]bool{}
+	for _, routes := range p.listeners {
+		for _, r := range routes {
+			want[r] = true
+		}
+	}
+	changed := !sameSet(want, p.routes)
+	p.routes = want
 	return changed, nil
 }
 
@@ -163,6 +171,18 @@ func (p *proxy) onRoutes(res []*anypb.Any) error {
 	return nil
 }
 
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
 func hasAddress(cla *endpointv3.ClusterLoadAssignment, hostport string) bool {
 	for _, l := range cla.GetEndpoints() {
 		for _, e := range l.GetLbEndpoints() {
@@ -175,40 +195,17 @@ func hasAddress(cla *endpointv3.ClusterLoadAssignment, hostport string) bool {
 	return false
 }
 
-// stringField reads string field num of an encoded message without
-// decoding the rest: the simulated proxies must cost the machine far less
-// than the server under test.
-func stringField(b []byte, num protowire.Number) (string, error) {
-	for len(b) > 0 {
-		n, typ, l := protowire.ConsumeTag(b)
-		if l < 0 {
-			return "", protowire.ParseError(l)
-		}
-		b = b[l:]
-		if n == num && typ == protowire.BytesType {
-			v, l := protowire.ConsumeBytes(b)
-			if l < 0 {
-				return "", protowire.ParseError(l)
-			}
-			return string(v), nil
-		}
-		l = protowire.ConsumeFieldValue(n, typ, b)
-		if l < 0 {
-			return "", protowire.ParseError(l)
-		}
-		b = b[l:]
-	}
-	return "", fmt.Errorf("field %d missing", num)
-}
-
-// sotw runs one state-of-the-world ADS stream until ctx ends.
+// sotw runs one state-of-the-world ADS stream until ctx ends. Like Envoy,
+// it subscribes to CDS and LDS with wildcards, to EDS by the names of the
+// EDS clusters it holds and to RDS by the names its listeners' connection
+// managers use, and ACKs every response.
 func (p *proxy) sotw(ctx context.Context, client discoveryv3.AggregatedDiscoveryServiceClient) error {
 	stream, err := client.StreamAggregatedResources(ctx)
 	if err != nil {
 		return err
 	}
 	send := func(typ, version, nonce string, names []string) error {
-		return stream.Send(&discoveryv3.DiscoveryRequest{Node: p.node(), TypeUrl: typ, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names})
+		return stream.Send(&discoveryv3.DiscoveryRequest{Node: p.node, TypeUrl: typ, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names})
 	}
 	if err := send(resource.ClusterType, "", "", nil); err != nil {
 		return err
@@ -227,31 +224,27 @@ func (p *proxy) sotw(ctx context.Context, client discoveryv3.AggregatedDiscovery
 		now := time.Now()
 		typ := resp.GetTypeUrl()
 		versions[typ], nonces[typ] = resp.GetVersionInfo(), resp.GetNonce()
-		var more func() error
+		var next string // the type to request anew after the ACK
 		switch typ {
 		case resource.ClusterType:
-			changed, err := p.onClusters(resp.GetResources(), true)
+			changed, err := p.onClusters(resp.GetResources(), nil, true)
 			if err != nil {
 				return err
 			}
 			if changed {
-				more = func() error {
-					return send(resource.EndpointType, versions[resource.EndpointType], nonces[resource.EndpointType], keys(p.clusters))
-				}
+				next = resource.EndpointType
 			}
 		case resource.EndpointType:
 			if err := p.onEndpoints(resp.GetResources(), now); err != nil {
 				return err
 			}
 		case resource.ListenerType:
-			changed, err := p.onListeners(resp.GetResources())
+			changed, err := p.onListeners(resp.GetResources(), nil, true)
 			if err != nil {
 				return err
 			}
 			if changed {
-				more = func() error {
-					return send(resource.RouteType, versions[resource.RouteType], nonces[resource.RouteType], keys(p.routes))
-				}
+				next = resource.RouteType
 			}
 		case resource.RouteType:
 			if err := p.onRoutes(resp.GetResources()); err != nil {
@@ -259,18 +252,11 @@ func (p *proxy) sotw(ctx context.Context, client discoveryv3.AggregatedDiscovery
 			}
 		}
 		// ACK, naming the same resources as before for non-wildcard types.
-		var names []string
-		switch typ {
-		case resource.EndpointType:
-			names = keys(p.clusters)
-		case resource.RouteType:
-			names = keys(p.routes)
-		}
-		if err := send(typ, resp.GetVersionInfo(), resp.GetNonce(), names); err != nil {
+		if err := send(typ, resp.GetVersionInfo(), resp.GetNonce(), p.names(typ)); err != nil {
 			return err
 		}
-		if more != nil {
-			if err := more(); err != nil {
+		if next != "" {
+			if err := send(next, versions[next], nonces[next], p.names(next)); err != nil {
 				return err
 			}
 		}
@@ -278,19 +264,33 @@ func (p *proxy) sotw(ctx context.Context, client discoveryv3.AggregatedDiscovery
 	}
 }
 
-// delta runs one incremental ADS stream until ctx ends.
+// names are the resource names a SotW request of typ names: none for the
+// wildcard types.
+func (p *proxy) names(typ string) []string {
+	switch typ {
+	case resource.EndpointType:
+		return keys(p.eds)
+	case resource.RouteType:
+		return keys(p.routes)
+	}
+	return nil
+}
+
+// delta runs one incremental ADS stream until ctx ends, subscribing as
+// sotw does; when EDS clusters or RDS names go away it unsubscribes them.
 func (p *proxy) delta(ctx context.Context, client discoveryv3.AggregatedDiscoveryServiceClient) error {
 	stream, err := client.DeltaAggregatedResources(ctx)
 	if err != nil {
 		return err
 	}
-	send := func(typ, nonce string, subscribe []string) error {
-		return stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: p.node(), TypeUrl: typ, ResponseNonce: nonce, ResourceNamesSubscribe: subscribe})
+	send := func(typ, nonce string, subscribe, unsubscribe []string) error {
+		return stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: p.node, TypeUrl: typ, ResponseNonce: nonce,
+			ResourceNamesSubscribe: subscribe, ResourceNamesUnsubscribe: unsubscribe})
 	}
-	if err := send(resource.ClusterType, "", nil); err != nil {
+	if err := send(resource.ClusterType, "", nil, nil); err != nil {
 		return err
 	}
-	if err := send(resource.ListenerType, "", nil); err != nil {
+	if err := send(resource.ListenerType, "", nil, nil); err != nil {
 		return err
 	}
 	subscribed := map[string]map[string]bool{resource.EndpointType: {}, resource.RouteType: {}}
@@ -305,50 +305,52 @@ func (p *proxy) delta(ctx context.Context, client discoveryv3.AggregatedDiscover
 		for _, r := range resp.GetResources() {
 			res = append(res, r.GetResource())
 		}
-		var subscribe []string
+		var next string
+		var want map[string]bool
 		switch typ {
 		case resource.ClusterType:
-			if _, err := p.onClusters(res, false); err != nil {
+			if _, err := p.onClusters(res, resp.GetRemovedResources(), false); err != nil {
 				return err
 			}
-			for _, r := range resp.GetRemovedResources() {
-				delete(p.clusters, r)
-			}
-			for c := range p.clusters {
-				if !subscribed[resource.EndpointType][c] {
-					subscribed[resource.EndpointType][c] = true
-					subscribe = append(subscribe, c)
-				}
-			}
+			next, want = resource.EndpointType, p.eds
 		case resource.EndpointType:
 			if err := p.onEndpoints(res, now); err != nil {
 				return err
 			}
 		case resource.ListenerType:
-			if _, err := p.onListeners(res); err != nil {
+			if _, err := p.onListeners(res, resp.GetRemovedResources(), false); err != nil {
 				return err
 			}
-			for r := range p.routes {
-				if !subscribed[resource.RouteType][r] {
-					subscribed[resource.RouteType][r] = true
-					subscribe = append(subscribe, r)
-				}
-			}
+			next, want = resource.RouteType, p.routes
 		case resource.RouteType:
 			if err := p.onRoutes(res); err != nil {
 				return err
 			}
 		}
-		if err := send(typ, resp.GetNonce(), nil); err != nil {
+		if err := send(typ, resp.GetNonce(), nil, nil); err != nil {
 			return err
 		}
-		if len(subscribe) > 0 {
-			next := resource.EndpointType
-			if typ == resource.ListenerType {
-				next = resource.RouteType
+		if next != "" {
+			var sub, unsub []string
+			have := subscribed[next]
+			for n := range want {
+				if !have[n] {
+					have[n] = true
+					sub = append(sub, n)
+				}
 			}
-			if err := send(next, "", subscribe); err != nil {
-				return err
+			for n := range have {
+				if !want[n] {
+					delete(have, n)
+					unsub = append(unsub, n)
+				}
+			}
+			if len(sub) > 0 || len(unsub) > 0 {
+				sort.Strings(sub)
+				sort.Strings(unsub)
+				if err := send(next, "", sub, unsub); err != nil {
+					return err
+				}
 			}
 		}
 		p.checkSynced(now)

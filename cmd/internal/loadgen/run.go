@@ -25,8 +25,9 @@ type Config struct {
 	Delta bool
 	// NodePrefix prefixes every node id (NodePrefix-0, NodePrefix-1, ...).
 	NodePrefix string
-	// Watch is the change the proxies wait for after Change runs.
-	Watch Watch
+	// Topology is the mesh, who the proxies are and what each sees; the
+	// proxies wait for its Watch after the change.
+	Topology Topology
 	// SyncTimeout and ChangeTimeout bound the two phases.
 	SyncTimeout, ChangeTimeout time.Duration
 	// Hold keeps the streams open this long after the run, idle: a stream
@@ -46,19 +47,38 @@ type Stats struct {
 	Max   float64 `json:"max_ms"`
 }
 
+// ChangeScope counts the proxies by whether they can see the changed
+// service.
+type ChangeScope struct {
+	// Affected proxies can see it: Convergence is over them.
+	Affected int `json:"affected"`
+	// NotAffected proxies cannot (with dependencies, the server sends them
+	// nothing for the change); they are not waited for.
+	NotAffected int `json:"not_affected"`
+	// Unexpected counts the not-affected proxies that received the changed
+	// service anyway: an error, the server did not scope as the policy
+	// files say.
+	Unexpected int `json:"unexpected"`
+}
+
 // Result is what `sluice load` prints.
 type Result struct {
 	Target  string `json:"target"`
 	Mode    string `json:"mode"`
 	Proxies int    `json:"proxies"`
+	// Groups and Dependencies are the topology's (see Topology).
+	Groups       int `json:"groups,omitempty"`
+	Dependencies int `json:"dependencies,omitempty"`
 	// InitialSync is each proxy's time from the start of the run until it
 	// held every resource it subscribed to.
 	InitialSync Stats `json:"initial_sync"`
-	// Convergence is each proxy's time from the change until its config
-	// reflected it.
-	Convergence *Stats        `json:"convergence,omitempty"`
-	Memory      *ServerMemory `json:"server_memory,omitempty"`
-	Errors      []string      `json:"errors,omitempty"`
+	// Convergence is each affected proxy's time from the change until its
+	// config reflected it.
+	Convergence *Stats `json:"convergence,omitempty"`
+	// Scope says which proxies the change concerns; set with Convergence.
+	Scope  *ChangeScope  `json:"change_scope,omitempty"`
+	Memory *ServerMemory `json:"server_memory,omitempty"`
+	Errors []string      `json:"errors,omitempty"`
 }
 
 // envoyWindow is Envoy's default HTTP/2 stream and connection window
@@ -73,6 +93,21 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 	if cfg.Proxies <= 0 {
 		return nil, errors.New("proxies: must be positive")
 	}
+	if err := cfg.Topology.Validate(); err != nil {
+		return nil, err
+	}
+	var affected, others []int // proxy indexes
+	for i := range cfg.Proxies {
+		if cfg.Topology.Affected(i) {
+			affected = append(affected, i)
+		} else {
+			others = append(others, i)
+		}
+	}
+	if change != nil && len(affected) == 0 {
+		return nil, fmt.Errorf("no proxy can see the change to %s: with %d groups and %d dependencies, only sidecars of svc-0001 ... svc-%04d do",
+			cfg.Topology.Watch().Cluster, cfg.Topology.Groups, cfg.Topology.Dependencies, cfg.Topology.Dependencies)
+	}
 	if cfg.SyncTimeout <= 0 {
 		cfg.SyncTimeout = 2 * time.Minute
 	}
@@ -83,7 +118,7 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 	if cfg.Delta {
 		mode = "delta"
 	}
-	res := &Result{Target: cfg.Target, Mode: mode, Proxies: cfg.Proxies}
+	res := &Result{Target: cfg.Target, Mode: mode, Proxies: cfg.Proxies, Groups: cfg.Topology.Groups, Dependencies: cfg.Topology.Dependencies}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -115,8 +150,7 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 	}
 	start := time.Now()
 	for i := range proxies {
-		p := newProxy(fmt.Sprintf("%s-%d", cfg.NodePrefix, i))
-		p.watch = cfg.Watch
+		p := newProxy(cfg.Topology.Node(fmt.Sprintf("%s-%d", cfg.NodePrefix, i), i), cfg.Topology.Watch())
 		proxies[i] = p
 		conn, err := grpc.NewClient(cfg.Target, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.ForceCodecV2(codec)),
@@ -161,11 +195,22 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 		if err := change(ctx); err != nil {
 			return nil, fmt.Errorf("applying the change: %w", err)
 		}
-		converged := waitAll(ctx, cfg.ChangeTimeout, proxies, func(p *proxy) time.Time { return p.changeConverged })
+		converged := waitAll(ctx, cfg.ChangeTimeout, pick(proxies, affected), func(p *proxy) time.Time { return p.changeConverged })
 		st := stats(changeAt, converged)
 		res.Convergence = &st
-		if st.Count < cfg.Proxies {
-			record(fmt.Errorf("%d of %d proxies did not see the change within %s", cfg.Proxies-st.Count, cfg.Proxies, cfg.ChangeTimeout))
+		res.Scope = &ChangeScope{Affected: len(affected), NotAffected: len(others)}
+		if st.Count < len(affected) {
+			record(fmt.Errorf("%d of %d affected proxies did not see the change within %s", len(affected)-st.Count, len(affected), cfg.ChangeTimeout))
+		}
+		for _, p := range pick(proxies, others) {
+			p.mu.Lock()
+			if p.sawWatched {
+				res.Scope.Unexpected++
+			}
+			p.mu.Unlock()
+		}
+		if n := res.Scope.Unexpected; n > 0 {
+			record(fmt.Errorf("%d of %d proxies outside the change's scope received %s", n, len(others), cfg.Topology.Watch().Cluster))
 		}
 	}
 	if cfg.Hold > 0 {
@@ -199,6 +244,14 @@ func Run(ctx context.Context, cfg Config, change func(context.Context) error) (*
 	}
 	sort.Strings(res.Errors)
 	return res, nil
+}
+
+func pick(proxies []*proxy, idx []int) []*proxy {
+	out := make([]*proxy, len(idx))
+	for i, j := range idx {
+		out[i] = proxies[j]
+	}
+	return out
 }
 
 func (p *proxy) changeAt() time.Time {

@@ -1,0 +1,337 @@
+package translator
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+
+	"github.com/sluice-mesh/sluice/envoy"
+	"github.com/sluice-mesh/sluice/policy"
+	"github.com/sluice-mesh/sluice/sources"
+)
+
+// Shared is the part of translation that proxy groups have in common, built
+// once per change instead of once per group: each service's resources per
+// view (client kind, gateway or not), and per view and dependency set the
+// name-ordered lists of them (segments). Every group translating with an
+// Incremental of the same Shared gets the very same resource values and
+// lists, so the snapshot builder hashes, and the xDS cache encodes, each
+// of them once for the whole mesh.
+//
+// Change detection is by explicit revisions, not by identity: a service's
+// memo is current while the catalog revision it was built from
+// (sources.CatalogService.Revision, within one catalog lineage; by value
+// when the catalog has none) and the hash of its resolved policy are
+// unchanged. Each memo has a revision of its own, bumped whenever its
+// resources change, and each segment list one, bumped whenever the list
+// does; the groups compare those numbers.
+//
+// A Shared is not safe for concurrent use; resources it returns must not be
+// modified.
+type Shared struct {
+	t *Translator
+	// catalog and pol are the input of the current pass; pass numbers the
+	// passes (a pass starts when the input changes).
+	catalog  sources.Catalog
+	services []sources.CatalogService // sorted by name
+	pol      *policy.Set
+	pass     uint64
+	err      error
+	views    map[serviceView]*viewMemo
+	// rev is the last revision handed out to a memo or a list.
+	rev uint64
+	// epoch counts Sweeps: what was not used in an epoch is swept.
+	epoch uint64
+}
+
+type viewMemo struct {
+	services map[string]*serviceMemo
+	segments map[string]*segment
+}
+
+// serviceMemo is one service's resources in one view.
+type serviceMemo struct {
+	// What it was built from: the catalog entry (its lineage and
+	// revision, and the endpoints for catalogs without revisions) and
+	// the policy (the set it was last checked against and the resolved
+	// policy's hash).
+	lineage, catalogRev uint64
+	endpoints           []sources.Endpoint
+	policySet           *policy.Set
+	policyHash          string
+	domains             []string
+	built               bool
+	res                 serviceResources
+	// rev changes whenever res does.
+	rev uint64
+	// pass is the last pass that brought it up to date, used the last
+	// epoch that asked for it.
+	pass, used uint64
+}
+
+// Kinds of segment lists.
+const (
+	listClusters = iota
+	listEndpoints
+	listListeners // proxyless gRPC's API listeners
+	listRoutes    // proxyless gRPC's route configurations
+	numLists
+)
+
+// segment is one view's resources of one dependency set, each type in name
+// order.
+type segment struct {
+	members []*serviceMemo
+	revs    []uint64
+	lists   [numLists][]types.Resource
+	// raw is lists in member order (gRPC's listener names do not sort
+	// with their services'), for comparing a rebuilt list with the last.
+	raw     [numLists][]types.Resource
+	listRev [numLists]uint64
+	// vhosts, rateLimited and outbound are an Envoy's outbound route
+	// configuration and what it is built from.
+	vhosts      []*routev3.VirtualHost
+	rateLimited bool
+	outbound    *routev3.RouteConfiguration
+	// pass is the last pass that brought it up to date, used the last
+	// epoch that asked for it.
+	pass, used uint64
+}
+
+// NewShared returns an empty Shared translating with t's options.
+func (t *Translator) NewShared() *Shared {
+	return &Shared{t: t, views: map[serviceView]*viewMemo{}}
+}
+
+// prepare starts a pass over catalog and pol, unless they are the input of
+// the current one.
+func (s *Shared) prepare(catalog sources.Catalog, pol *policy.Set) error {
+	if s.pass > 0 && pol == s.pol && sameCatalog(catalog, s.catalog) {
+		return s.err
+	}
+	s.pass++
+	s.catalog, s.pol = catalog, pol
+	s.services, s.err = sortedServices(catalog.Services)
+	return s.err
+}
+
+// sameCatalog reports whether a and b are the same catalog value (catalogs
+// are immutable once built).
+func sameCatalog(a, b sources.Catalog) bool {
+	if a.Lineage != b.Lineage || len(a.Services) != len(b.Services) {
+		return false
+	}
+	return len(a.Services) == 0 || &a.Services[0] == &b.Services[0]
+}
+
+// Sweep forgets the services and segments no group asked for since the
+// last Sweep: services that left the catalog, dependency sets no group has
+// any more. The snapshot loop calls it after a build of every group.
+func (s *Shared) Sweep() {
+	for v, vm := range s.views {
+		for name, sm := range vm.services {
+			if sm.used < s.epoch {
+				delete(vm.services, name)
+			}
+		}
+		for key, seg := range vm.segments {
+			if seg.used < s.epoch {
+				delete(vm.segments, key)
+			}
+		}
+		if len(vm.services) == 0 && len(vm.segments) == 0 {
+			delete(s.views, v)
+		}
+	}
+	s.epoch++
+}
+
+func (s *Shared) view(v serviceView) *viewMemo {
+	vm := s.views[v]
+	if vm == nil {
+		vm = &viewMemo{services: map[string]*serviceMemo{}, segments: map[string]*segment{}}
+		s.views[v] = vm
+	}
+	return vm
+}
+
+func (s *Shared) nextRev() uint64 {
+	s.rev++
+	return s.rev
+}
+
+// service returns the memo of svc in view v, brought up to date.
+func (s *Shared) service(vm *viewMemo, v serviceView, svc *sources.CatalogService) *serviceMemo {
+	sm := vm.services[svc.Name]
+	if sm == nil {
+		sm = &serviceMemo{}
+		vm.services[svc.Name] = sm
+	}
+	sm.used = s.epoch
+	if sm.pass == s.pass {
+		return sm
+	}
+	sm.pass = s.pass
+	var resolved policy.Resolved
+	policyOK := sm.built && sm.policySet == s.pol
+	if sm.built && !policyOK {
+		// Another policy set: most services' policies are as they were.
+		resolved = s.pol.Resolve(svc.Name)
+		if policyOK = resolved.Hash() == sm.policyHash; policyOK {
+			sm.policySet = s.pol
+		}
+	}
+	endpointsOK := sm.built && sm.current(svc, s.catalog.Lineage)
+	if policyOK && endpointsOK {
+		return sm
+	}
+	doms := domains(*svc)
+	if !policyOK || !slices.Equal(doms, sm.domains) {
+		if resolved.Service == "" {
+			resolved = s.pol.Resolve(svc.Name)
+		}
+		if !policyOK {
+			sm.policySet, sm.policyHash = s.pol, resolved.Hash()
+		}
+		endpoints := sm.res.endpoints
+		sm.res = s.t.serviceConfig(svc.Name, doms, resolved, v)
+		sm.res.endpoints = endpoints
+		sm.domains = doms
+	}
+	if !endpointsOK {
+		sm.res.endpoints = serviceEndpoints(*svc)
+	}
+	sm.lineage, sm.catalogRev, sm.endpoints = s.catalog.Lineage, svc.Revision, svc.Endpoints
+	sm.built = true
+	sm.rev = s.nextRev()
+	return sm
+}
+
+// current reports whether the memo was built from svc's endpoints: by
+// revision within a lineage, by value otherwise.
+func (sm *serviceMemo) current(svc *sources.CatalogService, lineage uint64) bool {
+	if lineage != 0 && svc.Revision != 0 && sm.lineage == lineage && sm.catalogRev != 0 {
+		return sm.catalogRev == svc.Revision
+	}
+	return sameEndpoints(sm.endpoints, svc.Endpoints)
+}
+
+// sameEndpoints compares endpoints by value (what the translator reads of
+// them, and their sources' views, which it does not read but which cost
+// little to compare).
+func sameEndpoints(a, b []sources.Endpoint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+// depsKey identifies a dependency set.
+func depsKey(d policy.Dependencies) string {
+	if d.All {
+		return "*"
+	}
+	return "=" + strings.Join(d.Services, "\x00")
+}
+
+// segment returns view v's segment for deps, brought up to date.
+func (s *Shared) segment(v serviceView, deps policy.Dependencies) *segment {
+	vm := s.view(v)
+	key := depsKey(deps)
+	seg := vm.segments[key]
+	if seg == nil {
+		seg = &segment{}
+		vm.segments[key] = seg
+	}
+	seg.used = s.epoch
+	if seg.pass == s.pass {
+		return seg
+	}
+	seg.pass = s.pass
+	members := make([]*serviceMemo, 0, len(seg.members))
+	if deps.All {
+		for i := range s.services {
+			members = append(members, s.service(vm, v, &s.services[i]))
+		}
+	} else {
+		for _, name := range deps.Services {
+			if i, ok := slices.BinarySearchFunc(s.services, name, func(c sources.CatalogService, n string) int {
+				return strings.Compare(c.Name, n)
+			}); ok {
+				members = append(members, s.service(vm, v, &s.services[i]))
+			}
+		}
+	}
+	if seg.same(members) {
+		return seg
+	}
+	var raw [numLists][]types.Resource
+	var vhosts []*routev3.VirtualHost
+	rateLimited := false
+	for _, sm := range members {
+		raw[listClusters] = append(raw[listClusters], sm.res.cluster)
+		raw[listEndpoints] = append(raw[listEndpoints], sm.res.endpoints)
+		if sm.res.routes != nil {
+			raw[listRoutes] = append(raw[listRoutes], sm.res.routes)
+		}
+		for _, l := range sm.res.listeners {
+			raw[listListeners] = append(raw[listListeners], l)
+		}
+		if sm.res.vhost != nil {
+			vhosts = append(vhosts, sm.res.vhost)
+		}
+		rateLimited = rateLimited || sm.res.rateLimited
+	}
+	for k := range raw {
+		if seg.listRev[k] != 0 && samePointers(raw[k], seg.raw[k]) {
+			continue
+		}
+		seg.raw[k] = raw[k]
+		seg.lists[k] = slices.Clone(raw[k])
+		sortByName(seg.lists[k])
+		seg.listRev[k] = s.nextRev()
+	}
+	if v.kind != KindGRPC && (seg.outbound == nil || !samePointers(vhosts, seg.vhosts)) {
+		seg.vhosts = vhosts
+		seg.outbound = envoy.RouteConfiguration(OutboundRouteName, vhosts)
+	}
+	seg.rateLimited = rateLimited
+	seg.members = members
+	seg.revs = make([]uint64, len(members))
+	for i, sm := range members {
+		seg.revs[i] = sm.rev
+	}
+	return seg
+}
+
+// same reports whether members are the segment's members at the revisions
+// its lists were built from.
+func (seg *segment) same(members []*serviceMemo) bool {
+	if seg.revs == nil || len(members) != len(seg.members) {
+		return false
+	}
+	for i, sm := range members {
+		if sm != seg.members[i] || sm.rev != seg.revs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func samePointers[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
