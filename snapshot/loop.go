@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -107,6 +108,10 @@ type group struct {
 	proxy    translator.Proxy
 	snap     *cache.Snapshot
 	versions map[resource.Type]string
+	// deps and missing are the dependency set the group's snapshot was
+	// built for, and what of it the catalog lacked then.
+	deps    policy.Dependencies
+	missing []string
 	err      string
 	fresh    bool // registered but never built
 	// idleSince is when the group's last proxy left; zero while in use.
@@ -408,9 +413,12 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 		versions := Versions(snap)
 		changed := !equalVersions(versions, g.versions)
 		l.mu.Unlock()
+		deps := translator.Dependencies(g.proxy, pol)
+		missing := missingServices(catalog, deps)
 		if !changed {
 			l.mu.Lock()
 			g.err, g.fresh = "", false
+			g.deps, g.missing = deps, missing
 			l.mu.Unlock()
 			l.cfg.Metrics.snapshots.WithLabelValues("unchanged").Inc()
 			continue
@@ -427,6 +435,7 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 		// publish is retried by the next build even if nothing changed.
 		l.mu.Lock()
 		g.snap, g.versions = snap, versions
+		g.deps, g.missing = deps, missing
 		g.err, g.fresh = "", false
 		l.mu.Unlock()
 		l.cfg.Metrics.snapshots.WithLabelValues("published").Inc()
@@ -478,6 +487,19 @@ func (l *Loop) recordError(err error) {
 	l.mu.Lock()
 	l.lastError = err.Error()
 	l.mu.Unlock()
+}
+
+// missingServices lists the services deps names that catalog lacks.
+func missingServices(catalog sources.Catalog, deps policy.Dependencies) []string {
+	var out []string
+	for _, name := range deps.Services {
+		if _, ok := slices.BinarySearchFunc(catalog.Services, name, func(s sources.CatalogService, n string) int {
+			return strings.Compare(s.Name, n)
+		}); !ok {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 func equalVersions(a, b map[resource.Type]string) bool {

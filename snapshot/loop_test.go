@@ -594,3 +594,35 @@ func TestLoopScopesGroupsByDependencies(t *testing.T) {
 		return cmp.Equal(resourceNames(l.pub.last(t, web.Key()), resource.ClusterType), []string{"api", "db"})
 	})
 }
+
+// TestLoopStatusShowsBuiltDependencies: a group's dependencies in the status
+// are those its snapshot was built for, not a newer policy set's that is
+// still waiting out the debounce.
+func TestLoopStatusShowsBuiltDependencies(t *testing.T) {
+	policies := make(chan watch.Update, 1)
+	// A hold-off far longer than the test: only EnsureGroup builds.
+	l := startLoop(t, Config{Sources: []string{"a"}, Policies: policies, HoldOff: time.Minute})
+	load := func(deps string) *policy.Set {
+		t.Helper()
+		set, diags := policy.Load([]policy.File{{Name: "web.yaml", Data: []byte(
+			"apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: web}\nspec:\n  dependencies: " + deps + "\n")}})
+		if len(diags) > 0 {
+			t.Fatal(diags)
+		}
+		return set
+	}
+	policies <- watch.Update{Set: load("[api]")}
+	l.setState("a", service("api", 1, 80))
+	waitFor(t, "the first policy set", func() bool { return l.Status().Policy.Synced })
+	web := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web"}
+	l.EnsureGroup(web)
+	waitFor(t, "web's snapshot", func() bool { return l.pub.count() == 1 })
+	first := l.Status().Policy.LastUpdate
+	policies <- watch.Update{Set: load("[api, db]")}
+	waitFor(t, "the second policy set to be recorded", func() bool { return l.Status().Policy.LastUpdate != first })
+	for _, g := range l.Status().Groups {
+		if g.Key == web.Key() && !cmp.Equal(g.Dependencies.Services, []string{"api"}) {
+			t.Fatalf("web's dependencies before its next build = %v, want the built [api]", g.Dependencies.Services)
+		}
+	}
+}

@@ -1,9 +1,7 @@
 package snapshot
 
 import (
-	"slices"
 	"sort"
-	"strings"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -30,9 +28,9 @@ type GroupStatus struct {
 	Proxy    translator.Proxy         `json:"proxy"`
 	Versions map[resource.Type]string `json:"versions,omitempty"`
 	Error    string                   `json:"error,omitempty"`
-	// Dependencies are the services whose resources the group gets (its
-	// service's spec.dependencies, or every service); Missing, those of
-	// them that are not in the catalog (yet).
+	// Dependencies are the services whose resources the group's current
+	// snapshot was built for (its service's spec.dependencies, or every
+	// service); Missing, those of them the catalog lacked then.
 	Dependencies policy.Dependencies `json:"dependencies"`
 	Missing      []string            `json:"missing_dependencies,omitempty"`
 }
@@ -55,15 +53,9 @@ func (l *Loop) Status() Status {
 		st.Sources[name] = *s
 	}
 	for key, g := range l.groups {
-		gs := GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err, Dependencies: translator.Dependencies(g.proxy, l.policy)}
-		for _, name := range gs.Dependencies.Services {
-			if _, ok := slices.BinarySearchFunc(l.catalog.Services, name, func(s sources.CatalogService, n string) int {
-				return strings.Compare(s.Name, n)
-			}); !ok {
-				gs.Missing = append(gs.Missing, name)
-			}
-		}
-		st.Groups = append(st.Groups, gs)
+		// The dependencies the group's snapshot was built for, like its
+		// versions: not the newest policy set's before it is built.
+		st.Groups = append(st.Groups, GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err, Dependencies: g.deps, Missing: g.missing})
 	}
 	sort.Slice(st.Groups, func(i, j int) bool { return st.Groups[i].Key < st.Groups[j].Key })
 	return st
