@@ -249,7 +249,14 @@ func (s *Shared) segment(v serviceView, deps policy.Dependencies) *segment {
 		seg = &segment{}
 		vm.segments[key] = seg
 	}
-	seg.used = s.epoch
+	if seg.used != s.epoch {
+		// Its members are in use as long as it is, even when no new
+		// pass brings them up to date (see Sweep).
+		seg.used = s.epoch
+		for _, sm := range seg.members {
+			sm.used = s.epoch
+		}
+	}
 	if seg.pass == s.pass {
 		return seg
 	}

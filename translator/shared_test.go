@@ -120,6 +120,18 @@ func TestSharedMatchesTranslate(t *testing.T) {
 			what = mutate(rng, states)
 		}
 		cat := merger.Merge(states)
+		if step%5 == 1 {
+			// Sweeps between two translations of the same input: what
+			// the groups still use must survive them.
+			for range 2 {
+				for i, inc := range incs {
+					if _, err := inc.Translate(cat, pol); err != nil {
+						t.Fatalf("step %d, group %s: %v", step, proxies[i].Key(), err)
+					}
+				}
+				shared.Sweep()
+			}
+		}
 		order := rng.Perm(len(proxies))
 		for _, i := range order {
 			p := proxies[i]
