@@ -112,8 +112,8 @@ type group struct {
 	// built for, and what of it the catalog lacked then.
 	deps    policy.Dependencies
 	missing []string
-	err      string
-	fresh    bool // registered but never built
+	err     string
+	fresh   bool // registered but never built
 	// idleSince is when the group's last proxy left; zero while in use.
 	idleSince time.Time
 }
@@ -123,6 +123,10 @@ type group struct {
 type pipeline struct {
 	translator *translator.Incremental
 	builder    *Builder
+	// revision is the translation result the builder last built snap
+	// from.
+	revision uint64
+	snap     *cache.Snapshot
 }
 
 // NewLoop returns a loop for cfg.
@@ -471,9 +475,14 @@ func (l *Loop) translate(ctx context.Context, catalog sources.Catalog, pol *poli
 	start := time.Now()
 	res, err := pipe.translator.Translate(catalog, pol)
 	l.cfg.Metrics.translateSeconds.Observe(time.Since(start).Seconds())
+	if err == nil && res.Revision != 0 && res.Revision == pipe.revision {
+		// The very result the last snapshot was built from.
+		return pipe.snap, nil
+	}
 	if err == nil {
 		var snap *cache.Snapshot
 		if snap, err = pipe.builder.Build(res.Resources); err == nil {
+			pipe.revision, pipe.snap = res.Revision, snap
 			return snap, nil
 		}
 	}

@@ -40,6 +40,8 @@ type Incremental struct {
 	outSeg  *segment
 	outRevs [numLists]uint64
 	outOwn  *ownMemo
+	// outRev is out's revision (Result.Revision).
+	outRev uint64
 }
 
 // ownMemo is an Envoy group's own resources and their inputs.
@@ -86,7 +88,7 @@ func (m *Incremental) Translate(catalog sources.Catalog, pol *policy.Set) (*Resu
 		own = m.ownPart(seg, pol)
 	}
 	if m.out != nil && seg == m.outSeg && seg.listRev == m.outRevs && own == m.outOwn {
-		return &Result{Resources: m.out}, nil
+		return &Result{Resources: m.out, Revision: m.outRev}, nil
 	}
 	out := map[resource.Type][]types.Resource{
 		resource.ClusterType:  seg.lists[listClusters],
@@ -109,7 +111,8 @@ func (m *Incremental) Translate(catalog sources.Catalog, pol *policy.Set) (*Resu
 		}
 	}
 	m.out, m.outSeg, m.outRevs, m.outOwn = out, seg, seg.listRev, own
-	return &Result{Resources: out}, nil
+	m.outRev = s.nextRev()
+	return &Result{Resources: out, Revision: m.outRev}, nil
 }
 
 func listOf(typ resource.Type) int {

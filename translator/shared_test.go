@@ -102,6 +102,11 @@ func TestSharedMatchesTranslate(t *testing.T) {
 	tr := translator.New()
 	shared := tr.NewShared()
 	incs := map[int]*translator.Incremental{}
+	type revOut struct {
+		rev uint64
+		out []byte
+	}
+	lastOut := map[int]*revOut{}
 	var merger sources.Merger
 	pol := pols[1]
 	for step := range 150 {
@@ -115,6 +120,7 @@ func TestSharedMatchesTranslate(t *testing.T) {
 			// A group goes away (its Incremental with it) or comes back.
 			i := rng.Intn(len(proxies))
 			delete(incs, i)
+			delete(lastOut, i)
 			what = "group dropped " + proxies[i].Key()
 		default:
 			what = mutate(rng, states)
@@ -148,9 +154,15 @@ func TestSharedMatchesTranslate(t *testing.T) {
 			if err := edsReferences(got); err != nil {
 				t.Fatalf("step %d (%s), group %s: %v", step, what, p.Key(), err)
 			}
-			if g, w := marshalResult(t, got), marshalResult(t, want); !bytes.Equal(g, w) {
+			g, w := marshalResult(t, got), marshalResult(t, want)
+			if !bytes.Equal(g, w) {
 				t.Fatalf("step %d (%s), group %s: output differs from a fresh translation:\ngot:\n%s\nwant:\n%s", step, what, p.Key(), g, w)
 			}
+			// The revision's contract: the same revision, the same output.
+			if last := lastOut[i]; got.Revision == 0 || last != nil && last.rev == got.Revision && !bytes.Equal(last.out, g) {
+				t.Fatalf("step %d (%s), group %s: revision %d kept for another output", step, what, p.Key(), got.Revision)
+			}
+			lastOut[i] = &revOut{got.Revision, g}
 		}
 		if step%5 == 0 {
 			shared.Sweep()
@@ -244,4 +256,42 @@ func edsReferences(res *translator.Result) error {
 		}
 	}
 	return nil
+}
+
+// TestIncrementalRevision: a group's result keeps its revision while nothing
+// it gets changes, including changes to services outside its dependencies,
+// and gets a new one when something it gets does.
+func TestIncrementalRevision(t *testing.T) {
+	set, diags := policy.Load([]policy.File{{Name: "web.yaml", Data: []byte(
+		"apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: web}\nspec:\n  dependencies: [api]\n")}})
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	st := sources.State{Services: []sources.Service{
+		{Name: "api", Instances: []sources.Instance{{Address: "10.0.0.1", Port: 80, Health: sources.HealthHealthy}}},
+		{Name: "db", Instances: []sources.Instance{{Address: "10.0.0.2", Port: 5432, Health: sources.HealthHealthy}}},
+	}}
+	st.Normalize("a")
+	var merger sources.Merger
+	inc := translator.New().NewShared().NewIncremental(translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web", InboundPort: 8080})
+	rev := func(st sources.State) uint64 {
+		t.Helper()
+		res, err := inc.Translate(merger.Merge(map[string]sources.State{"a": st}), set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Revision
+	}
+	first := rev(st)
+	if again := rev(st); again != first {
+		t.Fatalf("same input: revision %d, then %d", first, again)
+	}
+	db := sources.State{Services: []sources.Service{st.Services[0], {Name: "db", Instances: []sources.Instance{{Address: "10.0.0.3", Port: 5432, Health: sources.HealthHealthy, Source: "a"}}}}}
+	if got := rev(db); got != first {
+		t.Fatalf("a change to db, which web does not depend on, changed its revision (%d -> %d)", first, got)
+	}
+	api := sources.State{Services: []sources.Service{{Name: "api", Instances: []sources.Instance{{Address: "10.0.0.9", Port: 80, Health: sources.HealthHealthy, Source: "a"}}}, db.Services[1]}}
+	if got := rev(api); got == first {
+		t.Fatal("a change to api, a dependency, kept web's revision")
+	}
 }

@@ -72,6 +72,11 @@ type Input struct {
 // Result holds the resources for one proxy group, each type sorted by name.
 type Result struct {
 	Resources map[resource.Type][]types.Resource
+	// Revision, when not 0, identifies the content: an Incremental hands
+	// back the same revision for as long as its result is the same, so
+	// that the snapshot loop can skip building a group nothing of which
+	// changed. Translate leaves it 0 (unknown).
+	Revision uint64
 }
 
 // Translate builds the resources for in.Proxy. It does not modify in. It
