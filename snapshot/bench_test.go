@@ -106,7 +106,8 @@ func flipHealth(st sources.State, s int) sources.State {
 // BenchmarkChangeManyGroups is BenchmarkChangeToSnapshot/envoy/incremental
 // for G sidecar groups (one per service, as proxies that name their
 // service with node.cluster form), each also published to the xDS cache, as
-// the loop does it: one translator.Shared and one Shared for every group.
+// the loop does it: one translator.Shared and one Shared for every group,
+// and only the groups whose translation changed built and published.
 // "deps=all" groups get the whole mesh; "deps=10" groups depend on ten
 // services each (the ten after their own), so most groups do not see the
 // change.
@@ -125,14 +126,16 @@ func BenchmarkChangeManyGroups(b *testing.B) {
 				c := xds.NewCache(nil)
 				shared, sharedBuild := translator.New().NewShared(), NewShared()
 				type pipe struct {
-					inc *translator.Incremental
-					bld *Builder
-					key string
+					inc      *translator.Incremental
+					bld      *Builder
+					key      string
+					revision uint64
+					versions map[string]string
 				}
-				var pipes []pipe
+				var pipes []*pipe
 				for g := range groups {
 					p := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: fmt.Sprintf("svc-%04d", g), InboundPort: 8080}
-					pipes = append(pipes, pipe{shared.NewIncremental(p), sharedBuild.NewBuilder(), p.Key()})
+					pipes = append(pipes, &pipe{inc: shared.NewIncremental(p), bld: sharedBuild.NewBuilder(), key: p.Key()})
 				}
 				changeLoop(b, func(st sources.State) {
 					cat := merger.Merge(map[string]sources.State{"etcd": st})
@@ -141,10 +144,23 @@ func BenchmarkChangeManyGroups(b *testing.B) {
 						if err != nil {
 							b.Fatal(err)
 						}
+						// As the loop does: a result it built from
+						// before is not built again, and a snapshot
+						// whose versions did not change is not
+						// published.
+						if res.Revision == p.revision {
+							continue
+						}
 						snap, err := p.bld.Build(res.Resources)
 						if err != nil {
 							b.Fatal(err)
 						}
+						p.revision = res.Revision
+						versions := Versions(snap)
+						if equalVersions(versions, p.versions) {
+							continue
+						}
+						p.versions = versions
 						if err := c.SetSnapshot(context.Background(), p.key, snap); err != nil {
 							b.Fatal(err)
 						}

@@ -31,6 +31,11 @@ type Incremental struct {
 	private bool
 	proxy   Proxy
 	view    serviceView
+	// deps is the group's dependency set under depsPolicy, and depsKey
+	// its key among the segments.
+	deps       policy.Dependencies
+	depsPolicy *policy.Set
+	depsKey    string
 
 	// own is the group's own part and what it was built from.
 	own *ownMemo
@@ -82,7 +87,12 @@ func (m *Incremental) Translate(catalog sources.Catalog, pol *policy.Set) (*Resu
 	if m.private {
 		defer s.Sweep()
 	}
-	seg := s.segment(m.view, dependencies(m.proxy, pol))
+	if m.depsPolicy != pol || m.depsKey == "" {
+		// Once per policy set: the set and its key cost an allocation.
+		m.deps = dependencies(m.proxy, pol)
+		m.depsPolicy, m.depsKey = pol, depsKey(m.deps)
+	}
+	seg := s.segment(m.view, m.depsKey, m.deps)
 	var own *ownMemo
 	if m.proxy.Kind != KindGRPC {
 		own = m.ownPart(seg, pol)
@@ -176,7 +186,7 @@ func (m *Incremental) ownPart(seg *segment, pol *policy.Set) *ownMemo {
 		added: &Result{Resources: map[resource.Type][]types.Resource{}},
 	}
 	in := Input{Catalog: s.catalog, Policy: pol, Proxy: m.proxy}
-	s.t.envoyListeners(o.added, in, s.services, dependencies(m.proxy, pol), seg.outbound, seg.rateLimited)
+	s.t.envoyListeners(o.added, in, s.services, m.deps, seg.outbound, seg.rateLimited)
 	for _, rs := range o.added.Resources {
 		sortByName(rs)
 	}

@@ -240,10 +240,10 @@ func depsKey(d policy.Dependencies) string {
 	return "=" + strings.Join(d.Services, "\x00")
 }
 
-// segment returns view v's segment for deps, brought up to date.
-func (s *Shared) segment(v serviceView, deps policy.Dependencies) *segment {
+// segment returns view v's segment for deps (whose depsKey is key),
+// brought up to date.
+func (s *Shared) segment(v serviceView, key string, deps policy.Dependencies) *segment {
 	vm := s.view(v)
-	key := depsKey(deps)
 	seg := vm.segments[key]
 	if seg == nil {
 		seg = &segment{}
