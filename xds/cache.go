@@ -462,13 +462,25 @@ func (c *Cache) GetSnapshot(key string) (cache.ResourceSnapshot, error) {
 	return nil, errors.New("no snapshot for group " + key)
 }
 
+// errUnbufferedResponses refuses a watch whose response channel has no
+// room: the cache answers watches under its lock and must never block
+// there (go-control-plane's server gives each stream room for one
+// response per type, and a stream has at most one open watch per type).
+var errUnbufferedResponses = errors.New("xds cache: the server's response channel has no buffer; answering it could block every stream")
+
 // CreateWatch implements cache.ConfigWatcher for state-of-the-world streams.
 func (c *Cache) CreateWatch(req *cache.Request, sub cache.Subscription, out chan cache.Response) (func(), error) {
+	if cap(out) == 0 {
+		return nil, errUnbufferedResponses
+	}
 	return c.watch(&watch{typeURL: req.GetTypeUrl(), sub: sub, req: req, out: out}, req.GetNode())
 }
 
 // CreateDeltaWatch implements cache.ConfigWatcher for delta streams.
 func (c *Cache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, out chan cache.DeltaResponse) (func(), error) {
+	if cap(out) == 0 {
+		return nil, errUnbufferedResponses
+	}
 	return c.watch(&watch{typeURL: req.GetTypeUrl(), sub: sub, dreq: req, dout: out}, req.GetNode())
 }
 

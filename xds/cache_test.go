@@ -959,3 +959,17 @@ func TestCacheGroupsShareGenerations(t *testing.T) {
 		t.Fatalf("generation no group uses is still shared: %+v", sg)
 	}
 }
+
+// TestCacheRefusesUnbufferedChannels: the cache answers under its lock, so
+// a response channel without room would block every stream; such a watch
+// is refused instead of being accepted and deadlocking later.
+func TestCacheRefusesUnbufferedChannels(t *testing.T) {
+	c := NewCache(nil)
+	node := &corev3.Node{Cluster: "web"}
+	if _, err := c.CreateWatch(&cache.Request{Node: node, TypeUrl: resource.EndpointType}, stream.NewSotwSubscription(nil, false), make(chan cache.Response)); !errors.Is(err, errUnbufferedResponses) {
+		t.Errorf("SotW watch on an unbuffered channel: %v, want errUnbufferedResponses", err)
+	}
+	if _, err := c.CreateDeltaWatch(&cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType}, stream.NewDeltaSubscription(nil, nil, nil, false), make(chan cache.DeltaResponse)); !errors.Is(err, errUnbufferedResponses) {
+		t.Errorf("delta watch on an unbuffered channel: %v, want errUnbufferedResponses", err)
+	}
+}
