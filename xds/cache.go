@@ -164,6 +164,8 @@ type entry struct {
 type watch struct {
 	typeURL string
 	sub     cache.Subscription
+	// rejected is the generation a NACK rejected: it is not sent again.
+	rejected *generation
 	// held is what the client holds, worked out when the watch was made
 	// (nothing changes it while the watch is open).
 	held holding
@@ -513,6 +515,24 @@ func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
 	held, err := normalize(w, whole, marked, consistent)
 	if err != nil {
 		return nil, err
+	}
+	if w.req.GetErrorDetail() != nil && held.whole != nil {
+		// A state-of-the-world NACK of a whole generation: the client
+		// kept what it accepted last (the request's version), not what
+		// it rejected. It is not sent the rejected generation again,
+		// but the next one is worked out from what it has, or a
+		// resource that was in the rejected response and did not
+		// change since would never reach it.
+		w.rejected = held.whole
+		var accepted *generation
+		c.mu.Lock()
+		if g := c.groups[key]; g != nil {
+			if i, ok := typeIndex(w.typeURL); ok {
+				accepted = g.lineages[i].findVersion(w.req.GetVersionInfo())
+			}
+		}
+		c.mu.Unlock()
+		held = holding{explicit: acceptedHolding(accepted, w.sub)}
 	}
 	w.held = held
 	w.trimRequest()

@@ -12,7 +12,7 @@ import (
 // to, and reports whether it did. Called with c.mu held; the channels have
 // room for one response per type, and a watch is answered at most once.
 func (c *Cache) respond(w *watch, gen *generation) bool {
-	if gen == nil {
+	if gen == nil || gen == w.rejected {
 		return false
 	}
 	held := w.held
@@ -227,7 +227,12 @@ func (c *Cache) respondDelta(w *watch, gen *generation, held holding) bool {
 		})
 		sort.Strings(removed)
 	}
-	if len(updated) == 0 && len(removed) == 0 {
+	// A wildcard client's first request is answered even when the type is
+	// empty: Envoy does not finish initialising until it has an answer
+	// for each wildcard type (it would wait out its initial fetch
+	// timeout).
+	first := w.sub.IsWildcard() && w.dreq.GetResponseNonce() == "" && held.whole == nil && len(held.explicit) == 0
+	if len(updated) == 0 && len(removed) == 0 && !first {
 		return false
 	}
 	var next map[string]string

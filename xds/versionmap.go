@@ -44,6 +44,39 @@ func (l *lineage) add(gen *generation, now time.Time) {
 	}
 }
 
+// findVersion returns the newest generation of the lineage with type
+// version v, or nil.
+func (l *lineage) findVersion(v string) *generation {
+	if v == "" {
+		return nil
+	}
+	for i := len(l.gens) - 1; i >= 0; i-- {
+		if g := l.gens[i].gen; g.version == v {
+			return g
+		}
+	}
+	return nil
+}
+
+// acceptedHolding is the explicit version map of a client that holds, of
+// generation gen (nil: nothing known), the resources it subscribes to.
+func acceptedHolding(gen *generation, sub interface {
+	IsWildcard() bool
+	SubscribedResources() map[string]struct{}
+}) map[string]string {
+	held := map[string]string{}
+	if gen == nil {
+		return held
+	}
+	subs := sub.SubscribedResources()
+	for _, n := range gen.names {
+		if _, ok := subs[n]; ok || sub.IsWildcard() {
+			held[n] = gen.entries[n].hash
+		}
+	}
+	return held
+}
+
 func (l *lineage) find(id int64) *generation {
 	if l == nil {
 		return nil
