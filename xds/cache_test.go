@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,9 +9,11 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -971,5 +974,71 @@ func TestCacheRefusesUnbufferedChannels(t *testing.T) {
 	}
 	if _, err := c.CreateDeltaWatch(&cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType}, stream.NewDeltaSubscription(nil, nil, nil, false), make(chan cache.DeltaResponse)); !errors.Is(err, errUnbufferedResponses) {
 		t.Errorf("delta watch on an unbuffered channel: %v, want errUnbufferedResponses", err)
+	}
+}
+
+// TestTrackerBoundsNacks: a client that NACKs with a huge error, over and
+// over (the same response, responses already answered, new versions) costs
+// a bounded excerpt in the admin view and a bounded number of log lines:
+// one per rejected version, within a per-stream budget.
+func TestTrackerBoundsNacks(t *testing.T) {
+	var logs bytes.Buffer
+	tr := NewTracker(&groupRecorder{}, slog.New(slog.NewTextHandler(&logs, nil)), nil, nil)
+	node := &corev3.Node{Id: "n", Cluster: "web", UserAgentName: "envoy"}
+	ctx := context.Background()
+	_ = tr.OnStreamOpen(ctx, 1, "")
+	if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	huge := strings.Repeat("é", 1<<19) // 1 MiB
+	nack := func(nonce string) {
+		t.Helper()
+		if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResponseNonce: nonce,
+			ErrorDetail: &status.Status{Code: 3, Message: huge}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	respond := func(version, nonce string) {
+		tr.OnStreamResponse(ctx, 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: version, Nonce: nonce})
+	}
+	respond("v1", "n1")
+	for range 200 {
+		nack("n1") // the first answers n1; the rest name a nonce already answered
+	}
+	// The same version again under a new nonce: still one log line.
+	respond("v1", "n2")
+	nack("n2")
+	if got := strings.Count(logs.String(), "rejected config"); got != 1 {
+		t.Fatalf("%d NACK log lines for one rejected version, want 1", got)
+	}
+	// Many new versions: at most the per-minute budget is logged.
+	for i := range 20 {
+		v, n := fmt.Sprintf("v%d", i+2), fmt.Sprintf("m%d", i)
+		respond(v, n)
+		nack(n)
+	}
+	if got := strings.Count(logs.String(), "rejected config"); got != nackLogsPerMinute {
+		t.Fatalf("%d NACK log lines for 21 rejected versions within a minute, want the budget of %d", got, nackLogsPerMinute)
+	}
+	if logs.Len() > 64<<10 {
+		t.Fatalf("NACKs wrote %d bytes of logs, want at most 64 KiB", logs.Len())
+	}
+	ps := tr.Proxies()
+	if len(ps) != 1 {
+		t.Fatalf("%d proxies", len(ps))
+	}
+	last := ps[0].Types[resource.ClusterType].LastNack
+	if last == nil || last.Version != "v21" || len(last.Error) > maxNackDetail+64 || !strings.Contains(last.Error, "bytes cut") || !utf8.ValidString(last.Error) {
+		t.Fatalf("last NACK kept as %q… (%d bytes), want version v21 and a valid, bounded excerpt", func() string {
+			if last == nil {
+				return ""
+			}
+			return last.Error[:min(40, len(last.Error))]
+		}(), func() int {
+			if last == nil {
+				return 0
+			}
+			return len(last.Error)
+		}())
 	}
 }

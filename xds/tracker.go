@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -61,6 +62,44 @@ type streamState struct {
 	// nonces maps the nonce of each response still awaiting an answer to
 	// its version, so an ACK or NACK can be attributed to what it answers.
 	nonces map[string]sent
+	// nackLogs bounds the NACK log lines of the stream.
+	nackLogs logBudget
+}
+
+// Bounds on what a client's NACKs cost: the excerpt of its error kept and
+// logged, and the NACK log lines per stream per minute. A NACK of a
+// version already rejected, or of a response already answered, is counted
+// but not logged.
+const (
+	maxNackDetail     = 4 << 10
+	nackLogsPerMinute = 5
+)
+
+// truncateDetail keeps the first maxNackDetail bytes of a client's error
+// (whole UTF-8 characters) and says how long it was.
+func truncateDetail(s string) string {
+	if len(s) <= maxNackDetail {
+		return s
+	}
+	cut := maxNackDetail
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… [%d bytes cut]", s[:cut], len(s)-cut)
+}
+
+// logBudget allows nackLogsPerMinute lines a minute.
+type logBudget struct {
+	start time.Time
+	n     int
+}
+
+func (b *logBudget) allow(now time.Time) bool {
+	if now.Sub(b.start) >= time.Minute {
+		b.start, b.n = now, 0
+	}
+	b.n++
+	return b.n <= nackLogsPerMinute
 }
 
 type sent struct {
@@ -152,9 +191,19 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 		answered, known := s.nonces[nonce]
 		delete(s.nonces, nonce)
 		if errDetail != nil {
-			ts.LastNack = &Nack{Version: answered.version, Error: errDetail.Error(), At: t.now()}
 			t.metrics.nacks.WithLabelValues(shortTypeName(typeURL)).Inc()
-			t.log.Warn("xDS client rejected config", "node_id", s.node.GetId(), "type", typeURL, "version", answered.version, "error", errDetail)
+			now := t.now()
+			// A client decides how long its error is and how often it
+			// repeats it: keep a bounded excerpt, and log a version's
+			// rejection once, within a per-stream budget.
+			detail := truncateDetail(errDetail.Error())
+			repeat := !known || ts.LastNack != nil && ts.LastNack.Version == answered.version
+			if known {
+				ts.LastNack = &Nack{Version: answered.version, Error: detail, At: now}
+			}
+			if !repeat && s.nackLogs.allow(now) {
+				t.log.Warn("xDS client rejected config", "node_id", s.node.GetId(), "type", typeURL, "version", answered.version, "error", detail)
+			}
 		} else if known {
 			ts.Acked, ts.AckedAt = answered.version, t.now()
 			if version != "" && !s.delta {
