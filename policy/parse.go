@@ -82,6 +82,13 @@ func parseFile(filename string, data []byte) (docs []Document, diags []sources.D
 			docs = append(docs, doc)
 		}
 	}
+	if len(docs) == 0 && len(p.diags) == 0 {
+		// An empty file is also what a file looks like while a writer
+		// rewrites it in place: taking it as "no policies" would drop
+		// its ServicePolicy for a moment, or for good if the writer
+		// died. Policies are dropped by deleting the file.
+		p.errorf(1, "", "the file holds no policy document; delete the file to drop its policies")
+	}
 	sortDiagnostics(p.diags)
 	return docs, p.diags
 }

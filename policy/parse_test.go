@@ -147,11 +147,14 @@ func TestParseMultiDocument(t *testing.T) {
 	}
 }
 
+// TestParseEmpty: a file without a document is refused (it is also what a
+// file looks like while it is rewritten in place), so that its policies
+// are not dropped in between; deleting the file drops them.
 func TestParseEmpty(t *testing.T) {
 	for _, in := range []string{"", "# nothing yet\n", "---\n", "---\n---\n"} {
 		docs, diags := Parse("empty.yaml", []byte(in))
-		if len(diags) != 0 || docs == nil || len(docs) != 0 {
-			t.Errorf("Parse(%q) = %v, %v; want no documents and no diagnostics", in, docs, diags)
+		if len(docs) != 0 || len(diags) != 1 || diags[0].String() != "empty.yaml:1: the file holds no policy document; delete the file to drop its policies" {
+			t.Errorf("Parse(%q) = %v, %v; want no documents and one diagnostic", in, docs, diags)
 		}
 	}
 }

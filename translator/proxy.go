@@ -3,6 +3,7 @@ package translator
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -109,15 +110,19 @@ func ProxyFromNode(node *corev3.Node) (Proxy, error) {
 	default:
 		return Proxy{}, fmt.Errorf("node metadata %q: %q is not a role (want sidecar or gateway)", MetaRole, r)
 	}
-	p.OutboundAddress = stringField(md, MetaOutboundAddress)
 	var err error
+	if p.OutboundAddress, err = addressField(md, MetaOutboundAddress); err != nil {
+		return Proxy{}, err
+	}
 	if p.OutboundPort, err = portField(md, MetaOutboundPort); err != nil {
 		return Proxy{}, err
 	}
 	if p.InboundPort, err = portField(md, MetaInboundPort); err != nil {
 		return Proxy{}, err
 	}
-	p.InboundListenerAddress = stringField(md, MetaInboundListenerAddress)
+	if p.InboundListenerAddress, err = addressField(md, MetaInboundListenerAddress); err != nil {
+		return Proxy{}, err
+	}
 	if p.InboundListenerPort, err = portField(md, MetaInboundListenerPort); err != nil {
 		return Proxy{}, err
 	}
@@ -130,6 +135,21 @@ func isGRPCAgent(ua string) bool {
 
 func stringField(md map[string]*structpb.Value, key string) string {
 	return md[key].GetStringValue()
+}
+
+// addressField reads an address a listener binds to: Envoy binds
+// listeners to IP addresses only, so anything else would reach a proxy as
+// a listener it rejects.
+func addressField(md map[string]*structpb.Value, key string) (string, error) {
+	s := stringField(md, key)
+	if s == "" {
+		return "", nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return "", fmt.Errorf("node metadata %q: %q is not an IP address", key, s)
+	}
+	return s, nil
 }
 
 func portField(md map[string]*structpb.Value, key string) (uint32, error) {
