@@ -172,8 +172,12 @@ func testScoping(t *testing.T, mode string) {
 	// No dependencies at all: no outbound service, the inbound side stays.
 	writeFile(t, frontendPolicy, servicePolicy("frontend", "  dependencies: []"))
 	eventually(t, 30*time.Second, "frontend's sidecar to drop every outbound service", func() error {
-		if code, _, _, err := request(fe.OutboundAddr, http.MethodGet, "alpha", "/", nil); err != nil || code != http.StatusNotFound {
-			return fmt.Errorf("Host alpha: %d %v, want 404", code, err)
+		code, _, _, err := request(fe.OutboundAddr, http.MethodGet, "alpha", "/", nil)
+		switch {
+		case err != nil:
+			return fmt.Errorf("Host alpha: %w", err)
+		case code != http.StatusNotFound:
+			return fmt.Errorf("Host alpha: %d, want 404", code)
 		}
 		return nil
 	})

@@ -67,6 +67,11 @@ type Config struct {
 	// GroupIdleTTL is how long a group is kept after its last proxy left
 	// (see ReleaseGroup); 0 means DefaultGroupIdleTTL.
 	GroupIdleTTL time.Duration
+	// MaxGroups bounds the number of proxy groups, and GroupRate (new
+	// groups a second, with a burst of DefaultGroupBurstSeconds of it)
+	// how fast they are made; 0 means the defaults (see EnsureGroup).
+	MaxGroups int
+	GroupRate float64
 }
 
 // Loop is the update loop. Create it with NewLoop and start it with Run.
@@ -89,6 +94,11 @@ type Loop struct {
 	pipes       map[string]*pipeline
 	shared      *translator.Shared
 	sharedBuild *Shared
+	// groupRate paces the making of new groups; evicted are groups
+	// forgotten to make room, whose pipelines and cache entries the
+	// loop's goroutine drops.
+	groupRate *tokenBucket
+	evicted   []string
 	// built says at least one full build has succeeded.
 	built     bool
 	lastError string
@@ -152,6 +162,12 @@ func NewLoop(cfg Config) *Loop {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.MaxGroups <= 0 {
+		cfg.MaxGroups = DefaultMaxGroups
+	}
+	if cfg.GroupRate <= 0 {
+		cfg.GroupRate = DefaultGroupRate
+	}
 	l := &Loop{
 		cfg:     cfg,
 		wake:    make(chan struct{}, 1),
@@ -162,6 +178,7 @@ func NewLoop(cfg Config) *Loop {
 		// with the same options.
 		shared:      cfg.Translator.NewShared(),
 		sharedBuild: NewShared(),
+		groupRate:   newTokenBucket(cfg.GroupRate, max(1, int(cfg.GroupRate*DefaultGroupBurstSeconds))),
 	}
 	for _, s := range cfg.Sources {
 		l.sources[s] = &sourceStatus{}
@@ -174,18 +191,26 @@ func NewLoop(cfg Config) *Loop {
 
 // EnsureGroup registers the config group of a newly seen proxy. The group's
 // first snapshot is built at once (no debounce) when the catalog is ready, so
-// a connecting proxy is not kept waiting.
-func (l *Loop) EnsureGroup(p translator.Proxy) {
+// a connecting proxy is not kept waiting. A new group is refused
+// (ErrTooManyGroups, ErrGroupRate) beyond MaxGroups groups, unless one of
+// them has no proxies (the one idle longest is then forgotten), and beyond
+// GroupRate new groups a second.
+func (l *Loop) EnsureGroup(p translator.Proxy) error {
 	key := p.Key()
 	l.mu.Lock()
 	if g, ok := l.groups[key]; ok {
 		g.idleSince = time.Time{}
 		l.mu.Unlock()
-		return
+		return nil
+	}
+	if err := l.admitGroup(key); err != nil {
+		l.mu.Unlock()
+		return err
 	}
 	l.groups[key] = &group{proxy: p, fresh: true}
 	l.mu.Unlock()
 	l.poke()
+	return nil
 }
 
 // ReleaseGroup says the last proxy of a group disconnected. The group is
@@ -270,6 +295,7 @@ func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
 			firstPending = time.Time{}
 			l.build(ctx, false)
 		case <-l.wake:
+			l.dropEvicted()
 			l.build(ctx, true)
 		case <-gc.C:
 			l.dropIdleGroups()

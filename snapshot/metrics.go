@@ -16,6 +16,7 @@ type Metrics struct {
 	catalogInstances prometheus.Gauge
 	translateSeconds prometheus.Histogram
 	snapshots        *prometheus.CounterVec
+	groupsRefused    *prometheus.CounterVec
 }
 
 // NewMetrics creates the loop's metrics and registers them with reg (which
@@ -47,10 +48,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_snapshot_builds_total", Help: "Snapshot builds per proxy group, by result (published, unchanged, failed).",
 		}, []string{"result"}),
+		groupsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_groups_refused_total", Help: "New proxy groups refused, by reason (limit: --max-proxy-groups reached with none idle; rate: --proxy-group-rate exceeded).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.sourceUpdates, m.sourceErrors, m.sourceStale, m.diagnostics,
-			m.catalogServices, m.catalogInstances, m.translateSeconds, m.snapshots)
+			m.catalogServices, m.catalogInstances, m.translateSeconds, m.snapshots, m.groupsRefused)
 	}
 	return m
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-mesh/sluice/translator"
@@ -430,12 +432,18 @@ func TestCacheNamesChangeBetweenGenerations(t *testing.T) {
 type groupRecorder struct {
 	mu                sync.Mutex
 	ensured, released []string
+	// refuse, when set, is the error EnsureGroup refuses groups with.
+	refuse error
 }
 
-func (r *groupRecorder) EnsureGroup(p translator.Proxy) {
+func (r *groupRecorder) EnsureGroup(p translator.Proxy) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.refuse != nil {
+		return r.refuse
+	}
 	r.ensured = append(r.ensured, p.Key())
+	return nil
 }
 
 func (r *groupRecorder) ReleaseGroup(p translator.Proxy) {
@@ -1040,5 +1048,23 @@ func TestTrackerBoundsNacks(t *testing.T) {
 			}
 			return len(last.Error)
 		}())
+	}
+}
+
+// TestTrackerRefusesWhenGroupsAreRefused: a client whose group the
+// registrar refuses gets ResourceExhausted and is not counted as a proxy
+// of the group.
+func TestTrackerRefusesWhenGroupsAreRefused(t *testing.T) {
+	rec := &groupRecorder{refuse: errors.New("too many proxy groups")}
+	tr := NewTracker(rec, slog.New(slog.DiscardHandler), nil, nil)
+	node := &corev3.Node{Id: "n", Cluster: "made-up-1", UserAgentName: "envoy"}
+	_ = tr.OnStreamOpen(context.Background(), 1, "")
+	err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType})
+	if gs, _ := grpcstatus.FromError(err); gs.Code() != codes.ResourceExhausted || !strings.Contains(gs.Message(), "too many proxy groups") {
+		t.Fatalf("refused group: %v, want ResourceExhausted with the reason", err)
+	}
+	tr.OnStreamClosed(1, node)
+	if len(rec.released) != 0 || len(tr.inGroup) != 0 {
+		t.Fatalf("a refused client was counted: released %v, in groups %v", rec.released, tr.inGroup)
 	}
 }

@@ -546,8 +546,8 @@ type confSide struct {
 // loop, in production); the test publishes every group itself.
 type confGroups struct{}
 
-func (confGroups) EnsureGroup(translator.Proxy)  {}
-func (confGroups) ReleaseGroup(translator.Proxy) {}
+func (confGroups) EnsureGroup(translator.Proxy) error { return nil }
+func (confGroups) ReleaseGroup(translator.Proxy)      {}
 
 func newConfRun(t *testing.T, sc confScenario, delta bool) *confRun {
 	t.Helper()

@@ -23,7 +23,9 @@ import (
 // GroupRegistrar learns about proxy groups as clients connect and leave;
 // the snapshot loop implements it.
 type GroupRegistrar interface {
-	EnsureGroup(p translator.Proxy)
+	// EnsureGroup registers p's group; an error refuses the client (the
+	// registrar bounds the number of groups and how fast they come).
+	EnsureGroup(p translator.Proxy) error
 	// ReleaseGroup says the group's last connected proxy left.
 	ReleaseGroup(p translator.Proxy)
 }
@@ -215,9 +217,29 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 	}
 	t.mu.Unlock()
 	if register != nil {
-		t.groups.EnsureGroup(*register)
+		if err := t.groups.EnsureGroup(*register); err != nil {
+			t.unidentify(s)
+			t.log.Warn("refusing xDS client: its proxy group cannot be made", "node_id", node.GetId(), "group", register.Key(), "err", err)
+			return status.Errorf(codes.ResourceExhausted, "sluice: %v", err)
+		}
 	}
 	return nil
+}
+
+// unidentify undoes the identification of a stream whose group was
+// refused: the stream ends and must not count as a proxy of the group.
+func (t *Tracker) unidentify(s *streamState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !s.identified {
+		return
+	}
+	s.identified = false
+	key := s.proxy.Key()
+	if t.inGroup[key]--; t.inGroup[key] <= 0 {
+		delete(t.inGroup, key)
+	}
+	t.metrics.connected.WithLabelValues(string(s.proxy.Kind)).Dec()
 }
 
 func (t *Tracker) response(ctx context.Context, id int64, delta bool, typeURL, version, nonce string, resources int) {

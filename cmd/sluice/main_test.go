@@ -58,6 +58,8 @@ func TestServeRejectsBadInput(t *testing.T) {
 		{"bad duration", nil, []string{"serve", "--registry-file", "x", "--debounce", "soon"}, `invalid argument "soon" for "--debounce"`},
 		{"max delay below debounce", nil, []string{"serve", "--registry-file", "x", "--debounce", "2s", "--max-delay", "1s"}, "--max-delay: must be at least --debounce"},
 		{"bad outbound port", nil, []string{"serve", "--registry-file", "x", "--outbound-port", "70000"}, "--outbound-port"},
+		{"no proxy groups", nil, []string{"serve", "--registry-file", "x", "--max-proxy-groups", "0"}, "--max-proxy-groups: must be at least 1, got 0"},
+		{"bad group rate", nil, []string{"serve", "--registry-file", "x", "--proxy-group-rate", "-1"}, "--proxy-group-rate: must be a positive number"},
 		{"bad log level from env", map[string]string{"SLUICE_LOG_LEVEL": "loud"}, []string{"serve", "--registry-file", "x"}, `--log-level: "loud"`},
 		{"bad log format", nil, []string{"serve", "--registry-file", "x", "--log-format", "xml"}, `--log-format: "xml"`},
 		{"tls key without cert", nil, []string{"serve", "--registry-file", "x", "--xds-tls-key", "k.pem"}, "must be given together"},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +31,8 @@ type serveOptions struct {
 	policyDir              string
 	otelEndpoint           string
 	groupIdleTTL           time.Duration
+	maxGroups              int
+	groupRate              float64
 	otelInsecure           bool
 	holdOff, maxDelay      time.Duration
 	outboundPort           uint32
@@ -64,6 +67,8 @@ func (a *app) serveCommand() *cobra.Command {
 	f.Uint32("outbound-port", translator.DefaultOutboundPort, "port of Envoy's outbound listener unless the node's metadata sets outbound_port")
 	f.String("outbound-address", translator.DefaultOutboundAddress, "address of Envoy's outbound listener unless the node's metadata sets outbound_address")
 	f.Duration("proxy-group-ttl", snapshot.DefaultGroupIdleTTL, "forget a proxy group (and stop translating for it) this long after its last proxy disconnected")
+	f.Int("max-proxy-groups", snapshot.DefaultMaxGroups, "most proxy groups (distinct proxy identities); a client that would make one more is refused (ResourceExhausted) unless a group without proxies can be forgotten")
+	f.Float64("proxy-group-rate", snapshot.DefaultGroupRate, fmt.Sprintf("most new proxy groups a second, with a burst of %d seconds' worth; clients beyond it are refused (ResourceExhausted) and retry", snapshot.DefaultGroupBurstSeconds))
 	f.String("otel-endpoint", "", "export sluice's own traces (source updates, translations, pushes) over OTLP/gRPC to this host:port; off when empty")
 	f.Bool("otel-insecure", true, "talk plaintext to --otel-endpoint (set false for TLS)")
 	f.String("xds-tls-cert", "", "serve xDS over TLS with this certificate (PEM); needs --xds-tls-key")
@@ -80,6 +85,8 @@ func (a *app) serveOptions() (serveOptions, error) {
 		policyDir:       v.GetString("policy-dir"),
 		otelEndpoint:    v.GetString("otel-endpoint"),
 		groupIdleTTL:    v.GetDuration("proxy-group-ttl"),
+		maxGroups:       v.GetInt("max-proxy-groups"),
+		groupRate:       v.GetFloat64("proxy-group-rate"),
 		otelInsecure:    v.GetBool("otel-insecure"),
 		holdOff:         v.GetDuration("debounce"),
 		maxDelay:        v.GetDuration("max-delay"),
@@ -117,6 +124,12 @@ func (a *app) serveOptions() (serveOptions, error) {
 		if fi, err := os.Stat(o.policyDir); err != nil || !fi.IsDir() {
 			return o, fmt.Errorf("--policy-dir: %q is not a directory", o.policyDir)
 		}
+	}
+	if o.maxGroups < 1 {
+		return o, fmt.Errorf("--max-proxy-groups: must be at least 1, got %d", o.maxGroups)
+	}
+	if o.groupRate <= 0 || math.IsNaN(o.groupRate) || math.IsInf(o.groupRate, 0) {
+		return o, fmt.Errorf("--proxy-group-rate: must be a positive number of groups a second, got %v", o.groupRate)
 	}
 	if o.groupIdleTTL <= 0 {
 		return o, fmt.Errorf("--proxy-group-ttl: must be positive, got %s", o.groupIdleTTL)
@@ -206,6 +219,8 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		HoldOff: o.holdOff, MaxDelay: o.maxDelay,
 		Log: log.With("component", "snapshot"), Metrics: snapshot.NewMetrics(reg), Tracer: tracer,
 		GroupIdleTTL: o.groupIdleTTL,
+		MaxGroups:    o.maxGroups,
+		GroupRate:    o.groupRate,
 	})
 	// One context ends everything: a signal, or the failure of any part.
 	// The xDS server's streams follow it too, so shutdown does not wait
