@@ -209,7 +209,7 @@ func resourceNames(snap *cache.Snapshot, typ resource.Type) []string {
 
 func TestLoopWaitsForEverySource(t *testing.T) {
 	l := startLoop(t, Config{Sources: []string{"a", "b"}, HoldOff: 5 * time.Millisecond})
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	if l.Ready() || l.Status().Ready {
 		t.Error("loop is ready before any source synced")
 	}
@@ -258,7 +258,7 @@ func TestLoopDebouncesBursts(t *testing.T) {
 	// one hold-off.
 	const holdOff = 200 * time.Millisecond
 	l := startLoop(t, Config{Sources: []string{"a"}, HoldOff: holdOff, MaxDelay: 10 * time.Second})
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	l.setState("a", service("svc", 1, 80))
 	waitFor(t, "first snapshot", func() bool { return l.pub.count() == 1 })
 
@@ -290,7 +290,7 @@ func TestLoopMaxDelay(t *testing.T) {
 		streamed = 1200 * time.Millisecond
 	)
 	l := startLoop(t, Config{Sources: []string{"a"}, HoldOff: holdOff, MaxDelay: maxDelay})
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	l.setState("a", service("svc", 1, 80))
 	waitFor(t, "first snapshot", func() bool { return l.pub.count() == 1 })
 
@@ -325,7 +325,7 @@ func TestLoopMaxDelay(t *testing.T) {
 
 func TestLoopSourceErrorKeepsLastState(t *testing.T) {
 	l := startLoop(t, Config{Sources: []string{"a", "b"}, HoldOff: 5 * time.Millisecond})
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	l.setState("a", service("svc-a", 2, 80))
 	l.setState("b", service("svc-b", 1, 80))
 	waitFor(t, "first snapshot", func() bool { return l.pub.count() == 1 })
@@ -365,7 +365,7 @@ func TestLoopSourceErrorKeepsLastState(t *testing.T) {
 
 func TestLoopIdenticalStatePublishesNothing(t *testing.T) {
 	l := startLoop(t, Config{Sources: []string{"a"}, HoldOff: 5 * time.Millisecond})
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	l.setState("a", service("svc", 2, 80))
 	waitFor(t, "first snapshot", func() bool { return l.pub.count() == 1 })
 
@@ -382,14 +382,14 @@ func TestLoopEnsureGroupBuildsAtOnce(t *testing.T) {
 	l.setState("a", service("svc", 2, 80))
 	waitFor(t, "source a to be recorded", func() bool { return l.Status().Sources["a"].Synced })
 
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	waitWithin(t, time.Second, "the sidecar group's snapshot", func() bool { return l.pub.count() == 1 })
 	if got := resourceNames(l.pub.last(t, sidecar.Key()), resource.ListenerType); !cmp.Equal(got, []string{translator.OutboundListenerName}) {
 		t.Errorf("sidecar listeners = %v", got)
 	}
 
 	grpc := translator.Proxy{Kind: translator.KindGRPC}
-	l.EnsureGroup(grpc)
+	mustEnsure(t, l, grpc)
 	waitWithin(t, time.Second, "the gRPC group's snapshot", func() bool { return l.pub.count() == 2 })
 	snap := l.pub.last(t, grpc.Key())
 	for name, r := range snap.GetResources(resource.ListenerType) {
@@ -402,7 +402,7 @@ func TestLoopEnsureGroupBuildsAtOnce(t *testing.T) {
 	}
 
 	// A known group is not built again.
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	time.Sleep(100 * time.Millisecond) // bounded wait for an absence
 	if n := l.pub.attempts(); n != 2 {
 		t.Errorf("EnsureGroup of a known group published again (%d publishes)", n)
@@ -420,7 +420,7 @@ func TestLoopEnsureGroupBuildsAtOnce(t *testing.T) {
 
 func TestLoopTranslationFailureKeepsLastGoodSnapshot(t *testing.T) {
 	l := startLoop(t, Config{Sources: []string{"a"}, HoldOff: 5 * time.Millisecond})
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	l.setState("a", service("svc", 2, 80))
 	waitFor(t, "first snapshot", func() bool { return l.pub.count() == 1 })
 	waitFor(t, "readiness", l.Ready)
@@ -461,7 +461,7 @@ func TestLoopTranslationFailureKeepsLastGoodSnapshot(t *testing.T) {
 
 func TestLoopPublishFailureIsReported(t *testing.T) {
 	l := startLoop(t, Config{Sources: []string{"a"}, HoldOff: 5 * time.Millisecond})
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	l.setState("a", service("svc", 2, 80))
 	waitFor(t, "first snapshot", func() bool { return l.pub.count() == 1 })
 
@@ -483,7 +483,7 @@ func TestLoopPublishFailureIsReported(t *testing.T) {
 
 func TestLoopRetriesFailedPublish(t *testing.T) {
 	l := startLoop(t, Config{Sources: []string{"a"}, HoldOff: 5 * time.Millisecond})
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	l.pub.setFail(func(string) error { return errors.New("cache is closed") })
 	l.setState("a", service("svc", 2, 80))
 	waitFor(t, "the publish to fail", func() bool { return l.Status().LastError != "" })
@@ -507,7 +507,7 @@ func TestLoopWithoutLogger(t *testing.T) {
 	st := service("svc", 1, 80)
 	st.Normalize("a")
 	l.apply(sources.Event{Source: "a", State: &st})
-	l.EnsureGroup(sidecar)
+	mustEnsure(t, l, sidecar)
 	l.build(context.Background(), false) // publishes, and logs that it did
 	l.apply(sources.Event{Source: "a", Err: errors.New("down")})
 }
@@ -518,14 +518,14 @@ func TestLoopWithoutLogger(t *testing.T) {
 func TestLoopDropsIdleGroups(t *testing.T) {
 	l := startLoop(t, Config{Sources: []string{"a"}, HoldOff: 5 * time.Millisecond, GroupIdleTTL: 50 * time.Millisecond})
 	back := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "api"}
-	l.EnsureGroup(sidecar)
-	l.EnsureGroup(back)
+	mustEnsure(t, l, sidecar)
+	mustEnsure(t, l, back)
 	l.setState("a", service("svc", 1, 80))
 	waitFor(t, "both groups published", func() bool { return len(l.Status().Groups) == 2 && l.pub.count() == 2 })
 
 	l.ReleaseGroup(sidecar)
 	l.ReleaseGroup(back)
-	l.EnsureGroup(back) // its proxy reconnects at once
+	mustEnsure(t, l, back) // its proxy reconnects at once
 	waitFor(t, "the idle group to be dropped", func() bool {
 		l.pub.mu.Lock()
 		defer l.pub.mu.Unlock()
@@ -565,8 +565,8 @@ func TestLoopScopesGroupsByDependencies(t *testing.T) {
 	l.setState("a", st)
 	web := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web"}
 	other := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "batch"}
-	l.EnsureGroup(web)
-	l.EnsureGroup(other)
+	mustEnsure(t, l, web)
+	mustEnsure(t, l, other)
 	waitFor(t, "both groups' snapshots", func() bool {
 		seen := map[string]bool{}
 		for _, c := range l.pub.published() {
@@ -615,7 +615,7 @@ func TestLoopStatusShowsBuiltDependencies(t *testing.T) {
 	l.setState("a", service("api", 1, 80))
 	waitFor(t, "the first policy set", func() bool { return l.Status().Policy.Synced })
 	web := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web"}
-	l.EnsureGroup(web)
+	mustEnsure(t, l, web)
 	waitFor(t, "web's snapshot", func() bool { return l.pub.count() == 1 })
 	first := l.Status().Policy.LastUpdate
 	policies <- watch.Update{Set: load("[api, db]")}
@@ -624,5 +624,13 @@ func TestLoopStatusShowsBuiltDependencies(t *testing.T) {
 		if g.Key == web.Key() && !cmp.Equal(g.Dependencies.Services, []string{"api"}) {
 			t.Fatalf("web's dependencies before its next build = %v, want the built [api]", g.Dependencies.Services)
 		}
+	}
+}
+
+// mustEnsure registers p's group, failing the test if it is refused.
+func mustEnsure(t *testing.T, l interface{ EnsureGroup(translator.Proxy) error }, p translator.Proxy) {
+	t.Helper()
+	if err := l.EnsureGroup(p); err != nil {
+		t.Fatalf("EnsureGroup(%s): %v", p.Key(), err)
 	}
 }

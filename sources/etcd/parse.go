@@ -368,14 +368,10 @@ func parseHostPort(s string) (netip.AddrPort, error) {
 		return ap, fmt.Errorf("%q: bad port 0 (want 1-65535)", s)
 	}
 	a := ap.Addr()
-	if a.Zone() != "" {
-		return ap, fmt.Errorf("%q: IPv6 zones are not supported", s)
+	if err := sources.CheckEndpointAddress(a); err != nil {
+		return ap, fmt.Errorf("%q: %w", s, err)
 	}
-	a = a.Unmap()
-	if a.IsUnspecified() {
-		return ap, fmt.Errorf("%q: %s is the unspecified address, not one a client can connect to", s, a)
-	}
-	return netip.AddrPortFrom(a, ap.Port()), nil
+	return netip.AddrPortFrom(a.Unmap(), ap.Port()), nil
 }
 
 // preview quotes a value for a message, cut short if long.

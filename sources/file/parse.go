@@ -20,11 +20,21 @@ import (
 // SourceName is the name this source reports under.
 const SourceName = "file"
 
+// MaxFileSize bounds a registry file: 8 MiB is about 13,000 services of
+// ten instances each.
+const MaxFileSize = 8 << 20
+
 // Parse decodes a registry file. On any error the whole file is rejected: the
 // returned diagnostics say where (file:line) and which field, and the state is
 // nil, so the caller keeps serving what it had.
 func Parse(filename string, data []byte) (*sources.State, []sources.Diagnostic) {
 	p := parser{file: filename}
+	if len(data) > MaxFileSize {
+		// Parsing keeps a node per value with its position: a 12 MB file
+		// took the process to nearly 800 MB, for good.
+		p.errorf(1, "", "the file is %d bytes, more than %d; a registry this size belongs in etcd or Consul", len(data), MaxFileSize)
+		return nil, p.diags
+	}
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
@@ -179,8 +189,12 @@ func (p *parser) instance(n *yaml.Node, path string) (sources.Instance, bool) {
 		case "address":
 			hasAddr = true
 			a, err := netip.ParseAddr(v.Value)
-			if err != nil || a.Zone() != "" {
+			if err != nil {
 				fail(v, key, "%q is not an IP address", v.Value)
+				return
+			}
+			if err := sources.CheckEndpointAddress(a); err != nil {
+				fail(v, key, "%q: %v", v.Value, err)
 				return
 			}
 			in.Address = a.Unmap().String()

@@ -1,6 +1,7 @@
 package file
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"os"
@@ -344,7 +345,27 @@ func TestParseInvalid(t *testing.T) {
 		{
 			name: "address with IPv6 zone",
 			in:   oneInstance("address: 'fe80::1%eth0'", "port: 80"),
-			line: 5, field: inst0 + ".address", msg: "is not an IP address",
+			line: 5, field: inst0 + ".address", msg: "IPv6 zones are not supported",
+		},
+		{
+			name: "unspecified address",
+			in:   oneInstance("address: 0.0.0.0", "port: 80"),
+			line: 5, field: inst0 + ".address", msg: `"0.0.0.0": the unspecified address is not one a client can connect to`,
+		},
+		{
+			name: "unspecified IPv6 address",
+			in:   oneInstance("address: '::'", "port: 80"),
+			line: 5, field: inst0 + ".address", msg: "the unspecified address",
+		},
+		{
+			name: "broadcast address",
+			in:   oneInstance("address: 255.255.255.255", "port: 80"),
+			line: 5, field: inst0 + ".address", msg: "the broadcast address is not one",
+		},
+		{
+			name: "multicast address",
+			in:   oneInstance("address: 224.0.0.1", "port: 80"),
+			line: 5, field: inst0 + ".address", msg: "a multicast address is not one",
 		},
 		{
 			name: "missing address",
@@ -547,5 +568,15 @@ func checkStateInvariants(t *testing.T, st *sources.State, file string) {
 			}
 			keys[in.Key()] = true
 		}
+	}
+}
+
+// TestParseRefusesHugeFiles: a file beyond MaxFileSize is refused before it
+// is parsed (parsing keeps a node per value).
+func TestParseRefusesHugeFiles(t *testing.T) {
+	data := append([]byte("services: []\n"), bytes.Repeat([]byte("# padding\n"), MaxFileSize/10+1)...)
+	st, diags := Parse("big.yaml", data)
+	if st != nil || len(diags) != 1 || diags[0].Location != "big.yaml:1" || !strings.Contains(diags[0].Message, "belongs in etcd or Consul") {
+		t.Fatalf("Parse of %d bytes = %v, %v; want it refused at line 1", len(data), st, diags)
 	}
 }

@@ -22,11 +22,14 @@ type Source struct {
 	// settle is how long to wait after a file event before reading, so an
 	// editor's write-rename-chmod sequence is read once, complete.
 	settle time.Duration
+	// rewatch is how often a source whose directory vanished tries to
+	// watch it again.
+	rewatch time.Duration
 }
 
 // New returns a source for the registry file at path.
 func New(path string, log *slog.Logger) *Source {
-	return &Source{path: path, log: log.With("source", SourceName, "file", path), settle: 50 * time.Millisecond}
+	return &Source{path: path, log: log.With("source", SourceName, "file", path), settle: 50 * time.Millisecond, rewatch: time.Second}
 }
 
 // Name implements sources.Source.
@@ -80,6 +83,16 @@ func (s *Source) Run(ctx context.Context, events chan<- sources.Event) error {
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// rewatch ticks while the file's directory is gone (rm -rf; mkdir):
+	// the watch went with it, and is made again when it is back.
+	var rewatch <-chan time.Time
+	var rewatchTicker *time.Ticker
+	defer func() {
+		if rewatchTicker != nil {
+			rewatchTicker.Stop()
+		}
+	}()
+	dir := filepath.Clean(filepath.Dir(s.path))
 	for {
 		select {
 		case <-ctx.Done():
@@ -88,7 +101,23 @@ func (s *Source) Run(ctx context.Context, events chan<- sources.Event) error {
 			if !ok {
 				return errors.New("file watcher closed")
 			}
+			if filepath.Clean(ev.Name) == dir && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				s.log.Warn("registry file's directory removed; keeping the last good catalog and waiting for it to return")
+				if rewatchTicker == nil {
+					rewatchTicker = time.NewTicker(s.rewatch)
+					rewatch = rewatchTicker.C
+				}
+				timer.Reset(s.settle)
+				continue
+			}
 			if relevant(ev, s.path) {
+				timer.Reset(s.settle)
+			}
+		case <-rewatch:
+			if err := w.Add(dir); err == nil {
+				s.log.Info("registry file's directory is back")
+				rewatchTicker.Stop()
+				rewatchTicker, rewatch = nil, nil
 				timer.Reset(s.settle)
 			}
 		case err, ok := <-w.Errors:

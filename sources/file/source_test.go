@@ -257,3 +257,48 @@ func TestSourceConfigMapSwap(t *testing.T) {
 	point("..v2")
 	nextState(t, events, "ConfigMap update", "v2")
 }
+
+// TestSourceFollowsRecreatedDirectory: after the file's directory is removed
+// and made again (rm -rf dir; mkdir dir), a new file in it is followed;
+// meanwhile the last good catalog stays (the source reports an error, not
+// an empty state).
+func TestSourceFollowsRecreatedDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "registry")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "registry.yaml")
+	writeFile(t, path, registry("api"))
+	events := runSource(t, path)
+	nextState(t, events, "initial load", "api")
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	nextErr(t, events, "directory removed")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, registry("web"))
+	// The source finds the directory again within a rewatch interval
+	// (a second) and reads the new file.
+	for {
+		ev := next(t, events, "the new file in the new directory")
+		if ev.State != nil {
+			nextStateOf(t, ev, "the new file", "web")
+			return
+		}
+	}
+}
+
+// nextStateOf checks that ev carries a state with exactly the named services.
+func nextStateOf(t *testing.T, ev sources.Event, what string, services ...string) {
+	t.Helper()
+	var names []string
+	for _, s := range ev.State.Services {
+		names = append(names, s.Name)
+	}
+	if strings.Join(names, ",") != strings.Join(services, ",") {
+		t.Fatalf("%s: state has services %v, want %v", what, names, services)
+	}
+}
