@@ -534,6 +534,30 @@ func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
 		c.mu.Unlock()
 		held = holding{explicit: acceptedHolding(accepted, w.sub)}
 	}
+	if w.dreq.GetErrorDetail() != nil && held.whole != nil {
+		// A delta NACK: the client kept the resources it held before the
+		// response it rejected. Its map says which generation that was
+		// when the response was worked out from a whole one (or from
+		// nothing); otherwise it is taken to hold what it rejected, as
+		// go-control-plane does, and a resource of the rejected response
+		// that does not change again is not sent again.
+		if prev, ok := previousOf(w.sub.ReturnedResources()); ok {
+			var accepted *generation
+			if prev != 0 {
+				c.mu.Lock()
+				if g := c.groups[key]; g != nil {
+					if i, ok := typeIndex(w.typeURL); ok {
+						accepted = g.lineages[i].find(prev)
+					}
+				}
+				c.mu.Unlock()
+			}
+			if prev == 0 || accepted != nil {
+				w.rejected = held.whole
+				held = holding{explicit: acceptedHolding(accepted, w.sub)}
+			}
+		}
+	}
 	w.held = held
 	w.trimRequest()
 	c.mu.Lock()

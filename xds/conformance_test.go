@@ -113,7 +113,7 @@ func TestConformanceWithGoControlPlane(t *testing.T) {
 	}, {
 		// The client rejects the second CDS version; the third, which
 		// keeps the change to b it rejected, it accepts.
-		name: "nack-cds", follow: true,
+		name: "nack-cds", follow: true, deltaAheadFrom: 4,
 		steps: []confStep{
 			publish(base),
 			wildcard(cdsURL), wildcard(ldsURL),
@@ -131,12 +131,12 @@ func TestConformanceWithGoControlPlane(t *testing.T) {
 		// the client to hold what it rejected, so the next version
 		// brought a alone and the client kept b's first content. It now
 		// works the next version out from the accepted one (the
-		// request's version_info). Over delta both servers still leave b
-		// as it was: a delta NACK says nothing of what the client
-		// accepted, and go-control-plane's delta server records what it
-		// sent. Sluice matches the reference there; doing better is an
-		// open issue.
-		name: "nack-eds",
+		// request's version_info). Over delta go-control-plane leaves b
+		// as it was (its delta server records what it sent, and a delta
+		// NACK says nothing of what the client accepted); sluice's map
+		// names the generation the client held before, and the client
+		// gets b (see deltaAheadFrom).
+		name: "nack-eds", deltaAheadFrom: 3,
 		steps: []confStep{
 			publish(base),
 			subscribe(edsURL, "a", "b"),
@@ -205,11 +205,12 @@ func TestConformanceWithGoControlPlane(t *testing.T) {
 			t.Run(sc.name+"/"+protocol, func(t *testing.T) {
 				t.Parallel()
 				r := newConfRun(t, sc, delta)
-				for _, st := range sc.steps {
+				for i, st := range sc.steps {
 					r.history = append(r.history, st.what)
 					if st.do != nil {
 						st.do(r)
 					}
+					r.ahead = delta && sc.deltaAheadFrom > 0 && i >= sc.deltaAheadFrom
 					r.settle(st.until)
 					if st.check != nil {
 						st.check(r)
@@ -237,7 +238,15 @@ type confScenario struct {
 	// a client naming a subset is never answered. Without it the cache
 	// only stops doing that (and ordering responses to several watches).
 	refWithoutADS bool
-	steps         []confStep
+	// deltaAheadFrom, when not 0, is the step from which, over delta,
+	// sluice is compared with what the client should hold (the last
+	// published resources it subscribes to) instead of with the
+	// reference: after a delta NACK sluice sends what the client lacks,
+	// while go-control-plane takes the client to hold what it rejected
+	// and never sends a resource of the rejected response that does not
+	// change again.
+	deltaAheadFrom int
+	steps          []confStep
 }
 
 // confStep is one step of a scenario: do acts on both servers and their
@@ -531,6 +540,9 @@ type confRun struct {
 	last  map[string]world // what each group was last published
 	// history is the steps so far, for failure messages.
 	history []string
+	// ahead compares sluice with what its clients should hold, not with
+	// the reference (see confScenario.deltaAheadFrom).
+	ahead bool
 }
 
 type confSide struct {
@@ -671,6 +683,39 @@ func (r *confRun) publishKey(key string, w world) {
 // settleTimeout.
 func (r *confRun) settle(until func(c *confClient) bool) {
 	r.t.Helper()
+	if r.ahead {
+		r.settleWith(until, r.diffWithWanted)
+		return
+	}
+	r.settleWith(until, r.diffWithReference)
+}
+
+// diffWithReference compares client i of sluice with client i of the
+// reference.
+func (r *confRun) diffWithReference(i int) string {
+	a, b := r.sides[0].clients[i].state(), r.sides[1].clients[i].state()
+	if d := cmp.Diff(b, a, protocmp.Transform()); d != "" {
+		return fmt.Sprintf("client %s, reference (-) vs sluice (+):\n%s", r.sides[0].clients[i].node.GetId(), d)
+	}
+	return ""
+}
+
+// diffWithWanted compares client i of sluice with what it should hold: of
+// the resources last published to its group, those it subscribes to.
+func (r *confRun) diffWithWanted(i int) string {
+	c := r.sides[0].clients[i]
+	got := c.state()
+	want := c.wanted(r.last[r.keys[i]].snapshot(r.t))
+	want.Answered = got.Answered // not a matter of content
+	if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+		return fmt.Sprintf("client %s, wanted (-) vs sluice (+):\n%s", c.node.GetId(), d)
+	}
+	return ""
+}
+
+// settleWith is settle with diff as the comparison of each client.
+func (r *confRun) settleWith(until func(c *confClient) bool, diff func(i int) string) {
+	r.t.Helper()
 	deadline := time.Now().Add(settleTimeout)
 	for {
 		now := time.Now()
@@ -689,9 +734,8 @@ func (r *confRun) settle(until func(c *confClient) bool) {
 		var diffs []string
 		if busy == "" {
 			for i := range r.keys {
-				a, b := r.sides[0].clients[i].state(), r.sides[1].clients[i].state()
-				if d := cmp.Diff(b, a, protocmp.Transform()); d != "" {
-					diffs = append(diffs, fmt.Sprintf("client %s, reference (-) vs sluice (+):\n%s", r.sides[0].clients[i].node.GetId(), d))
+				if d := diff(i); d != "" {
+					diffs = append(diffs, d)
 				}
 			}
 			if len(diffs) == 0 {
@@ -937,6 +981,26 @@ func (c *confClient) state() confState {
 		}
 	}
 	sort.Strings(st.Answered)
+	return st
+}
+
+// wanted is what the client should hold of snap: per type it subscribes
+// to, the resources it names (or all, by wildcard).
+func (c *confClient) wanted(snap *cache.Snapshot) confState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := confState{Resources: map[string]map[string]proto.Message{}}
+	for typ, ts := range c.types {
+		m := map[string]proto.Message{}
+		for name, r := range snap.GetResources(typ) {
+			if ts.wildcard || ts.names[name] {
+				m[name] = r
+			}
+		}
+		if len(m) > 0 {
+			st.Resources[shortType(typ)] = m
+		}
+	}
 	return st
 }
 

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"sort"
+	"strconv"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -237,8 +238,15 @@ func (c *Cache) respondDelta(w *watch, gen *generation, held holding) bool {
 	}
 	var next map[string]string
 	if covers {
-		// It now holds exactly this generation.
+		// It now holds exactly this generation; what it held before is
+		// said too, for a NACK of this response.
 		next = wholeMap(gen)
+		switch {
+		case held.whole != nil:
+			next[prevKey] = genSep + strconv.FormatInt(held.whole.id, 10)
+		case len(held.explicit) == 0:
+			next[prevKey] = genSep + "0"
+		}
 	} else {
 		next = map[string]string{}
 		held.names(func(n string) { next[n] = held.hash(n) })

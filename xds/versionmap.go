@@ -113,6 +113,11 @@ func (l *lineage) find(id int64) *generation {
 const (
 	genSep  = "@"
 	markKey = "\x00sluice/generation"
+	// prevKey, in a delta client's map, names the generation the client
+	// held before the response that gave it this map ("@0": nothing), so
+	// that a NACK of that response can be answered from what the client
+	// kept (see Cache.watch). No resource has this name either.
+	prevKey = "\x00sluice/previous"
 )
 
 // wholeMap is the version map of a client that holds all of gen: markKey
@@ -161,10 +166,21 @@ func (h holding) names(f func(string)) {
 		return
 	}
 	for n := range h.explicit {
-		if n != markKey { // only a client's own initial versions can have it
+		if n != markKey && n != prevKey { // only a client's own initial versions can have them
 			f(n)
 		}
 	}
+}
+
+// previousOf reads prevKey: the id of the generation the client held before
+// its last response (0: nothing), and whether the map says.
+func previousOf(held map[string]string) (int64, bool) {
+	v, ok := held[prevKey]
+	if !ok || !strings.HasPrefix(v, genSep) {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(v[len(genSep):], 10, 64)
+	return id, err == nil
 }
 
 // markOf finds the generation mark in a version map. ok is false when
@@ -172,7 +188,10 @@ func (h holding) names(f func(string)) {
 // or when unmarked entries sit next to them.
 func markOf(held map[string]string) (id int64, ok, consistent bool) {
 	consistent = true
-	for _, v := range held {
+	for k, v := range held {
+		if k == prevKey {
+			continue
+		}
 		i := strings.Index(v, genSep)
 		if i < 0 {
 			consistent = false
