@@ -29,16 +29,19 @@ type Source struct {
 	// source reports an outage; a shorter blip is bridged by the watch,
 	// which resumes where it stopped.
 	lostAfter time.Duration
-	// probeEvery is how often the watch asks etcd for a progress report;
-	// one unanswered for requestTimeout means etcd is gone even though the
-	// connection looks up (a half-open connection, a hung server).
+	// probeEvery is how often the source checks that etcd answers (a
+	// linearizable read of one key of the prefix); one unanswered for
+	// requestTimeout means etcd is gone even though the connection looks
+	// up (a half-open connection, a hung server, a member without
+	// quorum).
 	probeEvery             time.Duration
 	backoffMin, backoffMax time.Duration
 	pageSize               int64
 
 	// compactions counts re-lists caused by compaction, failures the
-	// failed attempts to list or watch (both for tests).
-	compactions, failures atomic.Int64
+	// failed attempts to list or watch, probes the answered liveness
+	// probes (all for tests).
+	compactions, failures, probes atomic.Int64
 }
 
 // New validates cfg and returns a source. It does not connect yet.
@@ -243,9 +246,14 @@ func (w *watcher) watch(ctx context.Context, rev int64) error {
 	case <-timer.C:
 		return fmt.Errorf("etcd %s did not confirm the watch within %s", strings.Join(w.cfg.Endpoints, ","), w.requestTimeout)
 	}
+	// Liveness: a linearizable read of one key, answered by any etcd
+	// that has a leader and quorum. (Watch progress requests are not a
+	// liveness signal: etcd answers them only for watches at or behind
+	// its current revision, and a watch from rev+1 on an idle etcd is
+	// ahead of it, so an idle, healthy etcd never answered.)
 	probe := time.NewTicker(w.probeEvery)
 	defer probe.Stop()
-	var asked time.Time // when the unanswered progress request was sent
+	var probing chan error // the probe in flight, nil if none
 	for {
 		select {
 		case <-ctx.Done():
@@ -253,23 +261,24 @@ func (w *watcher) watch(ctx context.Context, rev int64) error {
 		case err := <-lost:
 			return err
 		case <-probe.C:
-			if !asked.IsZero() {
-				if waited := time.Since(asked); waited >= w.requestTimeout {
-					return fmt.Errorf("etcd %s did not answer on the watch for %s", strings.Join(w.cfg.Endpoints, ","), waited.Round(time.Millisecond))
-				}
+			if probing != nil {
 				continue
 			}
-			// The request must carry the watch's context (metadata) to
-			// reach the watch's stream.
-			rctx, rcancel := context.WithTimeout(wctx, w.requestTimeout)
-			err := w.cli.RequestProgress(rctx)
-			rcancel()
+			probing = make(chan error, 1)
+			go func(done chan<- error) {
+				rctx, rcancel := context.WithTimeout(wctx, w.requestTimeout)
+				defer rcancel()
+				key, end := w.parser.keyRange()
+				_, err := w.cli.Get(rctx, key, clientv3.WithRange(end), clientv3.WithLimit(1), clientv3.WithKeysOnly())
+				done <- err
+			}(probing)
+		case err := <-probing:
+			probing = nil
 			if err != nil {
-				return fmt.Errorf("asking etcd for watch progress: %w", err)
+				return fmt.Errorf("etcd %s did not answer a read within %s: %w", strings.Join(w.cfg.Endpoints, ","), w.requestTimeout, err)
 			}
-			asked = time.Now()
+			w.probes.Add(1)
 		case wr, ok := <-wch:
-			asked = time.Time{}
 			changed, err := w.apply(wr, ok)
 			// Apply whatever else is already waiting, then publish once.
 			for more := err == nil; more; {

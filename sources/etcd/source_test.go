@@ -369,8 +369,8 @@ func TestUnresponsiveEtcd(t *testing.T) {
 	for _, ev := range rec.since(i + 1)[:j-i-1] {
 		t.Errorf("event before the Err event while etcd is unresponsive: %+v", ev)
 	}
-	if err := rec.event(j).Err; !strings.Contains(err.Error(), "did not answer on the watch") {
-		t.Errorf("Err = %v, want the unanswered progress request", err)
+	if err := rec.event(j).Err; !strings.Contains(err.Error(), "did not answer a read") {
+		t.Errorf("Err = %v, want the unanswered liveness read", err)
 	}
 	put(t, cli, "/services/api/10.0.0.2:80", "")
 	px.thaw()
