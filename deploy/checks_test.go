@@ -13,8 +13,9 @@ import (
 )
 
 // externalSecrets are Secrets the manifests mount but users create (see
-// docs/deploy.md): the xDS TLS components' certificate.
-var externalSecrets = map[string]bool{"sluice-xds-tls": true}
+// docs/deploy.md): the xDS TLS components' certificate, and the admin API's
+// bearer token (mounted optionally).
+var externalSecrets = map[string]bool{"sluice-xds-tls": true, "sluice-admin-token": true}
 
 // workload is a pod template with the object that owns it.
 type workload struct {

@@ -18,8 +18,11 @@ import (
 
 // newAdminHandler serves health, metrics and the debug views. It is bound to
 // loopback by default: the debug views show the whole catalog.
-func newAdminHandler(reg *prometheus.Registry, loop *snapshot.Loop, srv *xds.Server, snaps *xds.Cache) http.Handler {
+func newAdminHandler(reg *prometheus.Registry, loop *snapshot.Loop, srv *xds.Server, snaps *xds.Cache, guard adminGuard) http.Handler {
 	mux := http.NewServeMux()
+	// debug holds the views guard protects.
+	debug := http.NewServeMux()
+	mux.Handle("/debug/", guard.wrap(debug))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -33,22 +36,22 @@ func newAdminHandler(reg *prometheus.Registry, loop *snapshot.Loop, srv *xds.Ser
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	// Go profiles, for sizing and for reports of slow pushes.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("GET /debug/catalog", func(w http.ResponseWriter, _ *http.Request) {
+	debug.HandleFunc("GET /debug/pprof/", pprof.Index)
+	debug.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	debug.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	debug.HandleFunc("GET /debug/catalog", func(w http.ResponseWriter, _ *http.Request) {
 		st := loop.Status()
 		writeJSON(w, http.StatusOK, map[string]any{"catalog": loop.Catalog(), "sources": st.Sources})
 	})
-	mux.HandleFunc("GET /debug/snapshots", func(w http.ResponseWriter, _ *http.Request) {
+	debug.HandleFunc("GET /debug/snapshots", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, loop.Status())
 	})
-	mux.HandleFunc("GET /debug/proxies", func(w http.ResponseWriter, _ *http.Request) {
+	debug.HandleFunc("GET /debug/proxies", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, srv.Tracker.Proxies())
 	})
 	// /debug/config?group=KEY shows the resources a proxy group is being
 	// served (each proxy's group is in /debug/proxies).
-	mux.HandleFunc("GET /debug/config", func(w http.ResponseWriter, r *http.Request) {
+	debug.HandleFunc("GET /debug/config", func(w http.ResponseWriter, r *http.Request) {
 		group := r.URL.Query().Get("group")
 		snap, err := snaps.GetSnapshot(group)
 		if err != nil {

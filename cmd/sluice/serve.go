@@ -31,6 +31,7 @@ type serveOptions struct {
 	policyDir              string
 	otelEndpoint           string
 	groupIdleTTL           time.Duration
+	adminTokenFile         string
 	maxGroups              int
 	groupRate              float64
 	otelInsecure           bool
@@ -60,6 +61,7 @@ func (a *app) serveCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.String("xds-addr", "127.0.0.1:18000", "address of the xDS (ADS) gRPC server")
 	f.String("admin-addr", "127.0.0.1:18080", "address of the admin HTTP server (health, metrics, debug views)")
+	f.String("admin-token-file", "", "file holding a bearer token the admin API's /debug/ views and profiles require (read on each request); without it they are served on a loopback --admin-addr only")
 	addRegistryFlags(f)
 	f.String("policy-dir", "", "directory of policy files (*.yaml), re-read on change; nothing is served until it holds a valid policy set")
 	f.Duration("debounce", 100*time.Millisecond, "wait this long after a change for more changes before pushing")
@@ -82,6 +84,7 @@ func (a *app) serveOptions() (serveOptions, error) {
 	o := serveOptions{
 		xdsAddr:         v.GetString("xds-addr"),
 		adminAddr:       v.GetString("admin-addr"),
+		adminTokenFile:  v.GetString("admin-token-file"),
 		policyDir:       v.GetString("policy-dir"),
 		otelEndpoint:    v.GetString("otel-endpoint"),
 		groupIdleTTL:    v.GetDuration("proxy-group-ttl"),
@@ -242,10 +245,16 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
 	admin := &http.Server{
-		Handler:           newAdminHandler(reg, loop, srv, snapshots),
+		Handler:           newAdminHandler(reg, loop, srv, snapshots, adminGuard{tokenFile: o.adminTokenFile, loopback: isLoopback(o.adminAddr)}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	log.Info("sluice serving", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(), "sources", names)
+	if !isLoopback(o.adminAddr) && o.adminTokenFile == "" {
+		log.Warn("the admin API listens beyond loopback without --admin-token-file: /debug/ views and profiles are refused; health, readiness and metrics are served", "admin", o.adminAddr)
+	}
+	if !isLoopback(o.xdsAddr) && tlsCfg == nil {
+		log.Warn("xDS is served in plaintext beyond loopback: any client that reaches it gets the mesh's configuration; set --xds-tls-cert/--xds-tls-key (and --xds-tls-client-ca)", "xds", o.xdsAddr)
+	}
 
 	events := make(chan sources.Event, 16)
 	var (

@@ -303,8 +303,22 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func() e
 }
 
 // getJSON fetches http://addr/path into v.
+// demoAdminToken is the bearer token of the demo overlay's admin API
+// (deploy/overlays/demo, secretGenerator).
+const demoAdminToken = "sluice-demo-admin-token"
+
+// adminGet GETs http://addr/path with the demo's admin token.
+func adminGet(addr, path string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+demoAdminToken)
+	return client.Do(req)
+}
+
 func getJSON(addr, path string, v any) error {
-	resp, err := client.Get("http://" + addr + path)
+	resp, err := adminGet(addr, path)
 	if err != nil {
 		return err
 	}
@@ -317,7 +331,7 @@ func getJSON(addr, path string, v any) error {
 
 // getText fetches http://addr/path as text.
 func getText(addr, path string) (string, error) {
-	resp, err := client.Get("http://" + addr + path)
+	resp, err := adminGet(addr, path)
 	if err != nil {
 		return "", err
 	}
