@@ -11,14 +11,20 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // testPKI writes a CA, a server certificate for sluice.test and 127.0.0.1,
@@ -53,11 +59,11 @@ func newTestPKI(t *testing.T) testPKI {
 		t.Fatal(err)
 	}
 	ca, _ := x509.ParseCertificate(caDER)
-	leaf := func(serial int64, usage x509.ExtKeyUsage) ([]byte, []byte) {
+	leaf := func(serial int64, usage x509.ExtKeyUsage, uris ...*url.URL) ([]byte, []byte) {
 		k := key()
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "sluice.test"},
-			DNSNames: []string{"sluice.test"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+			DNSNames: []string{"sluice.test"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, URIs: uris,
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
 		}
@@ -72,7 +78,9 @@ func newTestPKI(t *testing.T) testPKI {
 		return der, kd
 	}
 	sc, sk := leaf(2, x509.ExtKeyUsageServerAuth)
-	cc, ck := leaf(3, x509.ExtKeyUsageClientAuth)
+	// The client's certificate names the service its Envoy fronts: sluice
+	// lets it claim that service only.
+	cc, ck := leaf(3, x509.ExtKeyUsageClientAuth, &url.URL{Scheme: "spiffe", Host: "sluice.test", Path: "/ns/default/sa/frontend"})
 	return testPKI{
 		CA:         write("ca.crt", "CERTIFICATE", caDER),
 		ServerCert: write("server.crt", "CERTIFICATE", sc), ServerKey: write("server.key", "EC PRIVATE KEY", sk),
@@ -82,8 +90,9 @@ func newTestPKI(t *testing.T) testPKI {
 
 // TestEnvoyOverMutualTLS: sluice serves xDS over TLS requiring client
 // certificates; an Envoy bootstrapped with `sluice bootstrap --xds-ca
-// --xds-cert --xds-key` gets its config and carries traffic, and a client
-// without a certificate gets nothing.
+// --xds-cert --xds-key` gets its config and carries traffic, a client
+// without a certificate gets nothing, and a client whose certificate names
+// frontend is refused (PermissionDenied) when it claims another service.
 func TestEnvoyOverMutualTLS(t *testing.T) {
 	requireE2E(t)
 	envoyBinary(t)
@@ -121,5 +130,34 @@ func TestEnvoyOverMutualTLS(t *testing.T) {
 	}
 	if err == nil {
 		t.Fatal("a client without a certificate got config")
+	}
+
+	// frontend's certificate, claiming payments' gateway: refused.
+	clientCert, err := tls.LoadX509KeyPair(pki.ClientCert, pki.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	impostor, err := grpc.NewClient(s.XDSAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: pool, ServerName: "sluice.test", Certificates: []tls.Certificate{clientCert}, MinVersion: tls.VersionTLS12})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = impostor.Close() }()
+	gateway, err := structpb.NewStruct(map[string]any{"role": "gateway"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err = discoveryv3.NewAggregatedDiscoveryServiceClient(impostor).StreamAggregatedResources(ctx)
+	if err == nil {
+		err = stream.Send(&discoveryv3.DiscoveryRequest{
+			Node:    &corev3.Node{Id: "impostor", Cluster: "payments", Metadata: gateway},
+			TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+		})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+	}
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "payments") {
+		t.Fatalf("frontend's certificate claiming payments: %v, want PermissionDenied naming payments", err)
 	}
 }

@@ -70,6 +70,9 @@ func NewServer(ctx context.Context, cfg Config) *Server {
 		snapshots = NewCache(cfg.Log)
 	}
 	tracker := NewTracker(cfg.Groups, cfg.Log, cfg.Metrics, cfg.Tracer)
+	// With client certificates required, a client may claim only the
+	// service its certificate names.
+	tracker.bindIdentity = cfg.TLS != nil && cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
 	xdsServer := serverv3.NewServer(ctx, snapshots, tracker)
 
 	codec, err := newCodec(snapshots.shared)

@@ -34,6 +34,11 @@ type GroupRegistrar interface {
 // stream's client, registers its config group, and records per type what was
 // sent, acknowledged and rejected, for the admin API and metrics.
 type Tracker struct {
+	// bindIdentity requires an Envoy's claimed service (node.cluster) to
+	// be one its client certificate names (see certNames); set when the
+	// server requires client certificates.
+	bindIdentity bool
+
 	groups  GroupRegistrar
 	log     *slog.Logger
 	metrics *Metrics
@@ -60,7 +65,10 @@ type streamState struct {
 	node       *corev3.Node
 	proxy      translator.Proxy
 	identified bool
-	types      map[string]*typeState
+	// certIDs are the identities of the client's certificate (its URI
+	// and DNS SANs), nil without one.
+	certIDs *certIdentity
+	types   map[string]*typeState
 	// nonces maps the nonce of each response still awaiting an answer to
 	// its version, so an ACK or NACK can be attributed to what it answers.
 	nonces map[string]sent
@@ -139,10 +147,11 @@ func NewTracker(groups GroupRegistrar, log *slog.Logger, m *Metrics, tracer trac
 		streams: map[streamKey]*streamState{}, inGroup: map[string]int{}}
 }
 
-func (t *Tracker) open(id int64, delta bool) {
+func (t *Tracker) open(ctx context.Context, id int64, delta bool) {
+	ids := peerIdentity(ctx)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[streamKey{delta, id}] = &streamState{id: id, delta: delta, opened: t.now(), types: map[string]*typeState{}, nonces: map[string]sent{}}
+	t.streams[streamKey{delta, id}] = &streamState{id: id, delta: delta, opened: t.now(), certIDs: ids, types: map[string]*typeState{}, nonces: map[string]sent{}}
 }
 
 func (t *Tracker) closed(id int64, delta bool) {
@@ -182,6 +191,12 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 			t.metrics.rejected.Inc()
 			t.log.Warn("refusing xDS client with invalid node", "node_id", node.GetId(), "err", err)
 			return status.Errorf(codes.InvalidArgument, "sluice: %v", err)
+		}
+		if err := t.checkIdentity(s, p); err != nil {
+			t.mu.Unlock()
+			t.metrics.rejected.Inc()
+			t.log.Warn("refusing xDS client: its certificate does not name the service it claims", "node_id", node.GetId(), "service", p.Service, "err", err)
+			return status.Errorf(codes.PermissionDenied, "sluice: %v", err)
 		}
 		s.node, s.proxy, s.identified = node, p, true
 		t.inGroup[p.Key()]++
@@ -280,8 +295,8 @@ func (s *streamState) typeState(typeURL string) *typeState {
 }
 
 // OnStreamOpen implements server.Callbacks.
-func (t *Tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
-	t.open(id, false)
+func (t *Tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	t.open(ctx, id, false)
 	return nil
 }
 
@@ -289,8 +304,8 @@ func (t *Tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
 func (t *Tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id, false) }
 
 // OnDeltaStreamOpen implements server.Callbacks.
-func (t *Tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
-	t.open(id, true)
+func (t *Tracker) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	t.open(ctx, id, true)
 	return nil
 }
 
