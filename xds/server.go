@@ -21,6 +21,20 @@ import (
 	"google.golang.org/grpc/keepalive"
 )
 
+// Defaults for the limits of Config.
+const (
+	// DefaultMaxRequestBytes is gRPC's own default: a SotW request naming
+	// 100,000 resources fits.
+	DefaultMaxRequestBytes = 4 << 20
+	// DefaultMaxStreamsPerConnection leaves room for an Envoy's ADS
+	// stream and a gRPC client's streams, and stops one connection from
+	// opening streams by the thousand.
+	DefaultMaxStreamsPerConnection = 100
+	// MaxNodeBytes bounds a client's node (its identity and metadata),
+	// which is kept for as long as its stream is open.
+	MaxNodeBytes = 64 << 10
+)
+
 // Config configures a Server.
 type Config struct {
 	Log     *slog.Logger
@@ -41,6 +55,13 @@ type Config struct {
 	KeepaliveTimeout time.Duration
 	// DrainTimeout bounds graceful stop; streams still open then are cut.
 	DrainTimeout time.Duration
+	// MaxRequestBytes bounds a request (gRPC answers a bigger one with
+	// ResourceExhausted); 0 means DefaultMaxRequestBytes.
+	MaxRequestBytes int
+	// MaxStreamsPerConnection bounds the streams a client opens on one
+	// connection (Envoy and gRPC open one or two); 0 means
+	// DefaultMaxStreamsPerConnection.
+	MaxStreamsPerConnection uint32
 }
 
 // Server is the ADS server.
@@ -65,6 +86,12 @@ func NewServer(ctx context.Context, cfg Config) *Server {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 5 * time.Second
 	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.MaxStreamsPerConnection == 0 {
+		cfg.MaxStreamsPerConnection = DefaultMaxStreamsPerConnection
+	}
 	snapshots := cfg.Cache
 	if snapshots == nil {
 		snapshots = NewCache(cfg.Log)
@@ -85,7 +112,8 @@ func NewServer(ctx context.Context, cfg Config) *Server {
 		// Envoy and gRPC clients ping idle ADS connections; allow it rather
 		// than answering with GOAWAY "too_many_pings".
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxConcurrentStreams(1 << 20),
+		grpc.MaxConcurrentStreams(cfg.MaxStreamsPerConnection),
+		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))

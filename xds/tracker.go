@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sluice-mesh/sluice/translator"
 )
@@ -185,6 +186,12 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 	}
 	var register *translator.Proxy
 	if !s.identified {
+		if n := proto.Size(node); n > MaxNodeBytes {
+			t.mu.Unlock()
+			t.metrics.rejected.Inc()
+			t.log.Warn("refusing xDS client with an oversized node", "node_id", truncateDetail(node.GetId()), "bytes", n)
+			return status.Errorf(codes.InvalidArgument, "sluice: the node (identity and metadata) is %d bytes, more than %d", n, MaxNodeBytes)
+		}
 		p, err := translator.ProxyFromNode(node)
 		if err != nil {
 			t.mu.Unlock()

@@ -32,6 +32,8 @@ type serveOptions struct {
 	otelEndpoint           string
 	groupIdleTTL           time.Duration
 	adminTokenFile         string
+	maxRequestBytes        int
+	maxStreamsPerConn      uint32
 	maxGroups              int
 	groupRate              float64
 	otelInsecure           bool
@@ -69,6 +71,8 @@ func (a *app) serveCommand() *cobra.Command {
 	f.Uint32("outbound-port", translator.DefaultOutboundPort, "port of Envoy's outbound listener unless the node's metadata sets outbound_port")
 	f.String("outbound-address", translator.DefaultOutboundAddress, "address of Envoy's outbound listener unless the node's metadata sets outbound_address")
 	f.Duration("proxy-group-ttl", snapshot.DefaultGroupIdleTTL, "forget a proxy group (and stop translating for it) this long after its last proxy disconnected")
+	f.Int("xds-max-request-bytes", xds.DefaultMaxRequestBytes, "largest xDS request accepted; a bigger one ends its stream with ResourceExhausted")
+	f.Uint32("xds-max-streams-per-connection", xds.DefaultMaxStreamsPerConnection, "most concurrent xDS streams one client connection may open")
 	f.Int("max-proxy-groups", snapshot.DefaultMaxGroups, "most proxy groups (distinct proxy identities); a client that would make one more is refused (ResourceExhausted) unless a group without proxies can be forgotten")
 	f.Float64("proxy-group-rate", snapshot.DefaultGroupRate, fmt.Sprintf("most new proxy groups a second, with a burst of %d seconds' worth; clients beyond it are refused (ResourceExhausted) and retry", snapshot.DefaultGroupBurstSeconds))
 	f.String("otel-endpoint", "", "export sluice's own traces (source updates, translations, pushes) over OTLP/gRPC to this host:port; off when empty")
@@ -82,21 +86,23 @@ func (a *app) serveCommand() *cobra.Command {
 func (a *app) serveOptions() (serveOptions, error) {
 	v := a.v
 	o := serveOptions{
-		xdsAddr:         v.GetString("xds-addr"),
-		adminAddr:       v.GetString("admin-addr"),
-		adminTokenFile:  v.GetString("admin-token-file"),
-		policyDir:       v.GetString("policy-dir"),
-		otelEndpoint:    v.GetString("otel-endpoint"),
-		groupIdleTTL:    v.GetDuration("proxy-group-ttl"),
-		maxGroups:       v.GetInt("max-proxy-groups"),
-		groupRate:       v.GetFloat64("proxy-group-rate"),
-		otelInsecure:    v.GetBool("otel-insecure"),
-		holdOff:         v.GetDuration("debounce"),
-		maxDelay:        v.GetDuration("max-delay"),
-		outboundAddress: v.GetString("outbound-address"),
-		tlsCert:         v.GetString("xds-tls-cert"),
-		tlsKey:          v.GetString("xds-tls-key"),
-		tlsCA:           v.GetString("xds-tls-client-ca"),
+		xdsAddr:           v.GetString("xds-addr"),
+		adminAddr:         v.GetString("admin-addr"),
+		adminTokenFile:    v.GetString("admin-token-file"),
+		policyDir:         v.GetString("policy-dir"),
+		otelEndpoint:      v.GetString("otel-endpoint"),
+		groupIdleTTL:      v.GetDuration("proxy-group-ttl"),
+		maxGroups:         v.GetInt("max-proxy-groups"),
+		maxRequestBytes:   v.GetInt("xds-max-request-bytes"),
+		maxStreamsPerConn: v.GetUint32("xds-max-streams-per-connection"),
+		groupRate:         v.GetFloat64("proxy-group-rate"),
+		otelInsecure:      v.GetBool("otel-insecure"),
+		holdOff:           v.GetDuration("debounce"),
+		maxDelay:          v.GetDuration("max-delay"),
+		outboundAddress:   v.GetString("outbound-address"),
+		tlsCert:           v.GetString("xds-tls-cert"),
+		tlsKey:            v.GetString("xds-tls-key"),
+		tlsCA:             v.GetString("xds-tls-client-ca"),
 	}
 	for _, addr := range []struct{ flag, value string }{{"xds-addr", o.xdsAddr}, {"admin-addr", o.adminAddr}} {
 		if _, _, err := net.SplitHostPort(addr.value); err != nil {
@@ -127,6 +133,12 @@ func (a *app) serveOptions() (serveOptions, error) {
 		if fi, err := os.Stat(o.policyDir); err != nil || !fi.IsDir() {
 			return o, fmt.Errorf("--policy-dir: %q is not a directory", o.policyDir)
 		}
+	}
+	if o.maxRequestBytes < 64<<10 {
+		return o, fmt.Errorf("--xds-max-request-bytes: must be at least 65536, got %d", o.maxRequestBytes)
+	}
+	if o.maxStreamsPerConn < 1 {
+		return o, fmt.Errorf("--xds-max-streams-per-connection: must be at least 1, got %d", o.maxStreamsPerConn)
 	}
 	if o.maxGroups < 1 {
 		return o, fmt.Errorf("--max-proxy-groups: must be at least 1, got %d", o.maxGroups)
@@ -233,6 +245,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	srv := xds.NewServer(ctx, xds.Config{
 		Log: log.With("component", "xds"), Metrics: xds.NewMetrics(reg),
 		Cache: snapshots, Groups: loop, TLS: tlsCfg, Tracer: tracer,
+		MaxRequestBytes: o.maxRequestBytes, MaxStreamsPerConnection: o.maxStreamsPerConn,
 	})
 
 	xdsLis, err := net.Listen("tcp", o.xdsAddr)
