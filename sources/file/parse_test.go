@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -501,6 +502,8 @@ func FuzzParse(f *testing.F) {
 		oneInstance("address: 10.0.0.1", "port: 80", "health: draining", "weight: 2", "zone: z", "region: r", "metadata: {a: b}"),
 		oneInstance("address: 10.0.0.1", "port: 80: 1"),
 		oneInstance("address: 10.0.0.300", "port: 70000", "weight: 0", "health: sick", "bogus: 1"),
+		oneInstance("address: 0.0.0.0", "port: 80"),
+		oneInstance("address: '::ffff:255.255.255.255'", "port: 80"),
 		lines("services:", "  - name: a", "  - name: a"),
 		lines("services: []", "---", "services: []"),
 		lines("services:", "  - &x", "    name: a", "  - *x"),
@@ -556,6 +559,9 @@ func checkStateInvariants(t *testing.T, st *sources.State, file string) {
 		for _, in := range s.Instances {
 			if in.Port < 1 || in.Port > 65535 {
 				t.Errorf("%s: port %d accepted", s.Name, in.Port)
+			}
+			if a, err := netip.ParseAddr(in.Address); err != nil || sources.CheckEndpointAddress(a) != nil {
+				t.Errorf("%s: address %q accepted", s.Name, in.Address)
 			}
 			if in.Weight < 1 || in.Weight > sources.MaxWeight {
 				t.Errorf("%s: weight %d accepted", s.Name, in.Weight)
