@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -633,4 +634,50 @@ func mustEnsure(t *testing.T, l interface{ EnsureGroup(translator.Proxy) error }
 	if err := l.EnsureGroup(p); err != nil {
 		t.Fatalf("EnsureGroup(%s): %v", p.Key(), err)
 	}
+}
+
+// TestLoopCoalescesFlappingHealth: one instance flipping its health every
+// 20 ms for 1.5 s (75 changes) costs a handful of builds, not 75: the
+// hold-off coalesces the flips and the maximum delay bounds how long a
+// proxy waits, so a flapping registry entry never becomes a push storm.
+// The last state is published once the flapping stops.
+func TestLoopCoalescesFlappingHealth(t *testing.T) {
+	l := startLoop(t, Config{Sources: []string{"a"}, HoldOff: 100 * time.Millisecond, MaxDelay: time.Second})
+	st := service("svc", 3, 80)
+	l.setState("a", st)
+	mustEnsure(t, l, sidecar)
+	waitFor(t, "the first snapshot", func() bool { return l.pub.count() == 1 })
+	builds := func() float64 { return l.builds("published") + l.builds("unchanged") }
+	before := builds()
+
+	flips := 0
+	tick := time.NewTicker(20 * time.Millisecond) // paces the changes
+	defer tick.Stop()
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); <-tick.C {
+		next := service("svc", 3, 80)
+		if flips%2 == 0 {
+			next.Services[0].Instances[0].Health = sources.HealthUnhealthy
+		}
+		l.setState("a", next)
+		flips++
+	}
+	want := flips%2 == 1 // the last change made the instance unhealthy
+	waitFor(t, "the last state to be published", func() bool {
+		cla := l.pub.last(t, sidecar.Key()).GetResources(resource.EndpointType)["svc"].(*endpointv3.ClusterLoadAssignment)
+		unhealthy := false
+		for _, loc := range cla.GetEndpoints() {
+			for _, ep := range loc.GetLbEndpoints() {
+				unhealthy = unhealthy || ep.GetHealthStatus() == corev3.HealthStatus_UNHEALTHY
+			}
+		}
+		return unhealthy == want
+	})
+	// 1.5 s of changes: a build at most every MaxDelay while they last,
+	// one after they stop, and slack for a slow machine. (A build whose
+	// result equals what was published, as a flip and its flip back do,
+	// publishes nothing.)
+	if n := builds() - before; n > 5 || n < 2 {
+		t.Fatalf("%d flips made %v builds, want a handful (2-5)", flips, n)
+	}
+	t.Logf("%d flips, %v builds, %d snapshots published", flips, builds()-before, l.pub.count()-1)
 }
