@@ -29,7 +29,12 @@ type BootstrapOptions struct {
 	Service string // node.cluster: the service the proxy fronts
 	// XDSAddr is sluice's xDS address, host:port; a host name is resolved
 	// by Envoy (STRICT_DNS), so a Kubernetes Service name works.
-	XDSAddr      string
+	XDSAddr string
+	// XDSAddrs, when set, are several sluice replicas (and XDSAddr is
+	// ignored): the xDS cluster holds them all, so Envoy reconnects to
+	// another when the one it streams from goes away. Replicas serve the
+	// same versions for the same inputs, so the switch changes nothing.
+	XDSAddrs     []string
 	AdminAddress string
 	AdminPort    uint32
 	// Delta selects incremental ADS instead of state-of-the-world.
@@ -86,17 +91,29 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	if o.NodeID == "" {
 		return nil, fmt.Errorf("bootstrap: node id is required")
 	}
-	host, portStr, err := net.SplitHostPort(o.XDSAddr)
-	if err != nil {
-		return nil, fmt.Errorf("bootstrap: xds address %q: %w", o.XDSAddr, err)
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil || port == 0 {
-		return nil, fmt.Errorf("bootstrap: xds address %q: bad port", o.XDSAddr)
+	addrs := o.XDSAddrs
+	if len(addrs) == 0 {
+		addrs = []string{o.XDSAddr}
 	}
 	discovery := clusterv3.Cluster_STATIC
-	if _, err := netip.ParseAddr(host); err != nil {
-		discovery = clusterv3.Cluster_STRICT_DNS
+	var xdsEndpoints []*endpointv3.LbEndpoint
+	for _, addr := range addrs {
+		host, portStr, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap: xds address %q: %w", addr, err)
+		}
+		port, err := strconv.ParseUint(portStr, 10, 16)
+		if err != nil || port == 0 {
+			return nil, fmt.Errorf("bootstrap: xds address %q: bad port", addr)
+		}
+		if _, err := netip.ParseAddr(host); err != nil {
+			discovery = clusterv3.Cluster_STRICT_DNS
+		}
+		xdsEndpoints = append(xdsEndpoints, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: SocketAddress(host, uint32(port)),
+			}},
+		})
 	}
 	apiType := corev3.ApiConfigSource_GRPC
 	if o.Delta {
@@ -131,13 +148,7 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		ConnectTimeout:       durationpb.New(time.Second),
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: XDSClusterName,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-						Address: SocketAddress(host, uint32(port)),
-					}},
-				}},
-			}},
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: xdsEndpoints}},
 		},
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{
 			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": MustAny(h2),

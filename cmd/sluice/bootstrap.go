@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -26,7 +27,7 @@ func (a *app) bootstrapCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.String("service", "", "the service this Envoy fronts (node.cluster); required")
 	f.String("node-id", "", "unique id of this Envoy (default: SERVICE-HOSTNAME)")
-	f.String("xds-addr", "127.0.0.1:18000", "sluice's xDS address as Envoy reaches it (host:port; a DNS name is resolved by Envoy)")
+	f.StringSlice("xds-addr", []string{"127.0.0.1:18000"}, "sluice's xDS address as Envoy reaches it (host:port; a DNS name is resolved by Envoy); several (repeated or comma-separated) for replicas Envoy fails over between")
 	f.Uint32("admin-port", 15000, "Envoy admin port (0 lets the OS pick)")
 	f.String("admin-address", "127.0.0.1", "Envoy admin address")
 	f.String("role", translator.RoleSidecar, "sidecar or gateway")
@@ -94,11 +95,24 @@ func (a *app) bootstrap() error {
 	if adminPort > 65535 {
 		return fmt.Errorf("--admin-port: %d is not a port", adminPort)
 	}
+	// Repeated flags, a comma-separated flag, or SLUICE_XDS_ADDR with
+	// commas: every form ends up as one list.
+	var xdsAddrs []string
+	for _, a := range v.GetStringSlice("xds-addr") {
+		for _, part := range strings.Split(a, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				xdsAddrs = append(xdsAddrs, part)
+			}
+		}
+	}
+	if len(xdsAddrs) == 0 {
+		return fmt.Errorf("--xds-addr: at least one address is needed")
+	}
 	var tlsOpts *envoy.XDSTLS
 	if ca := v.GetString("xds-ca"); ca != "" {
 		tlsOpts = &envoy.XDSTLS{CAFile: ca, CertFile: v.GetString("xds-cert"), KeyFile: v.GetString("xds-key"), ServerName: v.GetString("xds-server-name")}
 		if tlsOpts.ServerName == "" {
-			if host, _, err := net.SplitHostPort(v.GetString("xds-addr")); err == nil && net.ParseIP(host) == nil {
+			if host, _, err := net.SplitHostPort(xdsAddrs[0]); err == nil && net.ParseIP(host) == nil {
 				tlsOpts.ServerName = host
 			}
 		}
@@ -106,7 +120,7 @@ func (a *app) bootstrap() error {
 		return fmt.Errorf("--xds-cert, --xds-key and --xds-server-name need --xds-ca")
 	}
 	b, err := envoy.Bootstrap(envoy.BootstrapOptions{
-		NodeID: nodeID, Service: service, XDSAddr: v.GetString("xds-addr"),
+		NodeID: nodeID, Service: service, XDSAddrs: xdsAddrs,
 		AdminAddress: v.GetString("admin-address"), AdminPort: uint32(adminPort),
 		Delta: v.GetBool("delta"), Metadata: md, TLS: tlsOpts,
 	})

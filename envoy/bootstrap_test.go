@@ -1,0 +1,37 @@
+package envoy
+
+import (
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+)
+
+// TestBootstrapReplicas: several xDS addresses make one xDS cluster with an
+// endpoint each (STATIC for IP addresses, STRICT_DNS as soon as one is a
+// name), so Envoy fails over between sluice replicas; a bad address is an
+// error naming it.
+func TestBootstrapReplicas(t *testing.T) {
+	for _, c := range []struct {
+		addrs []string
+		want  clusterv3.Cluster_DiscoveryType
+	}{
+		{[]string{"127.0.0.1:18000", "127.0.0.2:18000"}, clusterv3.Cluster_STATIC},
+		{[]string{"10.0.0.1:18000", "sluice.sluice-system.svc:18000"}, clusterv3.Cluster_STRICT_DNS},
+	} {
+		b, err := Bootstrap(BootstrapOptions{NodeID: "n", Service: "web", XDSAddrs: c.addrs, AdminAddress: "127.0.0.1", AdminPort: 9901})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.ValidateAll(); err != nil {
+			t.Fatalf("%v: %v", c.addrs, err)
+		}
+		xds := b.GetStaticResources().GetClusters()[0]
+		if got := len(xds.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()); got != len(c.addrs) || xds.GetType() != c.want {
+			t.Errorf("%v: %d endpoints of type %v, want %d of %v", c.addrs, got, xds.GetType(), len(c.addrs), c.want)
+		}
+	}
+	if _, err := Bootstrap(BootstrapOptions{NodeID: "n", XDSAddrs: []string{"127.0.0.1:18000", "nohost"}}); err == nil || !strings.Contains(err.Error(), `"nohost"`) {
+		t.Errorf("a bad second address: %v, want an error naming it", err)
+	}
+}
