@@ -30,6 +30,8 @@ const (
 	// stream and a gRPC client's streams, and stops one connection from
 	// opening streams by the thousand.
 	DefaultMaxStreamsPerConnection = 100
+	// connBufferSize is the read and the write buffer of a connection.
+	connBufferSize = 8 << 10
 	// MaxNodeBytes bounds a client's node (its identity and metadata),
 	// which is kept for as long as its stream is open.
 	MaxNodeBytes = 64 << 10
@@ -114,6 +116,12 @@ func NewServer(ctx context.Context, cfg Config) *Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(cfg.MaxStreamsPerConnection),
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
+		// Every connection holds a read and a write buffer from gRPC's
+		// pools while it is busy; xDS requests are small and large
+		// responses bypass the write buffer, so gRPC's 32 KiB each cost
+		// memory at thousands of connections for no speed.
+		grpc.ReadBufferSize(connBufferSize),
+		grpc.WriteBufferSize(connBufferSize),
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
