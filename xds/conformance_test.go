@@ -22,6 +22,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math/rand"
 	"net"
 	"slices"
 	"sort"
@@ -204,18 +205,77 @@ func TestConformanceWithGoControlPlane(t *testing.T) {
 			}
 			t.Run(sc.name+"/"+protocol, func(t *testing.T) {
 				t.Parallel()
-				r := newConfRun(t, sc, delta)
-				for i, st := range sc.steps {
-					r.history = append(r.history, st.what)
-					if st.do != nil {
-						st.do(r)
-					}
-					r.ahead = delta && sc.deltaAheadFrom > 0 && i >= sc.deltaAheadFrom
-					r.settle(st.until)
-					if st.check != nil {
-						st.check(r)
-					}
+				runConfScenario(t, sc, delta)
+			})
+		}
+	}
+}
+
+// runConfScenario runs sc's steps against both servers, settling and
+// comparing after each.
+func runConfScenario(t *testing.T, sc confScenario, delta bool) {
+	r := newConfRun(t, sc, delta)
+	for i, st := range sc.steps {
+		r.history = append(r.history, st.what)
+		if st.do != nil {
+			st.do(r)
+		}
+		r.ahead = delta && sc.deltaAheadFrom > 0 && i >= sc.deltaAheadFrom
+		r.settle(st.until)
+		if st.check != nil {
+			st.check(r)
+		}
+	}
+}
+
+// TestConformanceRandomSequences drives both servers with random sequences
+// of what happens to Envoys of two groups: new content for one group, the
+// other or both (from a small space, so content comes back and groups
+// share it), and clients that reconnect, with and without a change while
+// they are away. After every step the clients of both servers must hold the
+// same resources. Seeded: a failure names its steps.
+func TestConformanceRandomSequences(t *testing.T) {
+	for seed := int64(1); seed <= 3; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		randomWorld := func() world {
+			w := world{}
+			var in []string
+			for _, name := range []string{"a", "b", "c", "d", "e"} {
+				if rng.Intn(5) < 3 {
+					w = w.cluster(name, fmt.Sprintf("10.0.%d.%d", rng.Intn(2), 1+rng.Intn(2)))
+					in = append(in, name)
 				}
+			}
+			if len(in) > 0 {
+				w = w.listener("l1", in[rng.Intn(len(in))])
+			}
+			return w
+		}
+		steps := []confStep{publish(randomWorld()), wildcard(cdsURL), wildcard(ldsURL)}
+		for range 12 {
+			switch rng.Intn(5) {
+			case 0:
+				steps = append(steps, publishTo(randomWorld(), 0))
+			case 1:
+				steps = append(steps, publishTo(randomWorld(), 1))
+			case 2:
+				steps = append(steps, publish(randomWorld()))
+			case 3:
+				steps = append(steps, reconnect(ptr(randomWorld())))
+			default:
+				steps = append(steps, reconnect(nil))
+			}
+		}
+		steps = append(steps, sluiceQuiet())
+		sc := confScenario{name: fmt.Sprintf("random-%d", seed), follow: true, nodes: 2, steps: steps}
+		for _, delta := range []bool{false, true} {
+			protocol := "sotw"
+			if delta {
+				protocol = "delta"
+			}
+			t.Run(sc.name+"/"+protocol, func(t *testing.T) {
+				t.Parallel()
+				runConfScenario(t, sc, delta)
 			})
 		}
 	}
