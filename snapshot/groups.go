@@ -3,6 +3,7 @@ package snapshot
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -55,6 +56,11 @@ func (b *tokenBucket) allow(now time.Time) bool {
 // reached. Called with l.mu held.
 func (l *Loop) admitGroup(key string) error {
 	now := l.cfg.Now()
+	// The pace first: a refused group must not cost an idle one its place.
+	if !l.groupRate.allow(now) {
+		l.cfg.Metrics.groupsRefused.WithLabelValues("rate").Inc()
+		return fmt.Errorf("%w: more than %.0f a second (--proxy-group-rate); refusing %s", ErrGroupRate, l.cfg.GroupRate, key)
+	}
 	if len(l.groups) >= l.cfg.MaxGroups {
 		oldest := ""
 		for k, g := range l.groups {
@@ -71,10 +77,8 @@ func (l *Loop) admitGroup(key string) error {
 		l.evicted = append(l.evicted, oldest)
 		l.cfg.Log.Warn("proxy group limit reached; forgot the group idle longest", "group", oldest, "max_groups", l.cfg.MaxGroups)
 	}
-	if !l.groupRate.allow(now) {
-		l.cfg.Metrics.groupsRefused.WithLabelValues("rate").Inc()
-		return fmt.Errorf("%w: more than %.0f a second (--proxy-group-rate); refusing %s", ErrGroupRate, l.cfg.GroupRate, key)
-	}
+	// A group evicted earlier and now back is not dropped again.
+	l.evicted = slices.DeleteFunc(l.evicted, func(k string) bool { return k == key })
 	return nil
 }
 
@@ -82,7 +86,14 @@ func (l *Loop) admitGroup(key string) error {
 // to make room. Only the loop's goroutine runs it.
 func (l *Loop) dropEvicted() {
 	l.mu.Lock()
-	evicted := l.evicted
+	var evicted []string
+	for _, key := range l.evicted {
+		// A group made again since (a proxy of it came back) keeps its
+		// pipeline and snapshot.
+		if _, back := l.groups[key]; !back {
+			evicted = append(evicted, key)
+		}
+	}
 	l.evicted = nil
 	l.mu.Unlock()
 	for _, key := range evicted {

@@ -185,6 +185,18 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 		return status.Error(codes.Internal, "unknown stream")
 	}
 	var register *translator.Proxy
+	if s.identified && node != nil && node != s.node {
+		// go-control-plane (and the cache) take the node of every request
+		// that carries one: a stream must keep the identity it was
+		// admitted with, or a client could switch to a group its
+		// certificate does not name, or make groups past the limits.
+		if p, err := translator.ProxyFromNode(node); err != nil || p.Key() != s.proxy.Key() {
+			t.mu.Unlock()
+			t.metrics.rejected.Inc()
+			t.log.Warn("refusing xDS request: the node changed on an open stream", "node_id", truncateDetail(node.GetId()), "was", s.proxy.Key())
+			return status.Errorf(codes.InvalidArgument, "sluice: a stream's node may not change its identity (it was admitted as %s)", s.proxy.Key())
+		}
+	}
 	if !s.identified {
 		if n := proto.Size(node); n > MaxNodeBytes {
 			t.mu.Unlock()
