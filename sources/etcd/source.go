@@ -274,6 +274,10 @@ func (w *watcher) watch(ctx context.Context, rev int64) error {
 			}(probing)
 		case err := <-probing:
 			probing = nil
+			if ctx.Err() != nil {
+				// Shutting down: the probe failed because of it.
+				return ctx.Err()
+			}
 			if err != nil {
 				return fmt.Errorf("etcd %s did not answer a read within %s: %w", strings.Join(w.cfg.Endpoints, ","), w.requestTimeout, err)
 			}
