@@ -1067,3 +1067,30 @@ func TestTrackerRefusesWhenGroupsAreRefused(t *testing.T) {
 		t.Fatalf("a refused client was counted: released %v, in groups %v", rec.released, tr.inGroup)
 	}
 }
+
+// TestTrackerBoundsPendingNonces: a client that never answers its responses
+// (a delta client that keeps subscribing with an empty nonce, say) does
+// not grow the stream's record without end; answers to recent responses
+// are still attributed.
+func TestTrackerBoundsPendingNonces(t *testing.T) {
+	tr := NewTracker(&groupRecorder{}, slog.New(slog.DiscardHandler), nil, nil)
+	node := &corev3.Node{Id: "n", Cluster: "web", UserAgentName: "envoy"}
+	ctx := context.Background()
+	_ = tr.OnStreamOpen(ctx, 1, "")
+	if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10000 {
+		tr.OnStreamResponse(ctx, 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: fmt.Sprint(i), Nonce: fmt.Sprint("n", i)})
+	}
+	s := tr.streams[streamKey{false, 1}]
+	if len(s.nonces) > maxPendingNonces || len(s.order) > 2*maxPendingNonces+1 {
+		t.Fatalf("10,000 unanswered responses left %d nonces and %d in order, want at most %d", len(s.nonces), len(s.order), maxPendingNonces)
+	}
+	if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, VersionInfo: "9999", ResponseNonce: "n9999"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.Proxies()[0].Types[resource.ClusterType].Acked; got != "9999" {
+		t.Fatalf("the ACK of the latest response was attributed to %q, want 9999", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -73,6 +74,10 @@ type streamState struct {
 	// nonces maps the nonce of each response still awaiting an answer to
 	// its version, so an ACK or NACK can be attributed to what it answers.
 	nonces map[string]sent
+	// order is the nonces in the order they were sent, so that the
+	// oldest are forgotten beyond maxPendingNonces (a client that never
+	// answers some responses must not grow the map without end).
+	order []string
 	// nackLogs bounds the NACK log lines of the stream.
 	nackLogs logBudget
 }
@@ -84,6 +89,9 @@ type streamState struct {
 const (
 	maxNackDetail     = 4 << 10
 	nackLogsPerMinute = 5
+	// maxPendingNonces bounds the responses of a stream still awaiting an
+	// answer that the tracker remembers: a client has one per type.
+	maxPendingNonces = 64
 )
 
 // truncateDetail keeps the first maxNackDetail bytes of a client's error
@@ -301,6 +309,16 @@ func (t *Tracker) response(ctx context.Context, id int64, delta bool, typeURL, v
 	ts.Sent, ts.SentAt, ts.Resources = version, now, resources
 	ts.Pushes++
 	s.nonces[nonce] = sent{version: version, at: now}
+	s.order = append(s.order, nonce)
+	for len(s.nonces) > maxPendingNonces && len(s.order) > 0 {
+		// An answer to a forgotten nonce is not attributed to a version.
+		delete(s.nonces, s.order[0])
+		s.order = s.order[1:]
+	}
+	if len(s.order) > 2*maxPendingNonces {
+		// Nonces answered meanwhile left their names behind here.
+		s.order = slices.DeleteFunc(s.order, func(n string) bool { _, ok := s.nonces[n]; return !ok })
+	}
 	t.metrics.pushes.WithLabelValues(shortTypeName(typeURL)).Inc()
 }
 
