@@ -178,11 +178,8 @@ func (s *Set) Warnings(serviceNames []string) []sources.Diagnostic {
 		return nil
 	}
 	known := knownSet(serviceNames)
-	var out []sources.Diagnostic
+	out := s.DependencyWarnings(serviceNames)
 	warn := warner(&out)
-	for i := range s.docs {
-		dependencyWarnings(&s.docs[i], known, warn)
-	}
 	for _, name := range s.Services() {
 		d := s.services[name]
 		if !known[name] {

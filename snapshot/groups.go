@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 )
 
 // Limits on proxy groups. Every distinct proxy identity (node.cluster and
@@ -28,36 +27,13 @@ var (
 	ErrGroupRate     = errors.New("new proxy groups are coming too fast")
 )
 
-// tokenBucket allows rate events a second, burst at once.
-type tokenBucket struct {
-	rate, burst float64
-	tokens      float64
-	last        time.Time
-}
-
-func newTokenBucket(rate float64, burst int) *tokenBucket {
-	return &tokenBucket{rate: rate, burst: float64(burst), tokens: float64(burst)}
-}
-
-func (b *tokenBucket) allow(now time.Time) bool {
-	if !b.last.IsZero() {
-		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
-	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
 // admitGroup decides whether a new group may be made, making room by
 // forgetting the group that has been idle longest when the limit is
 // reached. Called with l.mu held.
 func (l *Loop) admitGroup(key string) error {
 	now := l.cfg.Now()
 	// The pace first: a refused group must not cost an idle one its place.
-	if !l.groupRate.allow(now) {
+	if !l.groupRate.AllowN(now, 1) {
 		l.cfg.Metrics.groupsRefused.WithLabelValues("rate").Inc()
 		return fmt.Errorf("%w: more than %.0f a second (--proxy-group-rate); refusing %s", ErrGroupRate, l.cfg.GroupRate, key)
 	}

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/time/rate"
 
 	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/policy/watch"
@@ -97,7 +97,7 @@ type Loop struct {
 	// groupRate paces the making of new groups; evicted are groups
 	// forgotten to make room, whose pipelines and cache entries the
 	// loop's goroutine drops.
-	groupRate *tokenBucket
+	groupRate *rate.Limiter
 	evicted   []string
 	// built says at least one full build has succeeded.
 	built     bool
@@ -118,12 +118,13 @@ type group struct {
 	proxy    translator.Proxy
 	snap     *cache.Snapshot
 	versions map[resource.Type]string
-	// deps and missing are the dependency set the group's snapshot was
-	// built for, and what of it the catalog lacked then.
-	deps    policy.Dependencies
-	missing []string
-	err     string
-	fresh   bool // registered but never built
+	// builtPolicy and builtCatalog are what the group's snapshot was
+	// built from; the admin API works out the group's dependencies from
+	// them when asked, not on every build.
+	builtPolicy  *policy.Set
+	builtCatalog sources.Catalog
+	err          string
+	fresh        bool // registered but never built
 	// idleSince is when the group's last proxy left; zero while in use.
 	idleSince time.Time
 }
@@ -178,7 +179,7 @@ func NewLoop(cfg Config) *Loop {
 		// with the same options.
 		shared:      cfg.Translator.NewShared(),
 		sharedBuild: NewShared(),
-		groupRate:   newTokenBucket(cfg.GroupRate, max(1, int(cfg.GroupRate*DefaultGroupBurstSeconds))),
+		groupRate:   rate.NewLimiter(rate.Limit(cfg.GroupRate), max(1, int(cfg.GroupRate*DefaultGroupBurstSeconds))),
 	}
 	for _, s := range cfg.Sources {
 		l.sources[s] = &sourceStatus{}
@@ -443,12 +444,10 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 		versions := Versions(snap)
 		changed := !equalVersions(versions, g.versions)
 		l.mu.Unlock()
-		deps := translator.Dependencies(g.proxy, pol)
-		missing := missingServices(catalog, deps)
 		if !changed {
 			l.mu.Lock()
 			g.err, g.fresh = "", false
-			g.deps, g.missing = deps, missing
+			g.builtPolicy, g.builtCatalog = pol, catalog
 			l.mu.Unlock()
 			l.cfg.Metrics.snapshots.WithLabelValues("unchanged").Inc()
 			continue
@@ -465,7 +464,7 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 		// publish is retried by the next build even if nothing changed.
 		l.mu.Lock()
 		g.snap, g.versions = snap, versions
-		g.deps, g.missing = deps, missing
+		g.builtPolicy, g.builtCatalog = pol, catalog
 		g.err, g.fresh = "", false
 		l.mu.Unlock()
 		l.cfg.Metrics.snapshots.WithLabelValues("published").Inc()
@@ -522,19 +521,6 @@ func (l *Loop) recordError(err error) {
 	l.mu.Lock()
 	l.lastError = err.Error()
 	l.mu.Unlock()
-}
-
-// missingServices lists the services deps names that catalog lacks.
-func missingServices(catalog sources.Catalog, deps policy.Dependencies) []string {
-	var out []string
-	for _, name := range deps.Services {
-		if _, ok := slices.BinarySearchFunc(catalog.Services, name, func(s sources.CatalogService, n string) int {
-			return strings.Compare(s.Name, n)
-		}); !ok {
-			out = append(out, name)
-		}
-	}
-	return out
 }
 
 func equalVersions(a, b map[resource.Type]string) bool {

@@ -551,16 +551,7 @@ func TestLoopDropsIdleGroups(t *testing.T) {
 func TestLoopScopesGroupsByDependencies(t *testing.T) {
 	policies := make(chan watch.Update, 1)
 	l := startLoop(t, Config{Sources: []string{"a"}, Policies: policies, HoldOff: time.Millisecond})
-	load := func(deps string) *policy.Set {
-		t.Helper()
-		set, diags := policy.Load([]policy.File{{Name: "web.yaml", Data: []byte(
-			"apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: web}\nspec:\n  dependencies: " + deps + "\n")}})
-		if len(diags) > 0 {
-			t.Fatal(diags)
-		}
-		return set
-	}
-	policies <- watch.Update{Set: load("[api, ghost]")}
+	policies <- watch.Update{Set: webDependencies(t, "[api, ghost]")}
 	st := service("api", 1, 80)
 	st.Services = append(st.Services, service("db", 1, 5432).Services...)
 	l.setState("a", st)
@@ -590,7 +581,7 @@ func TestLoopScopesGroupsByDependencies(t *testing.T) {
 	if !cmp.Equal(ws.Dependencies.Services, []string{"api", "ghost"}) || !cmp.Equal(ws.Missing, []string{"ghost"}) {
 		t.Errorf("web's status: dependencies %+v, missing %v", ws.Dependencies, ws.Missing)
 	}
-	policies <- watch.Update{Set: load("[api, db]")}
+	policies <- watch.Update{Set: webDependencies(t, "[api, db]")}
 	waitFor(t, "web to get db", func() bool {
 		return cmp.Equal(resourceNames(l.pub.last(t, web.Key()), resource.ClusterType), []string{"api", "db"})
 	})
@@ -603,23 +594,14 @@ func TestLoopStatusShowsBuiltDependencies(t *testing.T) {
 	policies := make(chan watch.Update, 1)
 	// A hold-off far longer than the test: only EnsureGroup builds.
 	l := startLoop(t, Config{Sources: []string{"a"}, Policies: policies, HoldOff: time.Minute})
-	load := func(deps string) *policy.Set {
-		t.Helper()
-		set, diags := policy.Load([]policy.File{{Name: "web.yaml", Data: []byte(
-			"apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: web}\nspec:\n  dependencies: " + deps + "\n")}})
-		if len(diags) > 0 {
-			t.Fatal(diags)
-		}
-		return set
-	}
-	policies <- watch.Update{Set: load("[api]")}
+	policies <- watch.Update{Set: webDependencies(t, "[api]")}
 	l.setState("a", service("api", 1, 80))
 	waitFor(t, "the first policy set", func() bool { return l.Status().Policy.Synced })
 	web := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web"}
 	mustEnsure(t, l, web)
 	waitFor(t, "web's snapshot", func() bool { return l.pub.count() == 1 })
 	first := l.Status().Policy.LastUpdate
-	policies <- watch.Update{Set: load("[api, db]")}
+	policies <- watch.Update{Set: webDependencies(t, "[api, db]")}
 	waitFor(t, "the second policy set to be recorded", func() bool { return l.Status().Policy.LastUpdate != first })
 	for _, g := range l.Status().Groups {
 		if g.Key == web.Key() && !cmp.Equal(g.Dependencies.Services, []string{"api"}) {
@@ -680,4 +662,16 @@ func TestLoopCoalescesFlappingHealth(t *testing.T) {
 		t.Fatalf("%d flips made %v builds, want a handful (2-5)", flips, n)
 	}
 	t.Logf("%d flips, %v builds, %d snapshots published", flips, builds()-before, l.pub.count()-1)
+}
+
+// webDependencies is a policy set whose ServicePolicy for web has deps (a
+// YAML list) as its dependencies.
+func webDependencies(t *testing.T, deps string) *policy.Set {
+	t.Helper()
+	set, diags := policy.Load([]policy.File{{Name: "web.yaml", Data: []byte(
+		"apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: web}\nspec:\n  dependencies: " + deps + "\n")}})
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	return set
 }

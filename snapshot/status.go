@@ -1,7 +1,9 @@
 package snapshot
 
 import (
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -55,7 +57,12 @@ func (l *Loop) Status() Status {
 	for key, g := range l.groups {
 		// The dependencies the group's snapshot was built for, like its
 		// versions: not the newest policy set's before it is built.
-		st.Groups = append(st.Groups, GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err, Dependencies: g.deps, Missing: g.missing})
+		gs := GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err}
+		if g.versions != nil {
+			gs.Dependencies = translator.Dependencies(g.proxy, g.builtPolicy)
+			gs.Missing = missingServices(g.builtCatalog, gs.Dependencies)
+		}
+		st.Groups = append(st.Groups, gs)
 	}
 	sort.Slice(st.Groups, func(i, j int) bool { return st.Groups[i].Key < st.Groups[j].Key })
 	return st
@@ -66,4 +73,17 @@ func (l *Loop) Catalog() sources.Catalog {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.catalog
+}
+
+// missingServices lists the services deps names that catalog lacks.
+func missingServices(catalog sources.Catalog, deps policy.Dependencies) []string {
+	var out []string
+	for _, name := range deps.Services {
+		if _, ok := slices.BinarySearchFunc(catalog.Services, name, func(s sources.CatalogService, n string) int {
+			return strings.Compare(s.Name, n)
+		}); !ok {
+			out = append(out, name)
+		}
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -54,7 +55,7 @@ type ownMemo struct {
 	policySet *policy.Set
 	// tracing is the group's service's tracing under policySet.
 	tracing     policy.Tracing
-	outbound    any // the segment's outbound route configuration
+	outbound    *routev3.RouteConfiguration // the segment's
 	rateLimited bool
 	// collector is the catalog entry of a tracing collector that is a
 	// catalog service, by revision (or value, see serviceMemo.current).
@@ -89,7 +90,7 @@ func (m *Incremental) Translate(catalog sources.Catalog, pol *policy.Set) (*Resu
 	}
 	if m.depsPolicy != pol || m.depsKey == "" {
 		// Once per policy set: the set and its key cost an allocation.
-		m.deps = dependencies(m.proxy, pol)
+		m.deps = Dependencies(m.proxy, pol)
 		m.depsPolicy, m.depsKey = pol, depsKey(m.deps)
 	}
 	seg := s.segment(m.view, m.depsKey, m.deps)
@@ -176,7 +177,7 @@ func (m *Incremental) ownPart(seg *segment, pol *policy.Set) *ownMemo {
 			collector = s.services[i]
 		}
 	}
-	if o != nil && o.policySet == pol && o.outbound == any(seg.outbound) && o.rateLimited == seg.rateLimited &&
+	if o != nil && o.policySet == pol && o.outbound == seg.outbound && o.rateLimited == seg.rateLimited &&
 		o.collectorName == collector.Name && m.sameCollector(o, collector) {
 		return o
 	}

@@ -300,8 +300,13 @@ func (s *Shared) segment(v serviceView, key string, deps policy.Dependencies) *s
 			continue
 		}
 		seg.raw[k] = raw[k]
-		seg.lists[k] = slices.Clone(raw[k])
-		sortByName(seg.lists[k])
+		// Clusters and load assignments come in name order already;
+		// gRPC's listener names do not sort with their services'.
+		seg.lists[k] = raw[k]
+		if !isSortedByName(raw[k]) {
+			seg.lists[k] = slices.Clone(raw[k])
+			sortByName(seg.lists[k])
+		}
 		seg.listRev[k] = s.nextRev()
 	}
 	if v.kind != KindGRPC && (seg.outbound == nil || !samePointers(vhosts, seg.vhosts)) {

@@ -93,11 +93,11 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 		return nil, err
 	}
 	view := viewOf(in.Proxy)
-	deps := dependencies(in.Proxy, in.Policy)
+	deps := Dependencies(in.Proxy, in.Policy)
 	var vhosts []*routev3.VirtualHost
 	rateLimited := false
 	for _, svc := range services {
-		if !deps.All && !deps.Includes(svc.Name) {
+		if !deps.Includes(svc.Name) {
 			continue
 		}
 		sr := t.service(svc, in.Policy.Resolve(svc.Name), view)
@@ -142,10 +142,13 @@ func sortedServices(services []sources.CatalogService) ([]sources.CatalogService
 // (services come sorted); checking is cheaper than sorting thousands of
 // names on every change.
 func sortByName(rs []types.Resource) {
-	less := func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) }
-	if !sort.SliceIsSorted(rs, less) {
-		sort.Slice(rs, less)
+	if !isSortedByName(rs) {
+		sort.Slice(rs, func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) })
 	}
+}
+
+func isSortedByName(rs []types.Resource) bool {
+	return sort.SliceIsSorted(rs, func(i, j int) bool { return cache.GetResourceName(rs[i]) < cache.GetResourceName(rs[j]) })
 }
 
 // viewOf is the view of the per-service resources a proxy gets.
@@ -153,21 +156,15 @@ func viewOf(p Proxy) serviceView {
 	return serviceView{kind: p.Kind, gateway: p.Kind == KindEnvoy && p.Role == RoleGateway}
 }
 
-// dependencies is the set of services whose resources p gets: its
-// service's dependencies for a sidecar that names its service, every
+// Dependencies is the set of services whose resources p gets under pol:
+// its service's dependencies for a sidecar that names its service, every
 // service for gateways, proxyless gRPC clients (they subscribe by name)
 // and proxies of unknown services.
-func dependencies(p Proxy, pol *policy.Set) policy.Dependencies {
+func Dependencies(p Proxy, pol *policy.Set) policy.Dependencies {
 	if p.Kind == KindEnvoy && p.Role == RoleSidecar && p.Service != "" {
 		return pol.Dependencies(p.Service)
 	}
 	return policy.Dependencies{All: true}
-}
-
-// Dependencies is the dependency set of p's group under pol (for the admin
-// API): every service unless p is a sidecar whose service's policy limits it.
-func Dependencies(p Proxy, pol *policy.Set) policy.Dependencies {
-	return dependencies(p, pol)
 }
 
 // envoyListeners adds an Envoy's listeners with their route configurations:
@@ -182,7 +179,7 @@ func (t *Translator) envoyListeners(res *Result, in Input, services []sources.Ca
 	tracing, collector := t.tracing(services, in.Proxy, own)
 	if collector != nil {
 		res.add(resource.ClusterType, collector)
-		if eds := collector.GetEdsClusterConfig().GetServiceName(); eds != "" && !deps.All && !deps.Includes(eds) {
+		if eds := collector.GetEdsClusterConfig().GetServiceName(); eds != "" && !deps.Includes(eds) {
 			for _, svc := range services {
 				if svc.Name == eds {
 					res.add(resource.EndpointType, serviceEndpoints(svc))

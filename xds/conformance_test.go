@@ -198,16 +198,22 @@ func TestConformanceWithGoControlPlane(t *testing.T) {
 	}}
 
 	for _, sc := range scenarios {
-		for _, delta := range []bool{false, true} {
-			protocol := "sotw"
-			if delta {
-				protocol = "delta"
-			}
-			t.Run(sc.name+"/"+protocol, func(t *testing.T) {
-				t.Parallel()
-				runConfScenario(t, sc, delta)
-			})
+		runOverBoth(t, sc)
+	}
+}
+
+// runOverBoth runs sc over state of the world and over delta, in parallel
+// subtests.
+func runOverBoth(t *testing.T, sc confScenario) {
+	for _, delta := range []bool{false, true} {
+		protocol := "sotw"
+		if delta {
+			protocol = "delta"
 		}
+		t.Run(sc.name+"/"+protocol, func(t *testing.T) {
+			t.Parallel()
+			runConfScenario(t, sc, delta)
+		})
 	}
 }
 
@@ -267,17 +273,7 @@ func TestConformanceRandomSequences(t *testing.T) {
 			}
 		}
 		steps = append(steps, sluiceQuiet())
-		sc := confScenario{name: fmt.Sprintf("random-%d", seed), follow: true, nodes: 2, steps: steps}
-		for _, delta := range []bool{false, true} {
-			protocol := "sotw"
-			if delta {
-				protocol = "delta"
-			}
-			t.Run(sc.name+"/"+protocol, func(t *testing.T) {
-				t.Parallel()
-				runConfScenario(t, sc, delta)
-			})
-		}
+		runOverBoth(t, confScenario{name: fmt.Sprintf("random-%d", seed), follow: true, nodes: 2, steps: steps})
 	}
 }
 

@@ -198,7 +198,7 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 		// that carries one: a stream must keep the identity it was
 		// admitted with, or a client could switch to a group its
 		// certificate does not name, or make groups past the limits.
-		if p, err := translator.ProxyFromNode(node); err != nil || p.Key() != s.proxy.Key() {
+		if p, err := translator.ProxyFromNode(node); err != nil || p != s.proxy {
 			t.mu.Unlock()
 			t.metrics.rejected.Inc()
 			t.log.Warn("refusing xDS request: the node changed on an open stream", "node_id", truncateDetail(node.GetId()), "was", s.proxy.Key())
