@@ -1,6 +1,7 @@
 // Package xds serves snapshots to Envoy proxies and gRPC clients over ADS
-// (state-of-the-world and delta) with go-control-plane's server, and tracks
-// what every connected client was sent, acknowledged and rejected.
+// (state-of-the-world and delta) with stream handling of its own (see
+// docs/xds.md), and tracks what every connected client was sent,
+// acknowledged and rejected.
 package xds
 
 import (
@@ -41,9 +42,9 @@ func (NodeHash) ID(node *corev3.Node) string {
 	return p.Key()
 }
 
-// Cache is the xDS cache sluice serves from, in place of go-control-plane's
-// snapshot cache (the server is go-control-plane's). It is built for many
-// proxies sharing few snapshots:
+// Cache holds what sluice serves: each proxy group's current generation of
+// each type, shared between groups. It is built for many proxies sharing
+// few snapshots:
 //
 //   - every resource is marshalled once per content, into an Any that all
 //     streams share; a response is a small struct pointing at those Anys;
@@ -51,15 +52,15 @@ func (NodeHash) ID(node *corev3.Node) string {
 //     cluster's endpoints sends that one load assignment — over delta, and
 //     over state-of-the-world for EDS and RDS, whose responses need not
 //     carry the full state;
-//   - a client is answered only when something it subscribes to differs
-//     from what it holds, so a NACKed version is never re-sent (the client
-//     "holds" what it rejected) and an unchanged snapshot pushes nothing;
-//   - a client that holds a whole generation (the usual case) says so with
-//     a version map of five marked entries, and the clients that held the
-//     same generation share one worked-out difference and one response, so
-//     a change costs each of them a few map operations whatever the size
-//     of the mesh (plus, over state of the world, one look at each name its
-//     ACK repeats).
+//   - groups that publish the same (type, version) share one generation,
+//     and so the differences worked out from earlier generations and the
+//     responses built from them: a change costs each client that held the
+//     same earlier generation a few map operations, whatever the size of
+//     the mesh.
+//
+// Streams (see stream.go) attach to their group, and are woken when it
+// changes; each works out its own responses, in its own goroutine, from
+// the group's current generations. Publishing never waits for a stream.
 type Cache struct {
 	log  *slog.Logger
 	hash NodeHash
@@ -67,18 +68,17 @@ type Cache struct {
 	// the server's codec reuses them.
 	shared *sharedEncodings
 
-	// now is the clock the lineage ages by.
+	// now is the clock the entries table ages by.
 	now func() time.Time
 
 	mu     sync.Mutex
 	groups map[string]*group
-	nextID int64
 	genID  atomic.Int64
 
 	// pub serialises publishing; it guards shared and entries, which
 	// only publishers use.
 	pub sync.Mutex
-	// shared holds the generations that are some group's current one,
+	// sharedGens holds the generations that are some group's current one,
 	// by type, version and size, with the number of groups using each:
 	// groups that publish the same content (every sidecar group's load
 	// assignments, when they depend on the whole mesh) share one
@@ -108,15 +108,30 @@ const entriesTTL = time.Minute
 
 type group struct {
 	snap *cache.Snapshot
-	// types are the group's current generations, and lineages its recent
-	// ones, by type (go-control-plane's response type index).
-	types    [types.UnknownType]*generation
-	lineages [types.UnknownType]lineage
-	watches  map[int64]*watch
+	// types are the group's current generations, by type
+	// (go-control-plane's response type index).
+	types [types.UnknownType]*generation
+	// streams are the attached streams, woken when types change.
+	streams map[*waker]struct{}
 }
 
 func newGroup() *group {
-	return &group{watches: map[int64]*watch{}}
+	return &group{streams: map[*waker]struct{}{}}
+}
+
+// waker wakes a stream: a buffer of one, so that wake-ups while the stream
+// is busy coalesce and publishing never blocks.
+type waker struct {
+	ch chan struct{}
+}
+
+func newWaker() *waker { return &waker{ch: make(chan struct{}, 1)} }
+
+func (w *waker) wake() {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
 }
 
 // typeIndex is the index of a type URL in a group's arrays; ok is false
@@ -137,6 +152,12 @@ type generation struct {
 	// namesID identifies the set of resource names: generations with the
 	// same names share it.
 	namesID int64
+	// mu guards the memos below, which the streams of every group that
+	// holds the generation fill as they need them; retired says the
+	// generation is no group's current one any more, so what is worked
+	// out from it now is not shared (see forget).
+	mu      sync.Mutex
+	retired bool
 	// diffs memoises, per earlier generation id, the names that changed
 	// since, and removed the names that went away, for the many clients
 	// that held that generation.
@@ -161,39 +182,6 @@ type entry struct {
 	src types.Resource
 }
 
-type watch struct {
-	typeURL string
-	sub     cache.Subscription
-	// rejected is the generation a NACK rejected: it is not sent again.
-	rejected *generation
-	// held is what the client holds, worked out when the watch was made
-	// (nothing changes it while the watch is open).
-	held holding
-	// SotW
-	req *discoveryv3.DiscoveryRequest
-	out chan cache.Response
-	// delta
-	dreq *discoveryv3.DeltaDiscoveryRequest
-	dout chan cache.DeltaResponse
-}
-
-// trimRequest drops the resource names (a thousand, for a proxy's EDS) from
-// the request a watch keeps until it is answered, which can be long: they
-// were read by now, and nothing after needs them (go-control-plane reads
-// only the type of a response's request).
-func (w *watch) trimRequest() {
-	if r := w.req; r != nil {
-		w.req = &discoveryv3.DiscoveryRequest{
-			VersionInfo: r.VersionInfo, Node: r.Node, TypeUrl: r.TypeUrl, ResponseNonce: r.ResponseNonce, ErrorDetail: r.ErrorDetail,
-		}
-	}
-	if r := w.dreq; r != nil {
-		w.dreq = &discoveryv3.DeltaDiscoveryRequest{
-			Node: r.Node, TypeUrl: r.TypeUrl, ResponseNonce: r.ResponseNonce, ErrorDetail: r.ErrorDetail,
-		}
-	}
-}
-
 // NewCache returns an empty cache.
 func NewCache(log *slog.Logger) *Cache {
 	if log == nil {
@@ -208,8 +196,8 @@ func NewCache(log *slog.Logger) *Cache {
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-// SetSnapshot publishes a group's resources and answers the watches that
-// now have something to receive. Resources must not be modified once
+// SetSnapshot publishes a group's resources and wakes the group's streams
+// if a type changed. Resources must not be modified once
 // published: a resource value published again is taken to have the
 // content it had, and a type published again under its previous (non-empty)
 // version is taken to be unchanged.
@@ -252,21 +240,10 @@ func (c *Cache) SetSnapshot(_ context.Context, key string, rs cache.ResourceSnap
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i, gen := range next {
-		if gen != prev[i] {
-			g.lineages[i].add(gen, now)
-		}
-	}
 	g.snap, g.types = snap, next
-	for id, w := range g.watches {
-		i, _ := typeIndex(w.typeURL)
-		if next[i] == prev[i] {
-			// Nothing about this watch changed since it was answered
-			// or made.
-			continue
-		}
-		if c.respond(w, next[i]) {
-			delete(g.watches, id)
+	if next != prev {
+		for w := range g.streams {
+			w.wake()
 		}
 	}
 	return nil
@@ -423,6 +400,9 @@ func resourceVersion(b []byte) string {
 // forget drops the shared encodings of a generation that was replaced;
 // responses still being sent keep the bytes they hold.
 func (c *Cache) forget(gen *generation) {
+	gen.mu.Lock()
+	defer gen.mu.Unlock()
+	gen.retired = true
 	c.shared.forgetSotw(gen.all)
 	for _, rs := range gen.diffAny {
 		c.shared.forgetSotw(rs)
@@ -438,14 +418,14 @@ func typeURLOf(m proto.Message) string {
 }
 
 // ClearSnapshot forgets a group no proxy uses any more. A group that has
-// open watches (a proxy came back) is kept.
+// attached streams (a proxy came back) is kept.
 func (c *Cache) ClearSnapshot(key string) {
 	c.pub.Lock()
 	defer c.pub.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.groups[key]
-	if g == nil || len(g.watches) > 0 {
+	if g == nil || len(g.streams) > 0 {
 		return
 	}
 	for i, gen := range g.types {
@@ -464,102 +444,9 @@ func (c *Cache) GetSnapshot(key string) (cache.ResourceSnapshot, error) {
 	return nil, errors.New("no snapshot for group " + key)
 }
 
-// errUnbufferedResponses refuses a watch whose response channel has no
-// room: the cache answers watches under its lock and must never block
-// there (go-control-plane's server gives each stream room for one
-// response per type, and a stream has at most one open watch per type).
-var errUnbufferedResponses = errors.New("xds cache: the server's response channel has no buffer; answering it could block every stream")
-
-// CreateWatch implements cache.ConfigWatcher for state-of-the-world streams.
-func (c *Cache) CreateWatch(req *cache.Request, sub cache.Subscription, out chan cache.Response) (func(), error) {
-	if cap(out) == 0 {
-		return nil, errUnbufferedResponses
-	}
-	return c.watch(&watch{typeURL: req.GetTypeUrl(), sub: sub, req: req, out: out}, req.GetNode())
-}
-
-// CreateDeltaWatch implements cache.ConfigWatcher for delta streams.
-func (c *Cache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, out chan cache.DeltaResponse) (func(), error) {
-	if cap(out) == 0 {
-		return nil, errUnbufferedResponses
-	}
-	return c.watch(&watch{typeURL: req.GetTypeUrl(), sub: sub, dreq: req, dout: out}, req.GetNode())
-}
-
-// Fetch implements cache.ConfigFetcher; sluice serves streams only.
-func (c *Cache) Fetch(context.Context, *cache.Request) (cache.Response, error) {
-	return nil, errors.New("sluice serves xDS over ADS streams only")
-}
-
-func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
-	key := c.hash.ID(node)
-	id, marked, consistent := markOf(w.sub.ReturnedResources())
-	if w.dreq != nil {
-		// Over delta go-control-plane never touches markKey, so a map
-		// without it was not written by this cache: versions a client
-		// brought to a new stream (initial_resource_versions) are its
-		// own, compared as they are.
-		_, hasKey := w.sub.ReturnedResources()[markKey]
-		marked = marked && hasKey && len(w.dreq.GetInitialResourceVersions()) == 0
-	}
-	var whole *generation
-	if marked {
-		c.mu.Lock()
-		if g := c.groups[key]; g != nil {
-			if i, ok := typeIndex(w.typeURL); ok {
-				whole = g.lineages[i].find(id)
-			}
-		}
-		c.mu.Unlock()
-	}
-	held, err := normalize(w, whole, marked, consistent)
-	if err != nil {
-		return nil, err
-	}
-	if w.req.GetErrorDetail() != nil && held.whole != nil {
-		// A state-of-the-world NACK of a whole generation: the client
-		// kept what it accepted last (the request's version), not what
-		// it rejected. It is not sent the rejected generation again,
-		// but the next one is worked out from what it has, or a
-		// resource that was in the rejected response and did not
-		// change since would never reach it.
-		w.rejected = held.whole
-		var accepted *generation
-		c.mu.Lock()
-		if g := c.groups[key]; g != nil {
-			if i, ok := typeIndex(w.typeURL); ok {
-				accepted = g.lineages[i].findVersion(w.req.GetVersionInfo())
-			}
-		}
-		c.mu.Unlock()
-		held = holding{explicit: acceptedHolding(accepted, w.sub)}
-	}
-	if w.dreq.GetErrorDetail() != nil && held.whole != nil {
-		// A delta NACK: the client kept the resources it held before the
-		// response it rejected. Its map says which generation that was
-		// when the response was worked out from a whole one (or from
-		// nothing); otherwise it is taken to hold what it rejected, as
-		// go-control-plane does, and a resource of the rejected response
-		// that does not change again is not sent again.
-		if prev, ok := previousOf(w.sub.ReturnedResources()); ok {
-			var accepted *generation
-			if prev != 0 {
-				c.mu.Lock()
-				if g := c.groups[key]; g != nil {
-					if i, ok := typeIndex(w.typeURL); ok {
-						accepted = g.lineages[i].find(prev)
-					}
-				}
-				c.mu.Unlock()
-			}
-			if prev == 0 || accepted != nil {
-				w.rejected = held.whole
-				held = holding{explicit: acceptedHolding(accepted, w.sub)}
-			}
-		}
-	}
-	w.held = held
-	w.trimRequest()
+// attach registers a stream of group key, to be woken when the group's
+// snapshot changes, and wakes it once.
+func (c *Cache) attach(key string, w *waker) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.groups[key]
@@ -567,15 +454,35 @@ func (c *Cache) watch(w *watch, node *corev3.Node) (func(), error) {
 		g = newGroup()
 		c.groups[key] = g
 	}
-	if i, ok := typeIndex(w.typeURL); ok && g.types[i] != nil && c.respond(w, g.types[i]) {
-		return func() {}, nil
+	g.streams[w] = struct{}{}
+	w.wake()
+}
+
+// detach undoes attach.
+func (c *Cache) detach(key string, w *waker) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g := c.groups[key]; g != nil {
+		delete(g.streams, w)
 	}
-	c.nextID++
-	wid := c.nextID
-	g.watches[wid] = w
-	return func() {
-		c.mu.Lock()
-		delete(g.watches, wid)
-		c.mu.Unlock()
-	}, nil
+}
+
+// current returns group key's current generation of type i, nil if none.
+func (c *Cache) current(key string, i types.ResponseType) *generation {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g := c.groups[key]; g != nil {
+		return g.types[i]
+	}
+	return nil
+}
+
+// currentAll returns group key's current generations.
+func (c *Cache) currentAll(key string) [types.UnknownType]*generation {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g := c.groups[key]; g != nil {
+		return g.types
+	}
+	return [types.UnknownType]*generation{}
 }

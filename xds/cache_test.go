@@ -1,19 +1,11 @@
 package xds
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
-	"reflect"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
-	"time"
-	"unicode/utf8"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -22,136 +14,13 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
-	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc/codes"
-	grpcstatus "google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
-
-	"github.com/sluice-mesh/sluice/translator"
 )
 
-func TestNodeHash(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		node *corev3.Node
-		want string
-	}{
-		{"envoy sidecar", &corev3.Node{Id: "n1", Cluster: "web", UserAgentName: "envoy"}, "envoy/sidecar/web"},
-		{"gRPC client", &corev3.Node{Id: "g1", Cluster: "web", UserAgentName: "gRPC Go"}, "grpc"},
-		{"invalid metadata", &corev3.Node{Id: "bad", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"outbound_port": structpb.NewStringValue("abc"),
-		}}}, "invalid"},
-	} {
-		if got := (NodeHash{}).ID(tc.node); got != tc.want {
-			t.Errorf("%s: NodeHash.ID = %q, want %q", tc.name, got, tc.want)
-		}
-	}
-}
+// These tests drive the cache and the session rules (session.go,
+// respond.go) through the drivers of driver_test.go; the server-level
+// tests (ads_test.go, conformance_test.go) run the same over gRPC.
 
-// cacheClient drives the cache directly the way go-control-plane's SotW
-// server does: each request creates a watch; a response updates what the
-// client holds. Responses happen inside CreateWatch and SetSnapshot, so
-// nothing waits.
-type cacheClient struct {
-	t    *testing.T
-	c    *Cache
-	node *corev3.Node
-	typ  string
-	sub  stream.Subscription
-	out  chan cache.Response
-	last *discoveryv3.DiscoveryResponse
-}
-
-func newCacheClient(t *testing.T, c *Cache, typ string, names ...string) *cacheClient {
-	return &cacheClient{t: t, c: c, node: &corev3.Node{Id: "n1", Cluster: "web"}, typ: typ,
-		sub: stream.NewSotwSubscription(names, true), out: make(chan cache.Response, 1)}
-}
-
-// request sends a request (an ACK of the last response, or a NACK) and
-// returns the response it got at once, or nil.
-func (cc *cacheClient) request(nack bool) *discoveryv3.DiscoveryResponse {
-	cc.t.Helper()
-	req := &cache.Request{Node: cc.node, TypeUrl: cc.typ, ResourceNames: keysOf(cc.sub.SubscribedResources())}
-	if cc.last != nil {
-		req.VersionInfo = cc.last.GetVersionInfo()
-	}
-	if nack {
-		req.ErrorDetail = &status.Status{Code: 3, Message: "rejected"}
-	}
-	if _, err := cc.c.CreateWatch(req, cc.sub, cc.out); err != nil {
-		cc.t.Fatal(err)
-	}
-	return cc.poll()
-}
-
-// poll returns the response the open watch got, or nil.
-func (cc *cacheClient) poll() *discoveryv3.DiscoveryResponse {
-	cc.t.Helper()
-	select {
-	case r := <-cc.out:
-		d, err := r.GetDiscoveryResponse()
-		if err != nil {
-			cc.t.Fatal(err)
-		}
-		cc.sub.SetReturnedResources(r.GetReturnedResources())
-		cc.last = d
-		return d
-	default:
-		return nil
-	}
-}
-
-// deltaClient drives the cache the way go-control-plane's delta server
-// does: each request creates a watch; a response updates what it holds.
-type deltaClient struct {
-	t    *testing.T
-	c    *Cache
-	node *corev3.Node
-	typ  string
-	sub  stream.Subscription
-	out  chan cache.DeltaResponse
-}
-
-func newDeltaClient(t *testing.T, c *Cache, node *corev3.Node, names ...string) *deltaClient {
-	return &deltaClient{t: t, c: c, node: node, typ: resource.EndpointType, sub: stream.NewDeltaSubscription(names, nil, nil, false), out: make(chan cache.DeltaResponse, 1)}
-}
-
-// request sends req (nil: an ACK) and returns the response it got at once,
-// or nil.
-func (dc *deltaClient) request(req *cache.DeltaRequest) *discoveryv3.DeltaDiscoveryResponse {
-	dc.t.Helper()
-	if req == nil {
-		req = &cache.DeltaRequest{}
-	}
-	req.Node, req.TypeUrl = dc.node, dc.typ
-	if _, err := dc.c.CreateDeltaWatch(req, dc.sub, dc.out); err != nil {
-		dc.t.Fatal(err)
-	}
-	return dc.poll()
-}
-
-// poll returns the response the open watch got, or nil.
-func (dc *deltaClient) poll() *discoveryv3.DeltaDiscoveryResponse {
-	select {
-	case r := <-dc.out:
-		dc.sub.SetReturnedResources(r.GetNextVersionMap())
-		d, _ := r.GetDeltaDiscoveryResponse()
-		return d
-	default:
-		return nil
-	}
-}
-
-func keysOf(m map[string]struct{}) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
-
-func edsSnapshot(t *testing.T, ports map[string]uint32) *cache.Snapshot {
+func edsSnapshot(t testing.TB, ports map[string]uint32) *cache.Snapshot {
 	t.Helper()
 	var rs []types.Resource
 	for name, port := range ports {
@@ -169,24 +38,41 @@ func edsSnapshot(t *testing.T, ports map[string]uint32) *cache.Snapshot {
 	return snap
 }
 
+// names lists the load assignments (or clusters) of a SotW response.
 func names(r *discoveryv3.DiscoveryResponse) []string {
 	var out []string
 	for _, a := range r.GetResources() {
 		cla := &endpointv3.ClusterLoadAssignment{}
-		_ = a.UnmarshalTo(cla)
-		out = append(out, cla.GetClusterName())
+		if a.UnmarshalTo(cla) == nil {
+			out = append(out, cla.GetClusterName())
+			continue
+		}
+		cl := &clusterv3.Cluster{}
+		_ = a.UnmarshalTo(cl)
+		out = append(out, cl.GetName())
 	}
 	return out
 }
 
+// deltaNames lists the resources of a delta response.
+func deltaNames(r *discoveryv3.DeltaDiscoveryResponse) []string {
+	var out []string
+	for _, res := range r.GetResources() {
+		out = append(out, res.GetName())
+	}
+	return out
+}
+
+func webKey() string { return NodeHash{}.ID(&corev3.Node{Cluster: "web"}) }
+
 // TestCacheSotwSendsOnlyWhatChanged: the first request gets everything; an
 // ACK gets nothing; a change to one load assignment sends only that one; a
 // NACK is never answered with what was rejected; an identical snapshot
-// sends nothing.
+// sends nothing (and wakes nobody).
 func TestCacheSotwSendsOnlyWhatChanged(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
-	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	key := webKey()
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1, "c": 1})); err != nil {
 		t.Fatal(err)
 	}
@@ -197,8 +83,12 @@ func TestCacheSotwSendsOnlyWhatChanged(t *testing.T) {
 	if r := cc.request(false); r != nil {
 		t.Fatalf("ACK answered: %v", names(r))
 	}
+	cc.woken() // attaching wakes the stream once
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 2, "c": 1})); err != nil {
 		t.Fatal(err)
+	}
+	if !cc.woken() {
+		t.Fatal("a change did not wake the client")
 	}
 	r := cc.poll()
 	if got := names(r); len(got) != 1 || got[0] != "b" {
@@ -212,6 +102,9 @@ func TestCacheSotwSendsOnlyWhatChanged(t *testing.T) {
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 2, "c": 1})); err != nil {
 		t.Fatal(err)
 	}
+	if cc.woken() {
+		t.Error("an identical snapshot woke the client")
+	}
 	if r := cc.poll(); r != nil {
 		t.Fatalf("identical snapshot pushed %v", names(r))
 	}
@@ -224,12 +117,16 @@ func TestCacheSotwSendsOnlyWhatChanged(t *testing.T) {
 	}
 }
 
-// TestCacheSharesState: every response shares the marshalled resources, and
-// no two clients share a version map (the server edits them).
+// TestCacheSharesState: every response shares the marshalled resources;
+// clients that take everything, or that held the same generation, share
+// one resource list (so one encoding, see the codec). What a client holds
+// is its own: one client's unsubscription does not touch another's
+// holding, and a holding, once taken, is never edited (a NACK goes back to
+// it).
 func TestCacheSharesState(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
-	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	key := webKey()
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
@@ -239,25 +136,56 @@ func TestCacheSharesState(t *testing.T) {
 	if r1.GetResources()[0] != r2.GetResources()[0] {
 		t.Error("each response marshalled its own copy of a resource")
 	}
-	// New clients taking everything share one list, so its encoding is
-	// made once (see the codec).
 	if &r1.GetResources()[0] != &r2.GetResources()[0] {
 		t.Error("two new clients taking every resource got lists of their own")
 	}
-	// The server deletes from a subscriber's map the names it stops
-	// naming, which must not touch what another client holds.
-	if reflect.ValueOf(c1.sub.ReturnedResources()).UnsafePointer() == reflect.ValueOf(c2.sub.ReturnedResources()).UnsafePointer() {
-		t.Fatal("two explicit subscribers share one version map")
+	c1.request(false)
+	c2.request(false)
+
+	// Both held the same generation: a change is one list for both.
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 2, "b": 1})); err != nil {
+		t.Fatal(err)
 	}
-	before := maps.Clone(c2.sub.ReturnedResources())
-	c1.sub.SetResourceSubscription([]string{"a"})
-	if !maps.Equal(before, c2.sub.ReturnedResources()) {
-		t.Fatalf("one client's unsubscription changed another's versions: %v", c2.sub.ReturnedResources())
+	gen := c.current(key, types.Endpoint)
+	r1, r2 = c1.poll(), c2.poll()
+	if len(r1.GetResources()) != 1 || len(r2.GetResources()) != 1 {
+		t.Fatalf("after changing a: %v, %v", names(r1), names(r2))
 	}
-	// A client subscribed to a subset gets its own, small map.
+	if &r1.GetResources()[0] != &r2.GetResources()[0] {
+		t.Error("two clients that held the same generation got lists of their own for the same change")
+	}
+	c1.request(false)
+	c2.request(false)
+
+	// c1 stops naming b: it holds a alone, in a map of its own; c2 still
+	// holds the whole generation.
+	held := c1.sub().held
+	c1.names = []string{"a"}
+	if r := c1.request(false); r != nil {
+		t.Fatalf("dropping b answered %v", names(r))
+	}
+	if h := c1.sub().held; h.whole != nil || len(h.explicit) != 1 || h.explicit["a"] != gen.entries["a"].hash {
+		t.Fatalf("c1 after dropping b holds %+v, want a alone", h)
+	}
+	if h := c2.sub().held; h.whole != gen {
+		t.Fatalf("c1's unsubscription changed what c2 holds: %+v", h)
+	}
+	if held.whole != gen {
+		t.Fatalf("the holding c1 had before was edited: %+v", held)
+	}
+	// Dropping a too leaves c1's earlier (explicit) holding as it was.
+	held = c1.sub().held
+	c1.names = []string{}
+	c1.request(false)
+	if len(c1.sub().held.explicit) != 0 || len(held.explicit) != 1 {
+		t.Fatalf("c1 holds %v after dropping everything; its earlier holding became %v", c1.sub().held.explicit, held.explicit)
+	}
+
+	// A client subscribed to a subset gets its own, small holding.
 	c3 := newCacheClient(t, c, resource.EndpointType, "a")
-	if r := c3.request(false); len(r.GetResources()) != 1 || len(c3.sub.ReturnedResources()) != 1 {
-		t.Errorf("subset client: sent %v, holds %v", names(r), c3.sub.ReturnedResources())
+	r := c3.request(false)
+	if h := c3.sub().held; len(r.GetResources()) != 1 || h.whole != nil || len(h.explicit) != 1 {
+		t.Errorf("subset client: sent %v, holds %+v", names(r), h)
 	}
 }
 
@@ -270,50 +198,28 @@ func TestCacheDelta(t *testing.T) {
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
-	sub := stream.NewDeltaSubscription([]string{"a", "b"}, nil, nil, false)
-	out := make(chan cache.DeltaResponse, 1)
-	next := func() *discoveryv3.DeltaDiscoveryResponse {
-		select {
-		case r := <-out:
-			sub.SetReturnedResources(r.GetNextVersionMap())
-			d, _ := r.GetDeltaDiscoveryResponse()
-			return d
-		default:
-			return nil
-		}
-	}
-	watch := func() {
-		if _, err := c.CreateDeltaWatch(&cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType}, sub, out); err != nil {
-			t.Fatal(err)
-		}
-	}
-	watch()
-	if r := next(); len(r.GetResources()) != 2 {
+	dc := newDeltaClient(t, c, node, "a", "b")
+	if r := dc.request(nil); len(r.GetResources()) != 2 {
 		t.Fatalf("initial: %v", r)
 	}
-	watch()
-	if r := next(); r != nil {
+	if r := dc.request(nil); r != nil {
 		t.Fatalf("ACK answered: %v", r)
 	}
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 2})); err != nil {
 		t.Fatal(err)
 	}
-	r := next()
+	r := dc.poll()
 	if len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "a" || len(r.GetRemovedResources()) != 1 || r.GetRemovedResources()[0] != "b" {
 		t.Fatalf("after change: %v", r)
 	}
 }
-
-// The regression tests below come from an independent review: each failed
-// before the generation mark counted the names the client holds.
 
 // TestCacheResubscribeEDS: a client subscribed to every name drops one and
 // names it again: it gets it again.
 func TestCacheResubscribeEDS(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
-	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
-	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
+	if err := c.SetSnapshot(ctx, webKey(), edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
 	cc := newCacheClient(t, c, resource.EndpointType, "a", "b")
@@ -321,13 +227,13 @@ func TestCacheResubscribeEDS(t *testing.T) {
 		t.Fatal(r)
 	}
 	cc.request(false) // ACK: memoises the generation's diff
-	cc.sub.SetResourceSubscription([]string{"a"})
+	cc.names = []string{"a"}
 	if r := cc.request(false); r != nil {
 		t.Fatalf("dropping b answered %v", names(r))
 	}
-	cc.sub.SetResourceSubscription([]string{"a", "b"})
+	cc.names = []string{"a", "b"}
 	if got := names(cc.request(false)); len(got) != 1 || got[0] != "b" {
-		t.Fatalf("re-subscribing to b sent %v; holds %v", got, cc.sub.ReturnedResources())
+		t.Fatalf("re-subscribing to b sent %v; holds %+v", got, cc.sub().held)
 	}
 }
 
@@ -336,10 +242,9 @@ func TestCacheResubscribeEDS(t *testing.T) {
 func TestCacheResubscribeFullState(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
-	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
 	snap := &cache.Snapshot{}
 	snap.Resources[types.Cluster] = edsSnapshot(t, map[string]uint32{"a": 1, "b": 1}).Resources[types.Endpoint]
-	if err := c.SetSnapshot(ctx, key, snap); err != nil {
+	if err := c.SetSnapshot(ctx, webKey(), snap); err != nil {
 		t.Fatal(err)
 	}
 	cc := newCacheClient(t, c, resource.ClusterType, "a", "b")
@@ -347,11 +252,11 @@ func TestCacheResubscribeFullState(t *testing.T) {
 		t.Fatal(r)
 	}
 	cc.request(false)
-	cc.sub.SetResourceSubscription([]string{"a"})
+	cc.names = []string{"a"}
 	cc.request(false)
-	cc.sub.SetResourceSubscription([]string{"a", "b"})
+	cc.names = []string{"a", "b"}
 	if r := cc.request(false); len(r.GetResources()) != 2 {
-		t.Fatalf("re-subscribing to b (full state) sent %v; holds %v", names(r), cc.sub.ReturnedResources())
+		t.Fatalf("re-subscribing to b (full state) sent %v; holds %+v", names(r), cc.sub().held)
 	}
 }
 
@@ -359,17 +264,14 @@ func TestCacheResubscribeFullState(t *testing.T) {
 // held before is told the current set even when it is empty.
 func TestCacheReconnectToEmptyType(t *testing.T) {
 	c := NewCache(nil)
-	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
 	snap := &cache.Snapshot{}
 	snap.Resources[types.Cluster] = cache.NewResources("v2", nil)
-	if err := c.SetSnapshot(context.Background(), key, snap); err != nil {
+	if err := c.SetSnapshot(context.Background(), webKey(), snap); err != nil {
 		t.Fatal(err)
 	}
 	cc := newCacheClient(t, c, resource.ClusterType)
-	if _, err := c.CreateWatch(&cache.Request{Node: cc.node, TypeUrl: cc.typ, VersionInfo: "v1-before-restart"}, cc.sub, cc.out); err != nil {
-		t.Fatal(err)
-	}
-	if r := cc.poll(); r == nil || len(r.GetResources()) != 0 || r.GetVersionInfo() != "v2" {
+	cc.accepted = "v1-before-restart"
+	if r := cc.request(false); r == nil || len(r.GetResources()) != 0 || r.GetVersionInfo() != "v2" {
 		t.Fatalf("reconnecting client holding v1: %v, want an empty v2", r)
 	}
 	if r := cc.request(false); r != nil {
@@ -390,12 +292,10 @@ func TestCacheDeltaResubscribe(t *testing.T) {
 	if r := dc.request(nil); len(r.GetResources()) != 2 {
 		t.Fatal(r)
 	}
-	// As go-control-plane's delta server does: apply the request's
-	// changes to the subscription, then create the watch with it.
-	dc.sub.UpdateResourceSubscriptions(nil, []string{"b"})
-	dc.request(&cache.DeltaRequest{ResourceNamesUnsubscribe: []string{"b"}})
-	dc.sub.UpdateResourceSubscriptions([]string{"b"}, nil)
-	if r := dc.request(&cache.DeltaRequest{ResourceNamesSubscribe: []string{"b"}}); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "b" {
+	if r := dc.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesUnsubscribe: []string{"b"}}); r != nil {
+		t.Fatalf("unsubscribing from b answered %v", r)
+	}
+	if r := dc.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"b"}}); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "b" {
 		t.Fatalf("re-subscribing to b: %v", r)
 	}
 }
@@ -405,8 +305,9 @@ func TestCacheDeltaResubscribe(t *testing.T) {
 func TestCacheNamesChangeBetweenGenerations(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
-	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	key := webKey()
 	publish := func(ports map[string]uint32) {
+		t.Helper()
 		if err := c.SetSnapshot(ctx, key, edsSnapshot(t, ports)); err != nil {
 			t.Fatal(err)
 		}
@@ -421,77 +322,33 @@ func TestCacheNamesChangeBetweenGenerations(t *testing.T) {
 	if r := cc.poll(); r != nil {
 		cc.request(false)
 	}
-	cc.sub.SetResourceSubscription([]string{"a", "b", "c", "d"})
+	cc.names = []string{"a", "b", "c", "d"}
 	r := cc.request(false)
 	if got := names(r); !slices.Contains(got, "d") {
-		t.Fatalf("subscribing to d sent %v; holds %v", got, cc.sub.ReturnedResources())
+		t.Fatalf("subscribing to d sent %v; holds %+v", got, cc.sub().held)
 	}
 }
 
-// groupRecorder records what a Tracker tells the loop.
-type groupRecorder struct {
-	mu                sync.Mutex
-	ensured, released []string
-	// refuse, when set, is the error EnsureGroup refuses groups with.
-	refuse error
-}
-
-func (r *groupRecorder) EnsureGroup(p translator.Proxy) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.refuse != nil {
-		return r.refuse
-	}
-	r.ensured = append(r.ensured, p.Key())
-	return nil
-}
-
-func (r *groupRecorder) ReleaseGroup(p translator.Proxy) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.released = append(r.released, p.Key())
-}
-
-// TestTrackerReleasesGroupWithLastStream: a group is released when its last
-// identified stream closes, SotW and delta streams counted together.
-func TestTrackerReleasesGroupWithLastStream(t *testing.T) {
-	rec := &groupRecorder{}
-	tr := NewTracker(rec, slog.New(slog.DiscardHandler), nil, nil)
-	node := &corev3.Node{Id: "n", Cluster: "web", UserAgentName: "envoy"}
-	ctx := context.Background()
-	_ = tr.OnStreamOpen(ctx, 1, "")
-	_ = tr.OnDeltaStreamOpen(ctx, 1, "")
-	if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.OnStreamDeltaRequest(1, &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
-		t.Fatal(err)
-	}
-	tr.OnStreamClosed(1, node)
-	if len(rec.released) != 0 {
-		t.Fatalf("released with a stream still open: %v", rec.released)
-	}
-	tr.OnDeltaStreamClosed(1, node)
-	if len(rec.released) != 1 || rec.released[0] != "envoy/sidecar/web" {
-		t.Fatalf("released %v after the last stream closed", rec.released)
-	}
-}
-
-// TestCacheClearSnapshot: a cleared group is gone; one with an open watch
-// (its proxy came back) is kept.
+// TestCacheClearSnapshot: a cleared group is gone; one with an attached
+// stream (its proxy came back) is kept, until the stream ends.
 func TestCacheClearSnapshot(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
-	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
+	key := webKey()
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1})); err != nil {
 		t.Fatal(err)
 	}
 	cc := newCacheClient(t, c, resource.EndpointType, "a")
 	cc.request(false)
-	cc.request(false) // an open watch
+	cc.request(false)
 	c.ClearSnapshot(key)
 	if _, err := c.GetSnapshot(key); err != nil {
-		t.Fatal("a group with an open watch was cleared")
+		t.Fatal("a group with an attached stream was cleared")
+	}
+	cc.detach()
+	c.ClearSnapshot(key)
+	if _, err := c.GetSnapshot(key); err == nil {
+		t.Fatal("a group whose last stream ended was not cleared")
 	}
 	c2 := NewCache(nil)
 	if err := c2.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1})); err != nil {
@@ -505,8 +362,7 @@ func TestCacheClearSnapshot(t *testing.T) {
 
 // TestCacheDeltaWildcardUnsubscribe: a wildcard client that explicitly
 // unsubscribes from a resource it named must get that resource again (the
-// protocol's rule; go-control-plane blanks its version in the held map
-// rather than deleting it, so the generation mark still counts right).
+// protocol's rule: the client may have dropped it).
 func TestCacheDeltaWildcardUnsubscribe(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
@@ -515,14 +371,13 @@ func TestCacheDeltaWildcardUnsubscribe(t *testing.T) {
 		t.Fatal(err)
 	}
 	dc := newDeltaClient(t, c, node, "*", "b")
-	if r := dc.request(&cache.DeltaRequest{ResourceNamesSubscribe: []string{"*", "b"}}); len(r.GetResources()) != 2 {
+	if r := dc.request(nil); len(r.GetResources()) != 2 {
 		t.Fatalf("initial: %v", r)
 	}
 	if r := dc.request(nil); r != nil {
 		t.Fatalf("ACK answered: %v", r)
 	}
-	dc.sub.UpdateResourceSubscriptions(nil, []string{"b"})
-	r := dc.request(&cache.DeltaRequest{ResourceNamesUnsubscribe: []string{"b"}})
+	r := dc.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesUnsubscribe: []string{"b"}})
 	if len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "b" {
 		t.Fatalf("after explicitly unsubscribing b, a wildcard client got %v, want b again", r)
 	}
@@ -589,17 +444,18 @@ func fiftyServices(t *testing.T, c *Cache, key string) (ports map[string]uint32,
 	return ports, all, publish
 }
 
-// TestCacheWholeGenerationMaps: a client that takes everything holds a
-// version map of at most five entries (six over delta, which also names the
-// generation held before, for NACKs) whatever the number of resources
-// (the memory a proxy costs), over SotW and delta, before and after a change. One that
-// falls so far behind that its generation left the lineage gets everything
-// again over SotW, and over delta is asked to reconnect (it could not be
-// told what went away).
-func TestCacheWholeGenerationMaps(t *testing.T) {
+// TestCacheWholeGenerationHolding: a client that takes everything keeps no
+// per-name state: it holds the generation itself, and a client naming
+// exactly the generation's names shares the generation's index instead of
+// a set of its own, over SotW and delta, before and after a change. One
+// that drops names (the generation's first and last, say) holds the rest
+// explicitly: nothing is re-sent, and the dropped names are sent again
+// when named again, after which it holds the whole generation again.
+func TestCacheWholeGenerationHolding(t *testing.T) {
 	c := NewCache(nil)
 	node := &corev3.Node{Id: "n1", Cluster: "web"}
-	ports, all, publish := fiftyServices(t, c, NodeHash{}.ID(node))
+	key := NodeHash{}.ID(node)
+	ports, all, publish := fiftyServices(t, c, key)
 	sotw := newCacheClient(t, c, resource.EndpointType, all...)
 	delta := newDeltaClient(t, c, node, all...)
 	if r := sotw.request(false); len(r.GetResources()) != 50 {
@@ -608,46 +464,313 @@ func TestCacheWholeGenerationMaps(t *testing.T) {
 	if r := delta.request(nil); len(r.GetResources()) != 50 {
 		t.Fatalf("delta initial: %d resources", len(r.GetResources()))
 	}
-	if n, d := len(sotw.sub.ReturnedResources()), len(delta.sub.ReturnedResources()); n > 5 || d > 6 {
-		t.Fatalf("a client holding all 50 resources has a version map of %d entries (SotW), %d (delta)", n, d)
+	wholeAndShared := func(when string, gen *generation) {
+		t.Helper()
+		for name, ts := range map[string]*typeSub{"SotW": sotw.sub(), "delta": delta.sub()} {
+			if ts.held.whole != gen || ts.held.explicit != nil {
+				t.Fatalf("%s, %s client holds %p / %d names, want the whole generation %p", when, name, ts.held.whole, len(ts.held.explicit), gen)
+			}
+			if ts.names.same == nil || ts.names.own != nil {
+				t.Fatalf("%s, %s client naming every resource keeps a name set of its own (%d names)", when, name, len(ts.names.own))
+			}
+		}
 	}
+	wholeAndShared("after the first response", c.current(key, types.Endpoint))
 	if sotw.request(false) != nil || delta.request(nil) != nil {
 		t.Fatal("an ACK was answered")
 	}
 	ports["svc-07"] = 2
 	publish()
+	gen := c.current(key, types.Endpoint)
 	if r := sotw.poll(); fmt.Sprint(names(r)) != "[svc-07]" {
 		t.Fatalf("SotW after one change: %v", names(r))
 	}
-	if r := delta.poll(); len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "svc-07" {
+	if r := delta.poll(); fmt.Sprint(deltaNames(r)) != "[svc-07]" {
 		t.Fatalf("delta after one change: %v", r)
 	}
-	if len(sotw.sub.ReturnedResources()) > 5 || len(delta.sub.ReturnedResources()) > 6 {
-		t.Fatalf("version maps after a change: %v, %v", sotw.sub.ReturnedResources(), delta.sub.ReturnedResources())
-	}
-
-	// The clients ACK only after the lineage moved on past what they hold:
-	// more than lineageMin changes, the oldest more than lineageAge ago.
-	clock := time.Now()
-	c.now = func() time.Time { return clock }
-	for i := range lineageMin + 1 {
-		clock = clock.Add(lineageAge)
-		ports["svc-07"] = uint32(10 + i)
-		publish()
-	}
-	if r := sotw.request(false); len(r.GetResources()) != 50 {
-		t.Fatalf("SotW client whose generation left the lineage got %d resources, want all 50", len(r.GetResources()))
-	}
-	if sotw.request(false) != nil {
+	wholeAndShared("after a change", gen)
+	if sotw.request(false) != nil || delta.request(nil) != nil {
 		t.Fatal("an ACK was answered")
 	}
-	if _, err := c.CreateDeltaWatch(&cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType}, delta.sub, delta.out); !errors.Is(err, errLostTrack) {
-		t.Fatalf("delta client whose generation left the lineage: %v, want errLostTrack", err)
+
+	// SotW: the client stops naming the first and last names.
+	sotw.names = all[1:49]
+	if r := sotw.request(false); r != nil {
+		t.Fatalf("dropping svc-00 and svc-49 re-sent %v, which the client holds unchanged", names(r))
+	}
+	if h := sotw.sub().held; h.whole != nil || len(h.explicit) != 48 || h.explicit["svc-07"] != gen.entries["svc-07"].hash {
+		t.Fatalf("after dropping two names the client holds %p / %d names, want 48 names", h.whole, len(h.explicit))
+	}
+	sotw.names = all
+	if r := sotw.request(false); fmt.Sprint(names(r)) != "[svc-00 svc-49]" {
+		t.Fatalf("naming svc-00 and svc-49 again sent %v", names(r))
+	}
+	// Delta: the client unsubscribes from one and subscribes again.
+	if r := delta.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesUnsubscribe: []string{"svc-00"}}); r != nil {
+		t.Fatalf("unsubscribing from svc-00 answered %v", r)
+	}
+	if h := delta.sub().held; h.whole != nil || len(h.explicit) != 49 {
+		t.Fatalf("after unsubscribing from one name the client holds %p / %d names, want 49 names", h.whole, len(h.explicit))
+	}
+	if r := delta.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"svc-00"}}); fmt.Sprint(deltaNames(r)) != "[svc-00]" {
+		t.Fatalf("subscribing to svc-00 again sent %v", r)
+	}
+	wholeAndShared("after naming the dropped names again", gen)
+}
+
+// TestCacheSlowClientStaysIncremental: clients that ACK only after many
+// further changes still get only what changed since what they hold, round
+// after round (they hold the generation itself, however old), over SotW
+// and delta; a delta client is told of what went away meanwhile.
+func TestCacheSlowClientStaysIncremental(t *testing.T) {
+	const changes = 40
+	c := NewCache(nil)
+	node := &corev3.Node{Id: "n1", Cluster: "web"}
+	ports, all, publish := fiftyServices(t, c, NodeHash{}.ID(node))
+	sotw := newCacheClient(t, c, resource.EndpointType, all...)
+	delta := newDeltaClient(t, c, node, all...)
+	sotw.request(false)
+	delta.request(nil)
+	for round := range 3 {
+		if sotw.request(false) != nil || delta.request(nil) != nil {
+			t.Fatalf("round %d: an ACK was answered", round)
+		}
+		for i := range changes {
+			ports[fmt.Sprintf("svc-%02d", i)] = uint32(100*round + i + 2)
+			publish()
+			if i == 0 {
+				// The first change's response; the ACK comes after the rest.
+				sotw.poll()
+				delta.poll()
+			}
+		}
+		if r := sotw.request(false); len(r.GetResources()) != changes-1 {
+			t.Fatalf("round %d: SotW: %d of 50 resources sent, want the %d changed since the last response", round, len(r.GetResources()), changes-1)
+		}
+		if r := delta.request(nil); len(r.GetResources()) != changes-1 || len(r.GetRemovedResources()) != 0 {
+			t.Fatalf("round %d: delta: %d of 50 resources sent, removals %v, want the %d changed since the last response", round, len(r.GetResources()), r.GetRemovedResources(), changes-1)
+		}
+	}
+	delta.request(nil)
+	// Two resources go away and one changes, among many snapshots.
+	delete(ports, "svc-48")
+	publish()
+	delta.poll()
+	delete(ports, "svc-49")
+	publish()
+	for i := range changes {
+		ports["svc-00"] = uint32(1000 + i)
+		publish()
+	}
+	if r := delta.request(nil); fmt.Sprint(deltaNames(r), r.GetRemovedResources()) != "[svc-00] [svc-49]" {
+		t.Fatalf("delta client after %d snapshots: sent %v, removed %v; want svc-00 sent and svc-49 removed", changes+1, deltaNames(r), r.GetRemovedResources())
 	}
 }
 
-// The regression tests below come from a second independent review of the
-// whole-generation maps; each failed before the fix it names.
+// TestCacheNackRestoresBefore: after a NACK the client is back to what it
+// held before the rejected response; the rejected generation is not sent
+// again; the next generation brings what changed since what the client
+// accepted, which includes what the rejected response carried and did not
+// change again. Over SotW and delta, for clients holding a whole
+// generation or some names of it; and after two NACKs in a row the client
+// is back to what it held before the first.
+func TestCacheNackRestoresBefore(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		delta bool
+		names []string
+	}{
+		{"sotw", false, []string{"a", "b", "c"}},
+		{"sotw subset", false, []string{"a", "b"}},
+		{"delta", true, []string{"a", "b", "c"}},
+		{"delta subset", true, []string{"a", "b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewCache(nil)
+			node := &corev3.Node{Id: "n1", Cluster: "web"}
+			key := NodeHash{}.ID(node)
+			publish := func(a, b, cc uint32) *generation {
+				t.Helper()
+				if err := c.SetSnapshot(context.Background(), key, edsSnapshot(t, map[string]uint32{"a": a, "b": b, "c": cc})); err != nil {
+					t.Fatal(err)
+				}
+				return c.current(key, types.Endpoint)
+			}
+			cl := newBothClient(t, c, node, tc.delta, resource.EndpointType, tc.names...)
+			sameHolding := func(what string, got, want holding) {
+				t.Helper()
+				if got.whole != want.whole || fmt.Sprint(got.explicit) != fmt.Sprint(want.explicit) {
+					t.Fatalf("%s: the client holds %p %v, want %p %v", what, got.whole, got.explicit, want.whole, want.explicit)
+				}
+			}
+
+			g1 := publish(1, 1, 1)
+			cl.ack()
+			if got := cl.ack(); got != "-" {
+				t.Fatalf("ACK answered: %s", got)
+			}
+			accepted := cl.sub().held
+			if len(tc.names) == 3 && accepted.whole != g1 {
+				t.Fatalf("a client naming every resource holds %p, want the generation %p", accepted.whole, g1)
+			}
+
+			// a and b change; the client rejects them.
+			g2 := publish(2, 2, 1)
+			if got := cl.poll(); got != "[a b]" {
+				t.Fatalf("the change of a and b: sent %s", got)
+			}
+			if got := cl.nack(); got != "-" {
+				t.Fatalf("NACK answered: %s", got)
+			}
+			sameHolding("after the NACK", cl.sub().held, accepted)
+			if cl.sub().rejected != g2 {
+				t.Fatal("the rejected generation is not remembered")
+			}
+			if got := cl.poll(); got != "-" {
+				t.Fatalf("the rejected generation was sent again: %s", got)
+			}
+
+			// b changes again: a (rejected, unchanged since) comes too.
+			publish(2, 3, 1)
+			if got := cl.poll(); got != "[a b]" {
+				t.Fatalf("the next change: sent %s, want a and b", got)
+			}
+			// Rejected again: back to what it held before the first NACK.
+			if got := cl.nack(); got != "-" {
+				t.Fatalf("second NACK answered: %s", got)
+			}
+			sameHolding("after two NACKs in a row", cl.sub().held, accepted)
+			if got := cl.poll(); got != "-" {
+				t.Fatalf("the rejected generation was sent again: %s", got)
+			}
+
+			// Only c changes: the client gets a and b again, and c if it
+			// subscribes to it.
+			g4 := publish(2, 3, 2)
+			want := "[a b c]"
+			if len(tc.names) == 2 {
+				want = "[a b]"
+			}
+			if got := cl.poll(); got != want {
+				t.Fatalf("the change after two NACKs: sent %s, want %s", got, want)
+			}
+			if got := cl.ack(); got != "-" {
+				t.Fatalf("ACK answered: %s", got)
+			}
+			if got := cl.sub().held; got.hash("a") != g4.entries["a"].hash || got.hash("b") != g4.entries["b"].hash {
+				t.Fatalf("after the ACK the client holds %p %v, want g4's a and b", got.whole, got.explicit)
+			}
+		})
+	}
+}
+
+// TestCacheRetiredGenerationsShareNothing: shared encodings are kept only
+// for the lists of generations that are some group's current one. A client
+// that held an old generation, answered after the group moved on twice,
+// registers the list it gets under the current generation, which forgets
+// it when it is replaced in turn; a response worked out from a generation
+// that was replaced meanwhile (a stream that took the group's generation
+// just before a publish) registers nothing.
+func TestCacheRetiredGenerationsShareNothing(t *testing.T) {
+	c := NewCache(nil)
+	node := &corev3.Node{Id: "n1", Cluster: "web"}
+	key := NodeHash{}.ID(node)
+	ports, all, publish := fiftyServices(t, c, key)
+	count := func() (n int) {
+		c.shared.sotw.Range(func(any, any) bool { n++; return true })
+		c.shared.delta.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	// sharedOf counts the shared lists of gen's (its memos).
+	sharedOf := func(gen *generation) (n int) {
+		gen.mu.Lock()
+		defer gen.mu.Unlock()
+		for _, rs := range append(slices.Collect(maps.Values(gen.diffAny)), gen.all) {
+			if len(rs) > 0 {
+				if _, ok := c.shared.sotw.Load(sotwKey{&rs[0], len(rs)}); ok {
+					n++
+				}
+			}
+		}
+		for _, rs := range append(slices.Collect(maps.Values(gen.diffDelta)), gen.allDelta) {
+			if len(rs) > 0 {
+				if _, ok := c.shared.delta.Load(deltaKey{&rs[0], len(rs)}); ok {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	sotw := newCacheClient(t, c, resource.EndpointType, all...)
+	delta := newDeltaClient(t, c, node, all...)
+	lateSotw := newCacheClient(t, c, resource.EndpointType, all...)
+	lateDelta := newDeltaClient(t, c, node, all...)
+	for _, cc := range []*cacheClient{sotw, lateSotw} {
+		cc.request(false)
+		cc.request(false)
+	}
+	for _, dc := range []*deltaClient{delta, lateDelta} {
+		dc.request(nil)
+		dc.request(nil)
+	}
+	g1 := c.current(key, types.Endpoint)
+	if n := count(); n != 2 || sharedOf(g1) != 2 {
+		t.Fatalf("after the first responses: %d shared lists (%d of the current generation), want its SotW and delta lists", n, sharedOf(g1))
+	}
+
+	// The group moves on twice; the clients answer late.
+	ports["svc-01"] = 2
+	publish()
+	g2 := c.current(key, types.Endpoint)
+	ports["svc-02"] = 2
+	publish()
+	g3 := c.current(key, types.Endpoint)
+	if n := count(); n != 0 {
+		t.Fatalf("after two publishes nobody was answered from: %d shared lists, want none", n)
+	}
+	if r := sotw.poll(); len(r.GetResources()) != 2 {
+		t.Fatalf("SotW client two generations behind: %v", names(r))
+	}
+	if r := delta.poll(); len(r.GetResources()) != 2 {
+		t.Fatalf("delta client two generations behind: %v", r)
+	}
+	if n := count(); n != 2 || sharedOf(g3) != 2 {
+		t.Fatalf("after answering from the current generation: %d shared lists (%d of it), want its SotW and delta lists", n, sharedOf(g3))
+	}
+
+	// Late clients answered from g2, retired meanwhile: their response is
+	// right, and registers nothing.
+	ts, td := lateSotw.sub(), lateDelta.sub()
+	r, _, ok := c.respondSotw(ts, g2)
+	if !ok || fmt.Sprint(names(r)) != "[svc-01]" {
+		t.Fatalf("SotW from a retired generation: %v", names(r))
+	}
+	rd, _, ok := c.respondDelta(td, g2)
+	if !ok || fmt.Sprint(deltaNames(rd)) != "[svc-01]" {
+		t.Fatalf("delta from a retired generation: %v", rd)
+	}
+	// New clients answered from a retired generation (whole lists).
+	fresh := newCacheClient(t, c, resource.EndpointType, all...)
+	freshDelta := newDeltaClient(t, c, node, all...)
+	fresh.sess.sotwRequest(&discoveryv3.DiscoveryRequest{TypeUrl: fresh.typ, ResourceNames: all})
+	freshDelta.sess.deltaRequest(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: freshDelta.typ, ResourceNamesSubscribe: all})
+	if r, _, _ := c.respondSotw(fresh.sub(), g2); len(r.GetResources()) != 50 {
+		t.Fatalf("new SotW client from a retired generation: %d resources", len(r.GetResources()))
+	}
+	if r, _, _ := c.respondDelta(freshDelta.sub(), g2); len(r.GetResources()) != 50 {
+		t.Fatalf("new delta client from a retired generation: %d resources", len(r.GetResources()))
+	}
+	if n := count(); n != 2 || sharedOf(g2) != 0 {
+		t.Fatalf("after answering from a retired generation: %d shared lists (%d of it), want the current generation's 2", n, sharedOf(g2))
+	}
+
+	// The group moves on again: g3's lists are forgotten.
+	ports["svc-03"] = 2
+	publish()
+	if n := count(); n != 0 {
+		t.Fatalf("after g3 was replaced: %d shared lists, want none", n)
+	}
+}
 
 // twoTypeSnapshot is a snapshot of one EDS cluster per name and its load
 // assignment on port, with per-type versions as snapshot.Build makes them.
@@ -664,22 +787,19 @@ func twoTypeSnapshot(t *testing.T, clusters []string, port uint32) *cache.Snapsh
 	return snap
 }
 
-// wildcardDelta is a delta wildcard client (Envoy's CDS), driven as
-// go-control-plane's delta server drives the cache: the request's changes
-// are applied to the subscription before the watch is made.
+// wildcardDelta is a delta wildcard client (Envoy's CDS): its first
+// request names nothing.
 func wildcardDelta(t *testing.T, c *Cache, node *corev3.Node, typ string) *deltaClient {
 	dc := newDeltaClient(t, c, node)
-	dc.sub = stream.NewDeltaSubscription(nil, nil, nil, true)
 	dc.typ = typ
 	return dc
 }
 
 // TestCacheUnchangedTypeKeepsItsGeneration: snapshots that change only
-// endpoints leave the clusters' generation as it is. Before, every
-// snapshot made a new generation of every type, so after eight of them a
-// client holding the clusters was taken to hold nothing: SotW clients got
-// every cluster again (and a NACKed set was re-sent), and a delta client
-// was not told of a cluster that went away.
+// endpoints leave the clusters' generation as it is: SotW clients are not
+// sent the clusters again (nor a NACKed set), delta clients are not
+// answered, a slow client's ACK is not answered, and a cluster that goes
+// away afterwards is reported removed.
 func TestCacheUnchangedTypeKeepsItsGeneration(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
@@ -692,6 +812,7 @@ func TestCacheUnchangedTypeKeepsItsGeneration(t *testing.T) {
 		}
 	}
 	publish([]string{"a", "b"}, 1)
+	cds := c.current(key, types.Cluster)
 	sotw := newCacheClient(t, c, resource.ClusterType) // wildcard
 	nacker := newCacheClient(t, c, resource.ClusterType)
 	delta := wildcardDelta(t, c, node, resource.ClusterType)
@@ -710,11 +831,11 @@ func TestCacheUnchangedTypeKeepsItsGeneration(t *testing.T) {
 	if r := slow.request(nil); len(r.GetResources()) != 2 {
 		t.Fatalf("slow client initial: %v", r)
 	}
-	clock := time.Now()
-	c.now = func() time.Time { return clock }
-	for i := range 2 * lineageMin {
-		clock = clock.Add(lineageAge)
+	for i := range 20 {
 		publish([]string{"a", "b"}, uint32(i+2))
+		if c.current(key, types.Cluster) != cds {
+			t.Fatalf("endpoint-only snapshot %d made a new generation of clusters", i+1)
+		}
 		if r := sotw.poll(); r != nil {
 			t.Fatalf("endpoint-only snapshot %d sent the unchanged clusters again", i+1)
 		}
@@ -728,18 +849,31 @@ func TestCacheUnchangedTypeKeepsItsGeneration(t *testing.T) {
 	if r := slow.request(nil); r != nil {
 		t.Fatalf("the slow client's ACK was answered: %v", r)
 	}
+	// The same clusters under another version (a snapshot built by hand
+	// says nothing of its content): the generation is kept too.
+	relabelled := twoTypeSnapshot(t, []string{"a", "b"}, 50)
+	relabelled.Resources[types.Cluster].Version = "relabelled"
+	if err := c.SetSnapshot(ctx, key, relabelled); err != nil {
+		t.Fatal(err)
+	}
+	if c.current(key, types.Cluster) != cds {
+		t.Fatal("the same clusters under another version made a new generation")
+	}
+	if sotw.poll() != nil || nacker.poll() != nil || delta.poll() != nil {
+		t.Fatal("the same clusters under another version were sent")
+	}
 	publish([]string{"a"}, 100)
-	if r := delta.poll(); fmt.Sprint(r.GetRemovedResources()) != "[b]" {
+	if r := delta.poll(); len(r.GetResources()) != 0 || fmt.Sprint(r.GetRemovedResources()) != "[b]" {
 		t.Fatalf("cluster b went away: delta client got %d resources, removals %v", len(r.GetResources()), r.GetRemovedResources())
 	}
 }
 
-// TestCacheMarkSurvivesDroppedNames: clients that drop the generation's
-// first name, or unsubscribe from it, are still known to hold the rest.
-// Before, the mark sat on that name only: dropping it cost a resend of
-// every other resource, and a delta wildcard client that unsubscribed from
-// it was not told of a resource that went away meanwhile.
-func TestCacheMarkSurvivesDroppedNames(t *testing.T) {
+// TestCacheDroppedNames: clients that drop a name, or unsubscribe from it,
+// while resources go away. A SotW EDS client is not told of a removal (it
+// drops names itself) nor sent what it still holds; delta clients are told;
+// a delta wildcard client that unsubscribes from a name it named is told
+// whether it still exists, along with what went away meanwhile.
+func TestCacheDroppedNames(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	node := &corev3.Node{Id: "n1", Cluster: "web"}
@@ -757,8 +891,7 @@ func TestCacheMarkSurvivesDroppedNames(t *testing.T) {
 	wild := wildcardDelta(t, c, node, resource.ClusterType)
 	sotw.request(false)
 	delta.request(nil)
-	wild.sub.UpdateResourceSubscriptions([]string{"*", "a"}, nil)
-	wild.request(&cache.DeltaRequest{ResourceNamesSubscribe: []string{"*", "a"}})
+	wild.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"*", "a"}})
 	if sotw.request(false) != nil || delta.request(nil) != nil || wild.request(nil) != nil {
 		t.Fatal("an ACK was answered")
 	}
@@ -772,136 +905,95 @@ func TestCacheMarkSurvivesDroppedNames(t *testing.T) {
 	if r := delta.poll(); fmt.Sprint(r.GetRemovedResources()) != "[a]" {
 		t.Fatalf("delta EDS got removals %v", r.GetRemovedResources())
 	}
-	sotw.sub.SetResourceSubscription(all[1:])
+	sotw.names = all[1:]
 	if r := sotw.request(false); r != nil {
 		t.Fatalf("SotW client that stopped naming a was sent %v again", names(r))
 	}
 
 	// The wildcard client unsubscribes from a; meanwhile b went away. Both
-	// are reported removed (a wildcard client that unsubscribes from a name
-	// is told whether it still exists).
+	// are reported removed.
 	if r := wild.poll(); fmt.Sprint(r.GetRemovedResources()) != "[a]" {
 		t.Fatalf("wildcard client got removals %v", r.GetRemovedResources())
 	}
 	publish([]string{"c", "d"})
-	wild.sub.UpdateResourceSubscriptions(nil, []string{"a"})
-	if r := wild.request(&cache.DeltaRequest{ResourceNamesUnsubscribe: []string{"a"}}); fmt.Sprint(r.GetRemovedResources()) != "[a b]" {
+	if r := wild.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesUnsubscribe: []string{"a"}}); fmt.Sprint(r.GetRemovedResources()) != "[a b]" {
 		t.Fatalf("wildcard client that unsubscribed from a: removals %v, want [a b]", r.GetRemovedResources())
 	}
-	delta.sub.UpdateResourceSubscriptions(nil, []string{"b"})
-	if r := delta.request(&cache.DeltaRequest{ResourceNamesUnsubscribe: []string{"b"}}); r != nil && len(r.GetResources()) > 0 {
+	if r := delta.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesUnsubscribe: []string{"b"}}); r != nil && len(r.GetResources()) > 0 {
 		t.Fatalf("delta client that unsubscribed from b was sent %d resources", len(r.GetResources()))
 	}
 }
-
-// The tests below come from a third review, of the fixes above.
 
 // TestCacheUnchangedTypeRemembersNewValues: a type whose content did not
 // change keeps its generation, and remembers the new values it was handed
 // (after a policy reload every resource is a new value with old content),
 // so that later snapshots do not marshal them all again.
+//
+// With a version (as snapshot.Build makes them) the type is not even looked
+// at; without one, each resource is, and must not be marshalled again.
 func TestCacheUnchangedTypeRemembersNewValues(t *testing.T) {
-	ctx := context.Background()
-	c := NewCache(nil)
-	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
-	clusters := func() []types.Resource {
-		var out []types.Resource
-		for i := range 1000 {
-			out = append(out, &clusterv3.Cluster{Name: fmt.Sprintf("svc-%04d", i), ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}})
-		}
-		return out
-	}
-	snap := func(cds []types.Resource, port uint32) *cache.Snapshot {
-		s := edsSnapshot(t, map[string]uint32{"a": port})
-		s.Resources[types.Cluster] = cache.NewResources("cds", cds)
-		return s
-	}
-	v1, v2 := clusters(), clusters() // equal content, new values
-	for i, cds := range [][]types.Resource{v1, v2} {
-		if err := c.SetSnapshot(ctx, key, snap(cds, uint32(i+1))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	port := uint32(10)
-	allocs := testing.AllocsPerRun(5, func() {
-		port++
-		if err := c.SetSnapshot(ctx, key, snap(v2, port)); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs > 500 {
-		t.Fatalf("an endpoint-only snapshot with the same 1,000 cluster values: %.0f allocations (the clusters were marshalled again)", allocs)
-	}
-}
-
-// TestCacheSotwDropsFirstAndLastNames: a SotW client that stops naming the
-// generation's first and last names is still known to hold the rest.
-func TestCacheSotwDropsFirstAndLastNames(t *testing.T) {
-	ctx := context.Background()
-	c := NewCache(nil)
-	key := NodeHash{}.ID(&corev3.Node{Cluster: "web"})
-	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1})); err != nil {
-		t.Fatal(err)
-	}
-	cc := newCacheClient(t, c, resource.EndpointType, "a", "b", "c", "d", "e", "f")
-	cc.request(false)
-	if r := cc.request(false); r != nil {
-		t.Fatal("ACK answered")
-	}
-	cc.sub.SetResourceSubscription([]string{"b", "c", "d", "e"})
-	if r := cc.request(false); r != nil {
-		t.Fatalf("dropping a and f re-sent %v, which the client holds unchanged", names(r))
+	for _, version := range []string{"cds", ""} {
+		t.Run(fmt.Sprintf("version %q", version), func(t *testing.T) {
+			ctx := context.Background()
+			c := NewCache(nil)
+			key := webKey()
+			clusters := func() []types.Resource {
+				var out []types.Resource
+				for i := range 1000 {
+					out = append(out, &clusterv3.Cluster{Name: fmt.Sprintf("svc-%04d", i), ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}})
+				}
+				return out
+			}
+			snap := func(cds []types.Resource, port uint32) *cache.Snapshot {
+				s := edsSnapshot(t, map[string]uint32{"a": port})
+				s.Resources[types.Cluster] = cache.NewResources(version, cds)
+				return s
+			}
+			v1, v2 := clusters(), clusters() // equal content, new values
+			for i, cds := range [][]types.Resource{v1, v2} {
+				if err := c.SetSnapshot(ctx, key, snap(cds, uint32(i+1))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			gen := c.current(key, types.Cluster)
+			port := uint32(10)
+			allocs := testing.AllocsPerRun(5, func() {
+				port++
+				if err := c.SetSnapshot(ctx, key, snap(v2, port)); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if c.current(key, types.Cluster) != gen {
+				t.Fatal("the unchanged clusters got a new generation")
+			}
+			if allocs > 500 {
+				t.Fatalf("an endpoint-only snapshot with the same 1,000 cluster values: %.0f allocations (the clusters were marshalled again)", allocs)
+			}
+		})
 	}
 }
 
 // TestCacheDeltaForeignInitialVersions: versions a client brings to a new
-// delta stream are its own, even when they look like a generation mark;
-// they are compared, not resolved (which would end every stream).
+// delta stream are its own (they may look like anything); they are
+// compared with the resources' versions, nothing more: a resource whose
+// version differs is sent, one whose version is the current one is not.
 func TestCacheDeltaForeignInitialVersions(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	node := &corev3.Node{Cluster: "web"}
-	if err := c.SetSnapshot(ctx, NodeHash{}.ID(node), edsSnapshot(t, map[string]uint32{"a": 1})); err != nil {
+	key := NodeHash{}.ID(node)
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
-	versions := map[string]string{"a": "v@7", markKey: "@1"}
-	sub := stream.NewDeltaSubscription([]string{"a"}, nil, maps.Clone(versions), false)
-	out := make(chan cache.DeltaResponse, 1)
-	req := &cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType, ResourceNamesSubscribe: []string{"a"}, InitialResourceVersions: versions}
-	if _, err := c.CreateDeltaWatch(req, sub, out); err != nil {
-		t.Fatalf("a new stream with foreign versions ended: %v", err)
+	dc := newDeltaClient(t, c, node, "a", "b")
+	r := dc.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"a", "b"}, InitialResourceVersions: map[string]string{
+		"a": "v@7", "b": c.current(key, types.Endpoint).entries["b"].hash,
+	}})
+	if fmt.Sprint(deltaNames(r)) != "[a]" {
+		t.Fatalf("got %v, want a alone (the client's version of it is not ours; it holds b as it is)", r)
 	}
-	select {
-	case r := <-out:
-		d, _ := r.GetDeltaDiscoveryResponse()
-		if len(d.GetResources()) != 1 || d.GetResources()[0].GetName() != "a" {
-			t.Fatalf("got %v, want a (the client's version of it is not ours)", d)
-		}
-	default:
-		t.Fatal("a client holding an unknown version of a was not sent a")
-	}
-}
-
-// TestCacheSlowClientStaysIncremental: a SotW client that ACKs only after
-// more than lineageMin further changes (within lineageAge) still gets only
-// what changed, round after round.
-func TestCacheSlowClientStaysIncremental(t *testing.T) {
-	c := NewCache(nil)
-	ports, all, publish := fiftyServices(t, c, NodeHash{}.ID(&corev3.Node{Cluster: "web"}))
-	cc := newCacheClient(t, c, resource.EndpointType, all...)
-	cc.request(false)
-	for round := range 3 {
-		cc.request(false)
-		for i := range 2 * lineageMin {
-			ports[fmt.Sprintf("svc-%02d", i)] = uint32(100*round + i + 2)
-			publish()
-			if i == 0 {
-				cc.poll() // the first change's response; the ACK comes after the rest
-			}
-		}
-		if r := cc.request(false); len(r.GetResources()) != 2*lineageMin-1 {
-			t.Fatalf("round %d: %d of 50 resources sent, want the %d changed since the last response", round, len(r.GetResources()), 2*lineageMin-1)
-		}
+	if r := dc.request(nil); r != nil {
+		t.Fatalf("ACK answered: %v", r)
 	}
 }
 
@@ -963,134 +1055,165 @@ func TestCacheGroupsShareGenerations(t *testing.T) {
 	}
 	c.ClearSnapshot(kIdle)
 	if _, ok := c.groups[kIdle]; ok {
-		t.Fatal("ClearSnapshot kept a group without watches")
+		t.Fatal("ClearSnapshot kept a group without streams")
 	}
 	if sg := c.sharedGens[sharedKey{eds, gen.version, 2}]; sg != nil {
 		t.Fatalf("generation no group uses is still shared: %+v", sg)
 	}
+	if !gen.retired {
+		t.Fatal("generation no group uses is not retired")
+	}
 }
 
-// TestCacheRefusesUnbufferedChannels: the cache answers under its lock, so
-// a response channel without room would block every stream; such a watch
-// is refused instead of being accepted and deadlocking later.
-func TestCacheRefusesUnbufferedChannels(t *testing.T) {
+// TestCachePublishNeverWaits: publishing wakes a group's streams through a
+// buffer of one and never waits for them: a stream that does not take its
+// wake-ups holds up nothing, and its wake-ups coalesce into one. (It
+// replaces the old test that the cache refused watches on unbuffered
+// channels: there are no channels of the caller's left.)
+func TestCachePublishNeverWaits(t *testing.T) {
 	c := NewCache(nil)
-	node := &corev3.Node{Cluster: "web"}
-	if _, err := c.CreateWatch(&cache.Request{Node: node, TypeUrl: resource.EndpointType}, stream.NewSotwSubscription(nil, false), make(chan cache.Response)); !errors.Is(err, errUnbufferedResponses) {
-		t.Errorf("SotW watch on an unbuffered channel: %v, want errUnbufferedResponses", err)
-	}
-	if _, err := c.CreateDeltaWatch(&cache.DeltaRequest{Node: node, TypeUrl: resource.EndpointType}, stream.NewDeltaSubscription(nil, nil, nil, false), make(chan cache.DeltaResponse)); !errors.Is(err, errUnbufferedResponses) {
-		t.Errorf("delta watch on an unbuffered channel: %v, want errUnbufferedResponses", err)
-	}
-}
-
-// TestTrackerBoundsNacks: a client that NACKs with a huge error, over and
-// over (the same response, responses already answered, new versions) costs
-// a bounded excerpt in the admin view and a bounded number of log lines:
-// one per rejected version, within a per-stream budget.
-func TestTrackerBoundsNacks(t *testing.T) {
-	var logs bytes.Buffer
-	tr := NewTracker(&groupRecorder{}, slog.New(slog.NewTextHandler(&logs, nil)), nil, nil)
-	node := &corev3.Node{Id: "n", Cluster: "web", UserAgentName: "envoy"}
-	ctx := context.Background()
-	_ = tr.OnStreamOpen(ctx, 1, "")
-	if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
-		t.Fatal(err)
-	}
-	huge := strings.Repeat("é", 1<<19) // 1 MiB
-	nack := func(nonce string) {
-		t.Helper()
-		if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResponseNonce: nonce,
-			ErrorDetail: &status.Status{Code: 3, Message: huge}}); err != nil {
+	key := webKey()
+	asleep := newWaker()
+	c.attach(key, asleep)
+	for i := range 100 {
+		if err := c.SetSnapshot(context.Background(), key, edsSnapshot(t, map[string]uint32{"a": uint32(i + 1)})); err != nil {
 			t.Fatal(err)
 		}
 	}
-	respond := func(version, nonce string) {
-		tr.OnStreamResponse(ctx, 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: version, Nonce: nonce})
+	if n := len(asleep.ch); n != 1 {
+		t.Fatalf("a stream that took none of 100 wake-ups has %d pending, want 1", n)
 	}
-	respond("v1", "n1")
-	for range 200 {
-		nack("n1") // the first answers n1; the rest name a nonce already answered
+	drain(asleep)
+	c.detach(key, asleep)
+	if err := c.SetSnapshot(context.Background(), key, edsSnapshot(t, map[string]uint32{"a": 1000})); err != nil {
+		t.Fatal(err)
 	}
-	// The same version again under a new nonce: still one log line.
-	respond("v1", "n2")
-	nack("n2")
-	if got := strings.Count(logs.String(), "rejected config"); got != 1 {
-		t.Fatalf("%d NACK log lines for one rejected version, want 1", got)
-	}
-	// Many new versions: at most the per-minute budget is logged.
-	for i := range 20 {
-		v, n := fmt.Sprintf("v%d", i+2), fmt.Sprintf("m%d", i)
-		respond(v, n)
-		nack(n)
-	}
-	if got := strings.Count(logs.String(), "rejected config"); got != nackLogsPerMinute {
-		t.Fatalf("%d NACK log lines for 21 rejected versions within a minute, want the budget of %d", got, nackLogsPerMinute)
-	}
-	if logs.Len() > 64<<10 {
-		t.Fatalf("NACKs wrote %d bytes of logs, want at most 64 KiB", logs.Len())
-	}
-	ps := tr.Proxies()
-	if len(ps) != 1 {
-		t.Fatalf("%d proxies", len(ps))
-	}
-	last := ps[0].Types[resource.ClusterType].LastNack
-	if last == nil || last.Version != "v21" || len(last.Error) > maxNackDetail+64 || !strings.Contains(last.Error, "bytes cut") || !utf8.ValidString(last.Error) {
-		t.Fatalf("last NACK kept as %q… (%d bytes), want version v21 and a valid, bounded excerpt", func() string {
-			if last == nil {
-				return ""
-			}
-			return last.Error[:min(40, len(last.Error))]
-		}(), func() int {
-			if last == nil {
-				return 0
-			}
-			return len(last.Error)
-		}())
+	if drain(asleep) {
+		t.Fatal("a detached stream was woken")
 	}
 }
 
-// TestTrackerRefusesWhenGroupsAreRefused: a client whose group the
-// registrar refuses gets ResourceExhausted and is not counted as a proxy
-// of the group.
-func TestTrackerRefusesWhenGroupsAreRefused(t *testing.T) {
-	rec := &groupRecorder{refuse: errors.New("too many proxy groups")}
-	tr := NewTracker(rec, slog.New(slog.DiscardHandler), nil, nil)
-	node := &corev3.Node{Id: "n", Cluster: "made-up-1", UserAgentName: "envoy"}
-	_ = tr.OnStreamOpen(context.Background(), 1, "")
-	err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType})
-	if gs, _ := grpcstatus.FromError(err); gs.Code() != codes.ResourceExhausted || !strings.Contains(gs.Message(), "too many proxy groups") {
-		t.Fatalf("refused group: %v, want ResourceExhausted with the reason", err)
-	}
-	tr.OnStreamClosed(1, node)
-	if len(rec.released) != 0 || len(tr.inGroup) != 0 {
-		t.Fatalf("a refused client was counted: released %v, in groups %v", rec.released, tr.inGroup)
+// TestCacheSubscribeAfterNack: the generation a client rejected is not
+// sent again, but a name the client subscribes to after the NACK, which
+// the rejected response did not carry, is sent from it, at once (else a
+// cluster Envoy adds waits for its endpoints until the group publishes
+// something new). Over SotW EDS and delta, only that name: what was
+// rejected is not; a full-state type (a gRPC client's named listeners, say)
+// gets every name it subscribes to, as full state requires. A NACK of that
+// response too is not answered (no NACK loop); the next generation brings
+// everything the client lacks.
+func TestCacheSubscribeAfterNack(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		delta bool
+		typ   string
+		// want is what the response to the new subscription carries.
+		want string
+	}{
+		{"sotw eds", false, resource.EndpointType, "[d]"},
+		{"sotw full state", false, resource.ClusterType, "[a b d]"},
+		{"delta", true, resource.EndpointType, "[d]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewCache(nil)
+			node := &corev3.Node{Id: "n1", Cluster: "web"}
+			key := NodeHash{}.ID(node)
+			idx, _ := typeIndex(tc.typ)
+			publish := func(a uint32) *generation {
+				t.Helper()
+				snap := edsSnapshot(t, map[string]uint32{"a": a, "b": 1, "d": 1})
+				snap.Resources[idx] = snap.Resources[types.Endpoint]
+				if err := c.SetSnapshot(context.Background(), key, snap); err != nil {
+					t.Fatal(err)
+				}
+				return c.current(key, idx)
+			}
+			cl := newBothClient(t, c, node, tc.delta, tc.typ, "a", "b")
+			g1 := publish(1)
+			cl.ack()
+			cl.ack()
+			publish(2)
+			if got := cl.poll(); got == "-" {
+				t.Fatal("the change of a was not sent")
+			}
+			if got := cl.nack(); got != "-" {
+				t.Fatalf("NACK answered: %s", got)
+			}
+			if got := cl.subscribe("d"); got != tc.want {
+				t.Fatalf("subscribing to d after the NACK: sent %s, want %s", got, tc.want)
+			}
+			// Rejected again: not answered, not even on the next request.
+			if got := cl.nack(); got != "-" {
+				t.Fatalf("NACK of the response to the new subscription answered: %s", got)
+			}
+			if got := cl.ack(); got != "-" {
+				t.Fatalf("the request after two NACKs answered: %s", got)
+			}
+			if h := cl.sub().held; h.hash("a") != g1.entries["a"].hash || h.has("d") {
+				t.Fatalf("after two NACKs the client holds %p %v, want a as g1 has it and no d", h.whole, h.explicit)
+			}
+			// A request that changes nothing is not answered either; the
+			// next generation brings what the client lacks, and this time
+			// it accepts it.
+			if got := cl.subscribe(); got != "-" {
+				t.Fatalf("a request that changes nothing: sent %s", got)
+			}
+			g3 := publish(3)
+			want := "[a d]"
+			if tc.typ == resource.ClusterType {
+				want = "[a b d]"
+			}
+			if got := cl.poll(); got != want {
+				t.Fatalf("the next generation: sent %s, want %s", got, want)
+			}
+			if got := cl.ack(); got != "-" {
+				t.Fatalf("ACK answered: %s", got)
+			}
+			if h := cl.sub().held; h.hash("a") != g3.entries["a"].hash || h.hash("d") != g3.entries["d"].hash {
+				t.Fatalf("after the ACK the client holds %p %v", h.whole, h.explicit)
+			}
+		})
 	}
 }
 
-// TestTrackerBoundsPendingNonces: a client that never answers its responses
-// (a delta client that keeps subscribing with an empty nonce, say) does
-// not grow the stream's record without end; answers to recent responses
-// are still attributed.
-func TestTrackerBoundsPendingNonces(t *testing.T) {
-	tr := NewTracker(&groupRecorder{}, slog.New(slog.DiscardHandler), nil, nil)
-	node := &corev3.Node{Id: "n", Cluster: "web", UserAgentName: "envoy"}
+// TestCacheResubscribeAfterNack: a client that stops naming a resource it
+// refused, and names it again, is sent it again (it dropped it, and asks
+// for it), over SotW and delta.
+func TestCacheResubscribeAfterNack(t *testing.T) {
 	ctx := context.Background()
-	_ = tr.OnStreamOpen(ctx, 1, "")
-	if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+	c := NewCache(nil)
+	node := &corev3.Node{Id: "n1", Cluster: "web"}
+	key := NodeHash{}.ID(node)
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 10000 {
-		tr.OnStreamResponse(ctx, 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: fmt.Sprint(i), Nonce: fmt.Sprint("n", i)})
-	}
-	s := tr.streams[streamKey{false, 1}]
-	if len(s.nonces) > maxPendingNonces || len(s.order) > 2*maxPendingNonces+1 {
-		t.Fatalf("10,000 unanswered responses left %d nonces and %d in order, want at most %d", len(s.nonces), len(s.order), maxPendingNonces)
-	}
-	if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, VersionInfo: "9999", ResponseNonce: "n9999"}); err != nil {
+	cc := newCacheClient(t, c, resource.EndpointType, "a", "b")
+	dc := newDeltaClient(t, c, node, "a", "b")
+	cc.request(false)
+	cc.request(false)
+	dc.request(nil)
+	dc.request(nil)
+	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 2, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
-	if got := tr.Proxies()[0].Types[resource.ClusterType].Acked; got != "9999" {
-		t.Fatalf("the ACK of the latest response was attributed to %q, want 9999", got)
+	if fmt.Sprint(names(cc.poll()), deltaNames(dc.poll())) != "[a] [a]" {
+		t.Fatal("the change of a was not sent")
+	}
+	if cc.request(true) != nil || dc.nack() != nil {
+		t.Fatal("a NACK was answered")
+	}
+	cc.names = []string{"b"}
+	if r := cc.request(false); r != nil {
+		t.Fatalf("SotW: dropping a answered %v", names(r))
+	}
+	cc.names = []string{"a", "b"}
+	if r := cc.request(false); fmt.Sprint(names(r)) != "[a]" {
+		t.Fatalf("SotW: naming the refused a again sent %v, want a", names(r))
+	}
+	if r := dc.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesUnsubscribe: []string{"a"}}); r != nil {
+		t.Fatalf("delta: unsubscribing from a answered %v", r)
+	}
+	if r := dc.request(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"a"}}); fmt.Sprint(deltaNames(r)) != "[a]" {
+		t.Fatalf("delta: subscribing to the refused a again sent %v, want a", r)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 )
@@ -47,8 +46,8 @@ func (s *certADSStream) Recv() (*discoveryv3.DiscoveryRequest, error) {
 	}
 }
 
-// TestTrackerRefusesNodeChangeOnStream: go-control-plane takes the node of
-// every request that carries one, and the cache picks the group from it.
+// TestTrackerRefusesNodeChangeOnStream: a request may carry a node after
+// the first; the stream keeps the group it was admitted to.
 // A client whose certificate names "frontend", admitted as frontend, that
 // names "payments" in a later request must be refused, not served
 // payments' snapshot (it would also bypass the group limits).
@@ -58,7 +57,7 @@ func TestTrackerRefusesNodeChangeOnStream(t *testing.T) {
 	c := NewCache(slog.New(slog.DiscardHandler))
 	tr := NewTracker(&groupRecorder{}, slog.New(slog.DiscardHandler), nil, nil)
 	tr.bindIdentity = true
-	srv := serverv3.NewServer(ctx, c, tr)
+	srv := adsService{&Server{Cache: c, Tracker: tr, ctx: ctx}}
 
 	payments := &corev3.Node{Id: "evil", Cluster: "payments"}
 	snap, err := cache.NewSnapshot("v1", map[resource.Type][]types.Resource{

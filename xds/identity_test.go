@@ -55,8 +55,8 @@ func TestTrackerBindsIdentityToCertificate(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			tr := NewTracker(&groupRecorder{}, slog.New(slog.DiscardHandler), nil, nil)
 			tr.bindIdentity = true
-			_ = tr.OnStreamOpen(c.ctx, 1, "")
-			err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: resource.ClusterType})
+			tr.open(c.ctx, 1, false)
+			err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: resource.ClusterType})
 			if got := grpcstatus.Code(err); got != c.want {
 				t.Fatalf("%v, want %v", err, c.want)
 			}
@@ -67,8 +67,8 @@ func TestTrackerBindsIdentityToCertificate(t *testing.T) {
 	}
 	// Without client certificates required, nothing is checked.
 	tr := NewTracker(&groupRecorder{}, slog.New(slog.DiscardHandler), nil, nil)
-	_ = tr.OnStreamOpen(context.Background(), 1, "")
-	if err := tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "a", Cluster: "payments"}, TypeUrl: resource.ClusterType}); err != nil {
+	tr.open(context.Background(), 1, false)
+	if err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "a", Cluster: "payments"}, TypeUrl: resource.ClusterType}); err != nil {
 		t.Fatalf("without mTLS: %v", err)
 	}
 }

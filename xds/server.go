@@ -7,14 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
-	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
-	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
-	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -66,12 +61,18 @@ type Config struct {
 	MaxStreamsPerConnection uint32
 }
 
-// Server is the ADS server.
+// Server is the ADS server: it serves the Cache's snapshots over state of
+// the world and delta streams (stream.go), and records what each client
+// was sent, accepted and rejected in the Tracker.
 type Server struct {
 	cfg     Config
 	Cache   *Cache
 	Tracker *Tracker
 	grpc    *grpc.Server
+	// ctx ends every stream when it is done.
+	ctx context.Context
+	// streams numbers the streams.
+	streams atomic.Int64
 }
 
 // NewServer builds an ADS server around cfg.Cache.
@@ -102,7 +103,6 @@ func NewServer(ctx context.Context, cfg Config) *Server {
 	// With client certificates required, a client may claim only the
 	// service its certificate names.
 	tracker.bindIdentity = cfg.TLS != nil && cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
-	xdsServer := serverv3.NewServer(ctx, snapshots, tracker)
 
 	codec, err := newCodec(snapshots.shared)
 	if err != nil {
@@ -127,12 +127,9 @@ func NewServer(ctx context.Context, cfg Config) *Server {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
 	gs := grpc.NewServer(opts...)
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, xdsServer)
-	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xdsServer)
-	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xdsServer)
-	listenerservice.RegisterListenerDiscoveryServiceServer(gs, xdsServer)
-	routeservice.RegisterRouteDiscoveryServiceServer(gs, xdsServer)
-	return &Server{cfg: cfg, Cache: snapshots, Tracker: tracker, grpc: gs}
+	s := &Server{cfg: cfg, Cache: snapshots, Tracker: tracker, grpc: gs, ctx: ctx}
+	s.register(gs)
+	return s
 }
 
 // Serve serves on lis until ctx ends, then stops gracefully: open streams get

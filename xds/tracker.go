@@ -32,9 +32,9 @@ type GroupRegistrar interface {
 	ReleaseGroup(p translator.Proxy)
 }
 
-// Tracker implements go-control-plane's server callbacks: it identifies each
-// stream's client, registers its config group, and records per type what was
-// sent, acknowledged and rejected, for the admin API and metrics.
+// Tracker identifies each stream's client, registers its config group, and
+// records per type what was sent, acknowledged and rejected, for the admin
+// API and metrics. The server's streams call it (stream.go).
 type Tracker struct {
 	// bindIdentity requires an Envoy's claimed service (node.cluster) to
 	// be one its client certificate names (see certNames); set when the
@@ -53,8 +53,9 @@ type Tracker struct {
 	inGroup map[string]int
 }
 
-// streamKey identifies a stream: go-control-plane numbers SotW and delta
-// streams independently, so the id alone is ambiguous.
+// streamKey identifies a stream. The server numbers every stream once, but
+// the tracker's tests (and earlier servers) number SotW and delta streams
+// independently.
 type streamKey struct {
 	delta bool
 	id    int64
@@ -194,10 +195,10 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 	}
 	var register *translator.Proxy
 	if s.identified && node != nil && node != s.node {
-		// go-control-plane (and the cache) take the node of every request
-		// that carries one: a stream must keep the identity it was
-		// admitted with, or a client could switch to a group its
-		// certificate does not name, or make groups past the limits.
+		// A request may carry a node after the first: a stream must keep
+		// the identity it was admitted with, or a client could switch to
+		// a group its certificate does not name, or make groups past the
+		// limits.
 		if p, err := translator.ProxyFromNode(node); err != nil || p != s.proxy {
 			t.mu.Unlock()
 			t.metrics.rejected.Inc()
@@ -291,10 +292,6 @@ func (t *Tracker) response(ctx context.Context, id int64, delta bool, typeURL, v
 	if s == nil {
 		return
 	}
-	if ctx == nil {
-		// Pre-built responses carry no context.
-		ctx = context.Background()
-	}
 	_, span := t.tracer.Start(ctx, "sluice.xds.push", trace.WithAttributes(
 		attribute.String("sluice.node_id", s.node.GetId()),
 		attribute.String("sluice.group", s.proxy.Key()),
@@ -331,51 +328,25 @@ func (s *streamState) typeState(typeURL string) *typeState {
 	return ts
 }
 
-// OnStreamOpen implements server.Callbacks.
-func (t *Tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
-	t.open(ctx, id, false)
-	return nil
-}
-
-// OnStreamClosed implements server.Callbacks.
-func (t *Tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id, false) }
-
-// OnDeltaStreamOpen implements server.Callbacks.
-func (t *Tracker) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
-	t.open(ctx, id, true)
-	return nil
-}
-
-// OnDeltaStreamClosed implements server.Callbacks.
-func (t *Tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id, true) }
-
-// OnStreamRequest implements server.Callbacks.
-func (t *Tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+// requestSotw handles a state-of-the-world request (see request).
+func (t *Tracker) requestSotw(id int64, req *discoveryv3.DiscoveryRequest) error {
 	return t.request(id, false, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
 }
 
-// OnStreamResponse implements server.Callbacks.
-func (t *Tracker) OnStreamResponse(ctx context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	t.response(ctx, id, false, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
-}
-
-// OnStreamDeltaRequest implements server.Callbacks.
-func (t *Tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+// requestDelta handles a delta request (see request).
+func (t *Tracker) requestDelta(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	return t.request(id, true, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
 }
 
-// OnStreamDeltaResponse implements server.Callbacks.
-func (t *Tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	t.response(context.Background(), id, true, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources())+len(resp.GetRemovedResources()))
+// responseSotw records a state-of-the-world response being sent.
+func (t *Tracker) responseSotw(ctx context.Context, id int64, resp *discoveryv3.DiscoveryResponse) {
+	t.response(ctx, id, false, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
 }
 
-// OnFetchRequest implements server.Callbacks; REST fetches are not served.
-func (t *Tracker) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error {
-	return status.Error(codes.Unimplemented, "sluice serves xDS over ADS streams only")
+// responseDelta records a delta response being sent.
+func (t *Tracker) responseDelta(ctx context.Context, id int64, resp *discoveryv3.DeltaDiscoveryResponse) {
+	t.response(ctx, id, true, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources())+len(resp.GetRemovedResources()))
 }
-
-// OnFetchResponse implements server.Callbacks.
-func (t *Tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
 
 func statusErr(st interface {
 	GetCode() int32
