@@ -10,12 +10,17 @@ LDFLAGS   := -s -w -X main.Version=$(VERSION)
 export SLUICE_ENVOY ?= $(CURDIR)/.deps/bin/envoy
 export SLUICE_CONSUL ?= $(CURDIR)/bin/consul
 
-.PHONY: all build test unit e2e lint fmt vet deps run golden bench bench-scale clean fuzz-smoke
+.PHONY: all build sluice-load test unit e2e lint fmt vet deps run golden bench bench-scale clean fuzz-smoke
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sluice ./cmd/sluice
+
+## sluice-load: the load generator (tools/sluice-load), a development tool
+## that is not part of the sluice binary; make bench-scale builds it itself
+sluice-load:
+	$(GO) build -trimpath -o $(BIN)/sluice-load ./tools/sluice-load
 
 ## deps: install pinned real components for the tests (idempotent, fast when done)
 deps:
@@ -62,7 +67,7 @@ fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEntry$$' -fuzztime $(FUZZTIME) ./sources/etcd/
 	$(GO) test -run '^$$' -fuzz '^FuzzProxyFromNode$$' -fuzztime $(FUZZTIME) ./translator/
 
-## bench-scale: 1,000 proxies, and sidecars in 1,000 groups, against sluice and a bare go-control-plane (BENCH_ROWS=classic|groups); writes docs/BENCHMARKS.md
+## bench-scale: 1,000 proxies, and sidecars in 1,000 groups, simulated by bin/sluice-load against sluice and a bare go-control-plane (BENCH_ROWS=classic|groups); writes docs/BENCHMARKS.md
 bench-scale:
 	tools/bench-scale.sh
 

@@ -6,6 +6,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-mesh/sluice/internal/strictyaml"
 	"github.com/sluice-mesh/sluice/sources"
 )
 
@@ -56,11 +57,11 @@ func (d Dependencies) Includes(name string) bool {
 // explicit [] means no dependencies; null is refused, so that a key left
 // without its entries does not silently cut a service off from everything.
 func (p *parser) dependencies(n *yaml.Node, path string) *Dependencies {
-	if isNull(n) {
-		p.errorf(n.Line, path, `expected a list, got nothing (write [] for no dependencies, or leave the field out for every service)`)
+	if strictyaml.IsNull(n) {
+		p.Errorf(n.Line, path, `expected a list, got nothing (write [] for no dependencies, or leave the field out for every service)`)
 		return nil
 	}
-	items, ok := p.seq(n, path)
+	items, ok := p.Seq(n, path)
 	if !ok {
 		return nil
 	}
@@ -69,17 +70,17 @@ func (p *parser) dependencies(n *yaml.Node, path string) *Dependencies {
 	p.dependencyIndex = first
 	star := -1
 	for i, it := range items {
-		fp := index(path, i)
-		if p.lines != nil {
-			p.lines[fp] = it.Line
+		fp := strictyaml.Index(path, i)
+		if p.Lines != nil {
+			p.Lines[fp] = it.Line
 		}
-		s, sok := p.scalar(it, fp, `a service name or "*"`)
+		s, sok := p.Scalar(it, fp, `a service name or "*"`)
 		if !sok {
 			ok = false
 			continue
 		}
 		if prev, dup := first[s]; dup {
-			p.errorf(it.Line, fp, "%q is listed twice (first at %s)", s, index(path, prev))
+			p.Errorf(it.Line, fp, "%q is listed twice (first at %s)", s, strictyaml.Index(path, prev))
 			ok = false
 			continue
 		}
@@ -88,15 +89,15 @@ func (p *parser) dependencies(n *yaml.Node, path string) *Dependencies {
 		case s == AllServices:
 			star = i
 		case !sources.ValidServiceName(s):
-			p.errorf(it.Line, fp, "%q is not a valid service name (%s), nor %q for every service", s, serviceNameRule, AllServices)
+			p.Errorf(it.Line, fp, "%q is not a valid service name (%s), nor %q for every service", s, serviceNameRule, AllServices)
 			ok = false
 		default:
 			deps.Services = append(deps.Services, s)
 		}
 	}
 	if star >= 0 && len(deps.Services) > 0 {
-		fp := index(path, star)
-		p.errorf(items[star].Line, fp, "%q (every service) cannot be combined with service names: list the services, or only %q", AllServices, AllServices)
+		fp := strictyaml.Index(path, star)
+		p.Errorf(items[star].Line, fp, "%q (every service) cannot be combined with service names: list the services, or only %q", AllServices, AllServices)
 		ok = false
 	}
 	if !ok {
@@ -122,7 +123,7 @@ func dependencyWarnings(d *Document, known map[string]bool, warn func(d *Documen
 	}
 	for _, name := range deps.Services {
 		if !known[name] {
-			warn(d, index(path, d.dependencyIndex[name]), "service %q is not in the catalog: its sidecars get no configuration for it until it appears", name)
+			warn(d, strictyaml.Index(path, d.dependencyIndex[name]), "service %q is not in the catalog: its sidecars get no configuration for it until it appears", name)
 		}
 	}
 }

@@ -1,19 +1,16 @@
 package policy
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-mesh/sluice/internal/strictyaml"
 	"github.com/sluice-mesh/sluice/sources"
 )
 
@@ -54,58 +51,46 @@ func Parse(filename string, data []byte) ([]Document, []sources.Diagnostic) {
 // parseFile returns every document whose kind and name could be read, valid
 // or not, so duplicates can be reported alongside other errors.
 func parseFile(filename string, data []byte) (docs []Document, diags []sources.Diagnostic) {
-	p := &parser{file: filename}
+	p := &parser{Reader: &strictyaml.Reader{File: filename, Source: SourceName, MaxAliases: maxAliases}}
 	if len(data) > MaxFileSize {
-		p.errorf(1, "", "the file is larger than %d bytes; split it", MaxFileSize)
-		return nil, p.diags
+		p.Errorf(1, "", "the file is larger than %d bytes; split it", MaxFileSize)
+		return nil, p.Diagnostics()
 	}
 	defer func() {
-		// The YAML library is not known to panic, but a policy file must
-		// never take the control plane down.
+		// A policy file must never take the control plane down, not even
+		// through a bug of the parser's.
 		if r := recover(); r != nil {
-			p.errorf(1, "", "invalid YAML: the parser failed: %v", r)
-			docs, diags = nil, p.diags
+			p.Errorf(1, "", "invalid YAML: the parser failed: %v", r)
+			docs, diags = nil, p.Diagnostics()
 		}
 	}()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
-		var root yaml.Node
-		err := dec.Decode(&root)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			p.errorf(lineOfYAMLError(err), "", "invalid YAML: %s", stripLinePrefix(err.Error()))
-			break
-		}
-		if doc, ok := p.document(&root); ok {
+	for _, n := range p.Documents(data) {
+		if doc, ok := p.document(n); ok {
 			docs = append(docs, doc)
 		}
 	}
-	if len(docs) == 0 && len(p.diags) == 0 {
+	if len(docs) == 0 && len(p.Diagnostics()) == 0 {
 		// An empty file is also what a file looks like while a writer
 		// rewrites it in place: taking it as "no policies" would drop
 		// its ServicePolicy for a moment, or for good if the writer
 		// died. Policies are dropped by deleting the file.
-		p.errorf(1, "", "the file holds no policy document; delete the file to drop its policies")
+		p.Errorf(1, "", "the file holds no policy document; delete the file to drop its policies")
 	}
-	sortDiagnostics(p.diags)
-	return docs, p.diags
+	diags = p.Diagnostics()
+	sortDiagnostics(diags)
+	return docs, diags
 }
 
-// document parses one YAML document; ok reports whether its kind (and, for a
-// ServicePolicy, its name) could be read.
-func (p *parser) document(root *yaml.Node) (doc Document, ok bool) {
-	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+// document parses the top-level node of one YAML document; ok reports
+// whether its kind (and, for a ServicePolicy, its name) could be read.
+func (p *parser) document(n *yaml.Node) (doc Document, ok bool) {
+	n = p.Deref(n)
+	if strictyaml.IsNull(n) {
 		return doc, false
 	}
-	n := p.deref(root.Content[0])
-	if isNull(n) {
-		return doc, false // an empty document, e.g. after a trailing "---"
-	}
-	doc = Document{File: p.file, Line: n.Line, lines: map[string]int{}}
-	p.lines = doc.lines
-	defer func() { p.lines, p.dependencyIndex = nil, nil }()
+	doc = Document{File: p.File, Line: n.Line, lines: map[string]int{}}
+	p.Lines = doc.lines
+	defer func() { p.Lines, p.dependencyIndex = nil, nil }()
 
 	var apiVersion, kind, metadata, spec *yaml.Node
 	if !p.fields(n, "", topFields, nil, func(key string, v *yaml.Node) {
@@ -123,12 +108,12 @@ func (p *parser) document(root *yaml.Node) (doc Document, ok bool) {
 		return doc, false
 	}
 	if apiVersion == nil {
-		p.errorf(n.Line, "apiVersion", "required field is missing (want %s)", APIVersion)
-	} else if s, ok := p.scalar(apiVersion, "apiVersion", "an API version"); ok && s != APIVersion {
-		p.errorf(apiVersion.Line, "apiVersion", "unsupported API version %q (want %s)", s, APIVersion)
+		p.Errorf(n.Line, "apiVersion", "required field is missing (want %s)", APIVersion)
+	} else if s, ok := p.Scalar(apiVersion, "apiVersion", "an API version"); ok && s != APIVersion {
+		p.Errorf(apiVersion.Line, "apiVersion", "unsupported API version %q (want %s)", s, APIVersion)
 	}
 	if kind == nil {
-		p.errorf(n.Line, "kind", "required field is missing (want %s or %s)", KindMeshPolicy, KindServicePolicy)
+		p.Errorf(n.Line, "kind", "required field is missing (want %s or %s)", KindMeshPolicy, KindServicePolicy)
 		return doc, false
 	}
 	k, kok := p.enum(kind, "kind", "kind", []string{string(KindMeshPolicy), string(KindServicePolicy)})
@@ -141,10 +126,10 @@ func (p *parser) document(root *yaml.Node) (doc Document, ok bool) {
 	if metadata != nil {
 		nameOK = p.metadata(metadata, &doc) || nameOK
 	} else if doc.Kind == KindServicePolicy {
-		p.errorf(n.Line, "metadata.name", "required field is missing (the service this policy applies to)")
+		p.Errorf(n.Line, "metadata.name", "required field is missing (the service this policy applies to)")
 	}
 	if spec == nil {
-		p.errorf(n.Line, "spec", "required field is missing")
+		p.Errorf(n.Line, "spec", "required field is missing")
 	} else if doc.Kind == KindMeshPolicy {
 		p.meshSpec(spec, &doc)
 	} else {
@@ -163,23 +148,23 @@ func (p *parser) metadata(n *yaml.Node, doc *Document) (nameOK bool) {
 		switch key {
 		case "name":
 			hasName = true
-			s, ok := p.scalar(v, "metadata.name", "a name")
+			s, ok := p.Scalar(v, "metadata.name", "a name")
 			if !ok {
 				return
 			}
 			if doc.Kind == KindServicePolicy && !sources.ValidServiceName(s) {
-				p.errorf(v.Line, "metadata.name", "%q is not a valid service name (%s)", s, serviceNameRule)
+				p.Errorf(v.Line, "metadata.name", "%q is not a valid service name (%s)", s, serviceNameRule)
 				return
 			}
 			doc.Name, nameOK = s, true
 		case "labels", "annotations":
-			p.stringMap(v, "metadata."+key, key)
+			p.StringMap(v, "metadata."+key, key)
 		}
 	}) {
 		return false
 	}
 	if !hasName && doc.Kind == KindServicePolicy {
-		p.errorf(n.Line, "metadata.name", "required field is missing (the service this policy applies to)")
+		p.Errorf(n.Line, "metadata.name", "required field is missing (the service this policy applies to)")
 	}
 	return nameOK
 }
@@ -219,7 +204,7 @@ func (p *parser) spec(n *yaml.Node, path string, s *Spec, mesh bool) {
 		return ""
 	}
 	p.fields(n, path, known, misplaced, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		switch key {
 		case "loadBalancer":
 			s.LoadBalancer = p.loadBalancer(v, fp)
@@ -251,26 +236,26 @@ func (p *parser) checkPerTryTimeout(path string, timeout *time.Duration, r *Retr
 	if timeout == nil || r == nil || r.PerTryTimeout == nil || *r.PerTryTimeout <= *timeout {
 		return
 	}
-	fp := join(path, "retry.perTryTimeout")
-	p.errorf(p.lines[fp], fp, "perTryTimeout (%s) is longer than the timeout (%s) set beside it", fmtDuration(*r.PerTryTimeout), fmtDuration(*timeout))
+	fp := strictyaml.Join(path, "retry.perTryTimeout")
+	p.Errorf(p.Lines[fp], fp, "perTryTimeout (%s) is longer than the timeout (%s) set beside it", fmtDuration(*r.PerTryTimeout), fmtDuration(*timeout))
 }
 
 func (p *parser) routes(n *yaml.Node, path string) []RouteSpec {
-	items, ok := p.seq(n, path)
+	items, ok := p.Seq(n, path)
 	if !ok {
 		return nil
 	}
 	routes := make([]RouteSpec, 0, len(items))
 	byMatch := map[string]RouteSpec{}
 	for i, it := range items {
-		rp := index(path, i)
+		rp := strictyaml.Index(path, i)
 		r, ok := p.route(it, rp)
 		if !ok {
 			continue
 		}
 		r.Index = i
 		if prev, dup := byMatch[r.Match.key()]; dup {
-			p.errorf(r.Line, rp+".match", "same match as %s (line %d); merge the two routes", index(path, prev.Index), prev.Line)
+			p.Errorf(r.Line, rp+".match", "same match as %s (line %d); merge the two routes", strictyaml.Index(path, prev.Index), prev.Line)
 			continue
 		}
 		byMatch[r.Match.key()] = r
@@ -290,7 +275,7 @@ func (p *parser) route(n *yaml.Node, path string) (RouteSpec, bool) {
 		return ""
 	}
 	if !p.fields(n, path, routeFields, serviceWide, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		switch key {
 		case "match":
 			hasMatch = true
@@ -308,7 +293,7 @@ func (p *parser) route(n *yaml.Node, path string) (RouteSpec, bool) {
 		return r, false
 	}
 	if !hasMatch {
-		p.errorf(n.Line, path+".match", "required field is missing")
+		p.Errorf(n.Line, path+".match", "required field is missing")
 	}
 	p.checkPerTryTimeout(path, r.Timeout, r.Retry)
 	return r, matchOK
@@ -320,14 +305,14 @@ func (p *parser) match(n *yaml.Node, path string) (RouteMatch, bool) {
 	var m RouteMatch
 	ok := true
 	var prefixLine, pathLine int
-	before := len(p.diags)
+	before := len(p.Diagnostics())
 	if !p.fields(n, path, matchFields, nil, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		switch key {
 		case "pathPrefix", "path":
-			s, sok := p.str(v, fp, "a path starting with /")
+			s, sok := p.String(v, fp, "a path starting with /")
 			if sok && !validPath.MatchString(s) {
-				p.errorf(v.Line, fp, "%q is not a path: it starts with / and has no spaces, ? or #", s)
+				p.Errorf(v.Line, fp, "%q is not a path: it starts with / and has no spaces, ? or #", s)
 				sok = false
 			}
 			ok = ok && sok
@@ -349,47 +334,47 @@ func (p *parser) match(n *yaml.Node, path string) (RouteMatch, bool) {
 		return m, false
 	}
 	switch {
-	case !ok || len(p.diags) > before: // say nothing more about a match already in error
+	case !ok || len(p.Diagnostics()) > before: // say nothing more about a match already in error
 		ok = false
 	case prefixLine > 0 && pathLine > 0:
-		p.errorf(pathLine, path+".path", "set pathPrefix or path, not both")
+		p.Errorf(pathLine, path+".path", "set pathPrefix or path, not both")
 		ok = false
 	case prefixLine == 0 && pathLine == 0:
-		p.errorf(p.deref(n).Line, path, "needs pathPrefix or path")
+		p.Errorf(p.Deref(n).Line, path, "needs pathPrefix or path")
 		ok = false
 	}
 	return m, ok
 }
 
 func (p *parser) methods(n *yaml.Node, path string) ([]string, bool) {
-	items, ok := p.seq(n, path)
+	items, ok := p.Seq(n, path)
 	if !ok {
 		return nil, false
 	}
 	if len(items) == 0 {
-		p.errorf(n.Line, path, "list at least one method, or leave methods out to match any method")
+		p.Errorf(n.Line, path, "list at least one method, or leave methods out to match any method")
 		return nil, false
 	}
 	var out []string
 	seen := map[string]bool{}
 	for i, it := range items {
-		fp := index(path, i)
-		s, sok := p.scalar(it, fp, "an HTTP method")
+		fp := strictyaml.Index(path, i)
+		s, sok := p.Scalar(it, fp, "an HTTP method")
 		if !sok {
 			ok = false
 			continue
 		}
 		if !slices.Contains(httpMethods, s) {
 			if up := strings.ToUpper(s); slices.Contains(httpMethods, up) {
-				p.errorf(it.Line, fp, "methods are upper case: write %s", up)
+				p.Errorf(it.Line, fp, "methods are upper case: write %s", up)
 			} else {
-				p.errorf(it.Line, fp, "unknown HTTP method %q (want %s)", s, oneOf(httpMethods))
+				p.Errorf(it.Line, fp, "unknown HTTP method %q (want %s)", s, oneOf(httpMethods))
 			}
 			ok = false
 			continue
 		}
 		if seen[s] {
-			p.errorf(it.Line, fp, "%s is listed twice", s)
+			p.Errorf(it.Line, fp, "%s is listed twice", s)
 			ok = false
 			continue
 		}
@@ -402,27 +387,27 @@ func (p *parser) methods(n *yaml.Node, path string) ([]string, bool) {
 
 func (p *parser) headerMatches(n *yaml.Node, path string) ([]HeaderMatch, bool) {
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n.Line, path, "expected a mapping of header names to values, got %s", kindName(n))
+		p.Errorf(n.Line, path, "expected a mapping of header names to values, got %s", strictyaml.KindName(n))
 		return nil, false
 	}
 	var out []HeaderMatch
 	ok := true
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := p.deref(n.Content[i]), p.deref(n.Content[i+1])
-		name, nok := p.headerName(k, join(path, k.Value))
+		k, v := p.Deref(n.Content[i]), p.Deref(n.Content[i+1])
+		name, nok := p.headerName(k, strictyaml.Join(path, k.Value))
 		if !nok {
 			ok = false
 			continue
 		}
-		fp := join(path, name)
+		fp := strictyaml.Join(path, name)
 		if prev, dup := seen[name]; dup {
-			p.errorf(k.Line, fp, "header given twice (first at line %d)", prev)
+			p.Errorf(k.Line, fp, "header given twice (first at line %d)", prev)
 			ok = false
 			continue
 		}
 		seen[name] = k.Line
-		val, vok := p.scalar(v, fp, "a header value")
+		val, vok := p.Scalar(v, fp, "a header value")
 		if !vok {
 			ok = false
 			continue
@@ -431,48 +416,4 @@ func (p *parser) headerMatches(n *yaml.Node, path string) ([]HeaderMatch, bool) 
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
 	return out, ok
-}
-
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
-
-// yamlParserProblems are the errors of the YAML library's parser stage. It
-// reports their line 0-based (its scanner errors are 1-based), so they are
-// corrected by one.
-var yamlParserProblems = []string{
-	"did not find expected <stream-start>",
-	"did not find expected <document start>",
-	"did not find expected node content",
-	"did not find expected '-' indicator",
-	"did not find expected key",
-	"did not find expected ',' or ']'",
-	"did not find expected ',' or '}'",
-	"found undefined tag handle",
-	"found duplicate %YAML directive",
-	"found duplicate %TAG directive",
-	"found incompatible YAML document",
-}
-
-func lineOfYAMLError(err error) int {
-	msg := err.Error()
-	m := yamlLine.FindStringSubmatch(msg)
-	if m == nil {
-		return 1
-	}
-	n, convErr := strconv.Atoi(m[1])
-	if convErr != nil {
-		return 1
-	}
-	for _, pp := range yamlParserProblems {
-		if strings.HasSuffix(msg, pp) {
-			return n + 1
-		}
-	}
-	return n
-}
-
-func stripLinePrefix(s string) string {
-	if loc := yamlLine.FindStringIndex(s); loc != nil {
-		return s[loc[1]:]
-	}
-	return s
 }

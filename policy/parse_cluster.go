@@ -4,13 +4,15 @@ import (
 	"math"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-mesh/sluice/internal/strictyaml"
 )
 
 // loadBalancer reads either a policy name or a mapping
 // {policy, leastRequest: {choiceCount}, ringHash: {hashOn, minRingSize, maxRingSize}}.
 func (p *parser) loadBalancer(n *yaml.Node, path string) *LoadBalancer {
 	const what = "load-balancing policy"
-	if n.Kind == yaml.ScalarNode && !isNull(n) {
+	if n.Kind == yaml.ScalarNode && !strictyaml.IsNull(n) {
 		s, ok := p.enum(n, path, what, lbPolicies)
 		if !ok {
 			return nil
@@ -27,7 +29,7 @@ func (p *parser) loadBalancer(n *yaml.Node, path string) *LoadBalancer {
 		ringHashOK, counted = true, true
 	)
 	if !p.fields(n, path, []string{"policy", "leastRequest", "ringHash"}, nil, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		switch key {
 		case "policy":
 			policy, policyOK = p.enum(v, fp, what, lbPolicies)
@@ -49,17 +51,17 @@ func (p *parser) loadBalancer(n *yaml.Node, path string) *LoadBalancer {
 		return nil
 	}
 	if policy == "" {
-		p.errorf(p.deref(n).Line, path+".policy", "required field is missing (want %s)", oneOf(lbPolicies))
+		p.Errorf(p.Deref(n).Line, path+".policy", "required field is missing (want %s)", oneOf(lbPolicies))
 		return nil
 	}
 	lb := defaultLoadBalancer(LBPolicy(policy))
 	ok := counted && ringHashOK
 	if lrNode != nil && lb.Policy != LeastRequest {
-		p.errorf(lrNode.Line, path+".leastRequest", "applies only to policy %s, not %s", LeastRequest, policy)
+		p.Errorf(lrNode.Line, path+".leastRequest", "applies only to policy %s, not %s", LeastRequest, policy)
 		ok = false
 	}
 	if rhNode != nil && lb.Policy != RingHash {
-		p.errorf(rhNode.Line, path+".ringHash", "applies only to policy %s, not %s", RingHash, policy)
+		p.Errorf(rhNode.Line, path+".ringHash", "applies only to policy %s, not %s", RingHash, policy)
 		ok = false
 	}
 	if !ok {
@@ -90,7 +92,7 @@ func (p *parser) ringHash(n *yaml.Node, path string) (RingHashConfig, bool) {
 	ok := true
 	var minSet, maxLine int
 	if !p.fields(n, path, []string{"hashOn", "minRingSize", "maxRingSize"}, nil, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		switch key {
 		case "hashOn":
 			var hok bool
@@ -111,7 +113,7 @@ func (p *parser) ringHash(n *yaml.Node, path string) (RingHashConfig, bool) {
 		if maxLine == 0 {
 			line, field, note = minSet, path+".minRingSize", " (the default)"
 		}
-		p.errorf(line, field, "minRingSize (%d) is larger than maxRingSize (%d%s)", rh.MinRingSize, rh.MaxRingSize, note)
+		p.Errorf(line, field, "minRingSize (%d) is larger than maxRingSize (%d%s)", rh.MinRingSize, rh.MaxRingSize, note)
 		ok = false
 	}
 	return rh, ok
@@ -121,7 +123,7 @@ func (p *parser) hashOn(n *yaml.Node, path string) (HashOn, bool) {
 	var h HashOn
 	ok, set := true, 0
 	if !p.fields(n, path, []string{"header", "sourceIP"}, nil, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		set++
 		switch key {
 		case "header":
@@ -129,9 +131,9 @@ func (p *parser) hashOn(n *yaml.Node, path string) (HashOn, bool) {
 			h.Header, hok = p.headerName(v, fp)
 			ok = ok && hok
 		case "sourceIP":
-			b, bok := p.boolean(v, fp)
+			b, bok := p.Bool(v, fp)
 			if bok && !b {
-				p.errorf(v.Line, fp, "sourceIP: false hashes on nothing; leave hashOn out for no affinity")
+				p.Errorf(v.Line, fp, "sourceIP: false hashes on nothing; leave hashOn out for no affinity")
 				bok = false
 			}
 			h.SourceIP, ok = b, ok && bok
@@ -140,7 +142,7 @@ func (p *parser) hashOn(n *yaml.Node, path string) (HashOn, bool) {
 		return h, false
 	}
 	if set != 1 {
-		p.errorf(p.deref(n).Line, path, "set exactly one of header and sourceIP")
+		p.Errorf(p.Deref(n).Line, path, "set exactly one of header and sourceIP")
 		return h, false
 	}
 	return h, ok
@@ -149,7 +151,7 @@ func (p *parser) hashOn(n *yaml.Node, path string) (HashOn, bool) {
 func (p *parser) circuitBreaker(n *yaml.Node, path string) *CircuitBreakerSpec {
 	cb := &CircuitBreakerSpec{}
 	ok := p.fields(n, path, []string{"maxConnections", "maxPendingRequests", "maxRequests", "maxRetries"}, nil, func(key string, v *yaml.Node) {
-		c, cok := p.count32(v, join(path, key), 1, math.MaxUint32)
+		c, cok := p.count32(v, strictyaml.Join(path, key), 1, math.MaxUint32)
 		if !cok {
 			return
 		}
@@ -174,7 +176,7 @@ func (p *parser) outlierDetection(n *yaml.Node, path string) *OutlierDetectionSp
 	od := &OutlierDetectionSpec{}
 	known := []string{"consecutiveErrors", "errorPercent", "minRequests", "minHosts", "interval", "baseEjectionTime", "maxEjectionPercent"}
 	ok := p.fields(n, path, known, nil, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		switch key {
 		case "consecutiveErrors":
 			if c, cok := p.count32(v, fp, 0, math.MaxUint32); cok {

@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluice-mesh/sluice/internal/strictyaml"
 )
 
 var retryOnNames = func() []string {
@@ -34,7 +36,7 @@ func (p *parser) retry(n *yaml.Node, path string, service bool) (*RetrySpec, *Re
 	hasStatusCodes := false
 	ok := true
 	if !p.fields(n, path, known, perService, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		switch key {
 		case "attempts":
 			c, cok := p.count32(v, fp, 0, maxRetryAttempts)
@@ -68,14 +70,14 @@ func (p *parser) retry(n *yaml.Node, path string, service bool) (*RetrySpec, *Re
 		return nil, nil
 	}
 	if hasStatusCodes && codesLine == 0 {
-		p.errorf(retryOnLine, path+".retryOn", "%s needs retriableStatusCodes in the same retry block", RetryOnRetriableStatusCodes)
+		p.Errorf(retryOnLine, path+".retryOn", "%s needs retriableStatusCodes in the same retry block", RetryOnRetriableStatusCodes)
 		ok = false
 	}
 	if codesLine > 0 && !hasStatusCodes && retryOnLine > 0 {
-		p.errorf(codesLine, path+".retriableStatusCodes", "applies only when retryOn in the same retry block lists %s", RetryOnRetriableStatusCodes)
+		p.Errorf(codesLine, path+".retriableStatusCodes", "applies only when retryOn in the same retry block lists %s", RetryOnRetriableStatusCodes)
 		ok = false
 	} else if codesLine > 0 && retryOnLine == 0 {
-		p.errorf(codesLine, path+".retriableStatusCodes", "needs retryOn listing %s in the same retry block", RetryOnRetriableStatusCodes)
+		p.Errorf(codesLine, path+".retriableStatusCodes", "needs retryOn listing %s in the same retry block", RetryOnRetriableStatusCodes)
 		ok = false
 	}
 	if !ok {
@@ -85,24 +87,24 @@ func (p *parser) retry(n *yaml.Node, path string, service bool) (*RetrySpec, *Re
 }
 
 func (p *parser) retryOn(n *yaml.Node, path string) ([]RetryOn, bool) {
-	items, ok := p.seq(n, path)
+	items, ok := p.Seq(n, path)
 	if !ok {
 		return nil, false
 	}
 	if len(items) == 0 {
-		p.errorf(n.Line, path, "list at least one retry condition (to turn retries off, set attempts: 0)")
+		p.Errorf(n.Line, path, "list at least one retry condition (to turn retries off, set attempts: 0)")
 		return nil, false
 	}
 	seen := map[RetryOn]bool{}
 	for i, it := range items {
-		fp := index(path, i)
+		fp := strictyaml.Index(path, i)
 		s, sok := p.enum(it, fp, "retry condition", retryOnNames)
 		if !sok {
 			ok = false
 			continue
 		}
 		if seen[RetryOn(s)] {
-			p.errorf(it.Line, fp, "%s is listed twice", s)
+			p.Errorf(it.Line, fp, "%s is listed twice", s)
 			ok = false
 			continue
 		}
@@ -118,24 +120,24 @@ func (p *parser) retryOn(n *yaml.Node, path string) ([]RetryOn, bool) {
 }
 
 func (p *parser) statusCodes(n *yaml.Node, path string) ([]uint32, bool) {
-	items, ok := p.seq(n, path)
+	items, ok := p.Seq(n, path)
 	if !ok {
 		return nil, false
 	}
 	if len(items) == 0 {
-		p.errorf(n.Line, path, "list at least one HTTP status code")
+		p.Errorf(n.Line, path, "list at least one HTTP status code")
 		return nil, false
 	}
 	var out []uint32
 	for i, it := range items {
-		fp := index(path, i)
+		fp := strictyaml.Index(path, i)
 		c, cok := p.count32(it, fp, 100, 599)
 		if !cok {
 			ok = false
 			continue
 		}
 		if slices.Contains(out, c) {
-			p.errorf(it.Line, fp, "%d is listed twice", c)
+			p.Errorf(it.Line, fp, "%d is listed twice", c)
 			ok = false
 			continue
 		}
@@ -153,7 +155,7 @@ func (p *parser) backoff(n *yaml.Node, path string) (Backoff, bool) {
 	ok := true
 	var baseLine, maxLine int
 	if !p.fields(n, path, []string{"base", "max"}, nil, func(key string, v *yaml.Node) {
-		d, dok := p.duration(v, join(path, key), maxDuration)
+		d, dok := p.duration(v, strictyaml.Join(path, key), maxDuration)
 		ok = ok && dok
 		if key == "base" {
 			b.Base, baseLine = d, v.Line
@@ -174,9 +176,9 @@ func (p *parser) backoff(n *yaml.Node, path string) (Backoff, bool) {
 	}
 	if b.Base > b.Max {
 		if baseLine == 0 {
-			p.errorf(maxLine, path+".max", "max (%s) is shorter than the default base (%s); set base too", fmtDuration(b.Max), fmtDuration(b.Base))
+			p.Errorf(maxLine, path+".max", "max (%s) is shorter than the default base (%s); set base too", fmtDuration(b.Max), fmtDuration(b.Base))
 		} else {
-			p.errorf(baseLine, path+".base", "base (%s) is longer than max (%s)", fmtDuration(b.Base), fmtDuration(b.Max))
+			p.Errorf(baseLine, path+".base", "base (%s) is longer than max (%s)", fmtDuration(b.Base), fmtDuration(b.Max))
 		}
 		return b, false
 	}
@@ -187,7 +189,7 @@ func (p *parser) retryBudget(n *yaml.Node, path string) (*RetryBudget, bool) {
 	b := &RetryBudget{Enabled: true, BudgetPercent: DefaultRetryBudgetPercent, MinRetryConcurrency: DefaultMinRetryConcurrency}
 	ok := true
 	if !p.fields(n, path, []string{"budgetPercent", "minRetryConcurrency"}, nil, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		switch key {
 		case "budgetPercent":
 			f, fok := p.percent(v, fp, false)

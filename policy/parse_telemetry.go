@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-mesh/sluice/internal/strictyaml"
 	"github.com/sluice-mesh/sluice/sources"
 )
 
@@ -20,7 +21,7 @@ func (p *parser) rateLimit(n *yaml.Node, path string) *RateLimit {
 	var rpsSet, burstSet bool
 	disabledLine := 0
 	if !p.fields(n, path, []string{"requestsPerSecond", "burst", "disabled"}, nil, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		switch key {
 		case "requestsPerSecond":
 			c, cok := p.count32(v, fp, 1, maxRequestsPerSecond)
@@ -29,7 +30,7 @@ func (p *parser) rateLimit(n *yaml.Node, path string) *RateLimit {
 			c, cok := p.count32(v, fp, 1, math.MaxUint32)
 			rl.Burst, burstSet, ok = c, true, ok && cok
 		case "disabled":
-			b, bok := p.boolean(v, fp)
+			b, bok := p.Bool(v, fp)
 			ok = ok && bok
 			if b {
 				disabledLine = v.Line
@@ -40,12 +41,12 @@ func (p *parser) rateLimit(n *yaml.Node, path string) *RateLimit {
 	}
 	switch {
 	case disabledLine > 0 && (rpsSet || burstSet):
-		p.errorf(disabledLine, path+".disabled", "disabled: true cannot be combined with requestsPerSecond or burst")
+		p.Errorf(disabledLine, path+".disabled", "disabled: true cannot be combined with requestsPerSecond or burst")
 		return nil
 	case disabledLine > 0:
 		return &RateLimit{}
 	case !rpsSet && ok:
-		p.errorf(p.deref(n).Line, path+".requestsPerSecond", "required field is missing")
+		p.Errorf(p.Deref(n).Line, path+".requestsPerSecond", "required field is missing")
 		return nil
 	case !ok:
 		return nil
@@ -78,7 +79,7 @@ func (p *parser) tracing(n *yaml.Node, path string) *Tracing {
 	t := &Tracing{Enabled: true, SamplingPercent: DefaultSamplingPercent}
 	ok, hasCollector := true, false
 	if !p.fields(n, path, []string{"collector", "samplingPercent", "tags"}, nil, func(key string, v *yaml.Node) {
-		fp := join(path, key)
+		fp := strictyaml.Join(path, key)
 		switch key {
 		case "collector":
 			hasCollector = true
@@ -89,7 +90,7 @@ func (p *parser) tracing(n *yaml.Node, path string) *Tracing {
 			f, fok := p.percent(v, fp, false)
 			t.SamplingPercent, ok = f, ok && fok
 		case "tags":
-			m, mok := p.stringMap(v, fp, "tag names to values")
+			m, mok := p.StringMap(v, fp, "tag names to values")
 			ok = ok && mok
 			for k, val := range m {
 				t.Tags = append(t.Tags, Tag{Name: k, Value: val})
@@ -100,7 +101,7 @@ func (p *parser) tracing(n *yaml.Node, path string) *Tracing {
 		return nil
 	}
 	if !hasCollector {
-		p.errorf(p.deref(n).Line, path+".collector", "required field is missing (host:port, or a catalog service[:port])")
+		p.Errorf(p.Deref(n).Line, path+".collector", "required field is missing (host:port, or a catalog service[:port])")
 		return nil
 	}
 	if !ok {
@@ -111,12 +112,12 @@ func (p *parser) tracing(n *yaml.Node, path string) *Tracing {
 
 // collector reads "host:port", "service:port" or "service".
 func (p *parser) collector(v *yaml.Node, path string) (raw, host string, port uint32, ok bool) {
-	s, ok := p.str(v, path, "host:port or service[:port]")
+	s, ok := p.String(v, path, "host:port or service[:port]")
 	if !ok {
 		return "", "", 0, false
 	}
 	bad := func(why string) (string, string, uint32, bool) {
-		p.errorf(v.Line, path, "%q is not host:port or service[:port]: %s", s, why)
+		p.Errorf(v.Line, path, "%q is not host:port or service[:port]: %s", s, why)
 		return "", "", 0, false
 	}
 	if strings.Contains(s, "://") {

@@ -240,7 +240,7 @@ func TestParseErrors(t *testing.T) {
 		{"invalid YAML in a block", lines("apiVersion: sluice.dev/v1", "spec:", "  retry:", "    attempts: 1", "   timeout: 2s"), []wantDiag{{"p.yaml:3", "", "invalid YAML: did not find expected key"}}},
 		{"unterminated string", lines("apiVersion: sluice.dev/v1", "kind: 'ServicePolicy"), []wantDiag{{"p.yaml:2", "", "invalid YAML: found unexpected end of stream"}}},
 		{"bad indentation", lines("apiVersion: sluice.dev/v1", "kind: ServicePolicy", " metadata: {name: web}"), []wantDiag{{"p.yaml:3", "", "invalid YAML: mapping values are not allowed in this context"}}},
-		{"unknown alias", lines("apiVersion: sluice.dev/v1", "kind: *k"), []wantDiag{{"p.yaml:1", "", "invalid YAML: yaml: unknown anchor 'k' referenced"}}},
+		{"unknown alias", lines("apiVersion: sluice.dev/v1", "kind: *k"), []wantDiag{{"p.yaml:2", "", "invalid YAML: unknown anchor 'k' referenced"}}},
 		{"tab indentation", lines("apiVersion: sluice.dev/v1", "\tkind: ServicePolicy"), []wantDiag{{"p.yaml:2", "", "invalid YAML"}}},
 		{"not a mapping", lines("- a", "- b"), []wantDiag{{"p.yaml:1", "", "expected a mapping, got a list"}}},
 		{"unknown top-level field", svc("  timeout: 1s") + "specs: {}\n", []wantDiag{{"p.yaml:6", "specs", "unknown field (known: apiVersion, kind, metadata, spec)"}}},

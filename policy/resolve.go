@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/sluice-mesh/sluice/internal/strictyaml"
 )
 
 // Resolved is the effective policy of one service: every field has its
@@ -249,7 +251,7 @@ func resolveRoutes(svc Resolved, svcDoc, meshDoc *Document, serviceRetries []*Re
 			Name:    name,
 			Match:   cloneMatch(rs.Match),
 			Timeout: pick(svc.Timeout, rs.Timeout),
-			Origin:  location(src.file, rs.Line),
+			Origin:  strictyaml.Location(src.file, rs.Line),
 		}
 		rr.TimeoutSet = rs.Timeout != nil || svc.TimeoutSet
 		if rs.Retry != nil {

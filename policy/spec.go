@@ -1,6 +1,10 @@
 package policy
 
-import "time"
+import (
+	"time"
+
+	"github.com/sluice-mesh/sluice/internal/strictyaml"
+)
 
 // SourceName is the Source of every policy diagnostic.
 const SourceName = "policy"
@@ -42,13 +46,13 @@ type Document struct {
 }
 
 // Location is "file:line" of the document.
-func (d *Document) Location() string { return location(d.File, d.Line) }
+func (d *Document) Location() string { return strictyaml.Location(d.File, d.Line) }
 
 // fieldLocation is "file:line" of a field, or of the document when the field
 // was not written.
 func (d *Document) fieldLocation(path string) string {
 	if l, ok := d.lines[path]; ok {
-		return location(d.File, l)
+		return strictyaml.Location(d.File, l)
 	}
 	return d.Location()
 }

@@ -6,16 +6,16 @@
 #            for every node) and sluice (file and etcd sources) serve the same
 #            synthetic mesh to PROXIES simulated proxies in one group, over
 #            SotW and delta ADS; sluice with --debounce 5ms --max-delay 50ms.
-#   groups   sidecars in proxy groups (sluice load --groups: proxy i is a
+#   groups   sidecars in proxy groups (sluice-load --groups: proxy i is a
 #            sidecar of svc-(i mod groups)), against sluice with the etcd
-#            source (embedded etcd, populated by sluice load populate --etcd):
+#            source (embedded etcd, populated by sluice-load populate --etcd):
 #              2,000 sidecars in 1,000 groups, whole mesh each, delta
 #              the same over SotW
 #              2,000 sidecars in 1,000 groups, 10 dependencies each, delta
 #              10,000 sidecars in 1,000 groups, 10 dependencies each, delta
 #            and, for the first row, the go-control-plane baseline (no groups:
 #            one snapshot for everyone, the floor). Dependencies are policy
-#            files (sluice load populate --policy-dir): svc-s depends on
+#            files (sluice-load populate --policy-dir): svc-s depends on
 #            svc-(s-1) ... svc-(s-D), so the change to svc-0000 reaches the
 #            sidecars of svc-0001 ... svc-D only. Each sluice row runs once per
 #            debounce setting in BENCH_DEBOUNCE.
@@ -33,7 +33,7 @@
 #   BENCH_DOC       the file the tables go into (docs/BENCHMARKS.md)
 #   BENCH_OUT       the results directory (bench-results)
 # Everything listens on 127.0.0.1; every process is stopped at the end. Each
-# run is bounded by sluice load's --sync-timeout (2m) and --change-timeout
+# run is bounded by sluice-load's --sync-timeout (2m) and --change-timeout
 # (1m) plus a 3 s hold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +50,8 @@ SIDECARS_LARGE=${BENCH_SIDECARS_LARGE:-10000}
 DOC=${BENCH_DOC:-docs/BENCHMARKS.md}
 OUT=${BENCH_OUT:-bench-results}
 BIN=bin/sluice
+# The load generator: its own binary (tools/sluice-load), not part of sluice.
+LOAD=bin/sluice-load
 XDS=127.0.0.1:28500
 ADMIN=127.0.0.1:28580
 ETCD=127.0.0.1:28579
@@ -78,6 +80,7 @@ done
 
 mkdir -p "$OUT" bin
 go build -o "$BIN" ./cmd/sluice
+go build -o "$LOAD" ./tools/sluice-load
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -113,15 +116,15 @@ load() { # NAME MODE CHANGE PROXIES [LOAD FLAGS...]: writes $OUT/NAME-MODE.json
   local flags=("$@") file="$OUT/$name-$mode.json"
   [ "$mode" = delta ] && flags+=(--delta)
   echo "bench-scale: $name $mode, $proxies proxies ${flags[*]}" >&2
-  "$BIN" load --xds-addr "$XDS" --proxies "$proxies" "${MESH[@]}" "${flags[@]}" \
+  "$LOAD" --xds-addr "$XDS" --proxies "$proxies" "${MESH[@]}" "${flags[@]}" \
     --change "$change" --server-metrics "http://$ADMIN/metrics" --node-prefix "$name" --hold 3s >"$file" || true
   # A run that failed before measuring still gets a row, with its error.
-  [ -s "$file" ] || printf '{"target":"%s","mode":"%s","proxies":%d,"errors":["sluice load failed: see the script output"]}\n' \
+  [ -s "$file" ] || printf '{"target":"%s","mode":"%s","proxies":%d,"errors":["sluice-load failed: see the script output"]}\n' \
     "$XDS" "$mode" "$proxies" >"$file"
 }
 
 baseline() { # NAME MODE PROXIES
-  "$BIN" load baseline "${MESH[@]}" --xds-addr "$XDS" --admin-addr "$ADMIN" &
+  "$LOAD" baseline "${MESH[@]}" --xds-addr "$XDS" --admin-addr "$ADMIN" &
   pids+=($!)
   wait_ready "http://$ADMIN/readyz"
   load "$1" "$2" "http:http://$ADMIN/change" "$3"
@@ -151,7 +154,7 @@ if want classic; then
   for mode in sotw delta; do
     baseline baseline "$mode" "$PROXIES"
 
-    "$BIN" load populate "${MESH[@]}" --registry-file "$work/mesh.yaml"
+    "$LOAD" populate "${MESH[@]}" --registry-file "$work/mesh.yaml"
     "$BIN" serve --registry-file "$work/mesh.yaml" --xds-addr "$XDS" --admin-addr "$ADMIN" "${DEBOUNCE[@]}" --log-level warn &
     pids+=($!)
     wait_ready "http://$ADMIN/readyz"
@@ -162,13 +165,13 @@ if want classic; then
     "$BIN" serve --dev --etcd-endpoints "$ETCD" --data-dir "$work/etcd-$mode" --xds-addr "$XDS" --admin-addr "$ADMIN" "${DEBOUNCE[@]}" --log-level warn &
     pids+=($!)
     wait_ready "http://$ADMIN/readyz"
-    "$BIN" load populate "${MESH[@]}" --etcd "$ETCD"
+    "$LOAD" populate "${MESH[@]}" --etcd "$ETCD"
     wait_instances "$total"
     load sluice-etcd "$mode" "etcd:$ETCD" "$PROXIES"
     stop
   done
 
-  table=$("$BIN" load report \
+  table=$("$LOAD" report \
     "go-control-plane snapshot cache=$OUT/baseline-sotw.json" "sluice, file source=$OUT/sluice-file-sotw.json" "sluice, etcd source=$OUT/sluice-etcd-sotw.json" \
     "go-control-plane snapshot cache=$OUT/baseline-delta.json" "sluice, file source=$OUT/sluice-file-delta.json" "sluice, etcd source=$OUT/sluice-etcd-delta.json")
   {
@@ -194,13 +197,13 @@ group_row() {
   if [ "$deps" -gt 0 ]; then
     topo+=(--dependencies "$deps")
     rm -rf "$work/policies"
-    "$BIN" load populate "${MESH[@]}" "${topo[@]}" --policy-dir "$work/policies"
+    "$LOAD" populate "${MESH[@]}" "${topo[@]}" --policy-dir "$work/policies"
     serve+=(--policy-dir "$work/policies")
   fi
   "$BIN" serve --dev --etcd-endpoints "$ETCD" --data-dir "$work/etcd-$name-$mode" --xds-addr "$XDS" --admin-addr "$ADMIN" "${serve[@]}" &
   pids+=($!)
   wait_ready "http://$ADMIN/readyz"
-  "$BIN" load populate "${MESH[@]}" --etcd "$ETCD"
+  "$LOAD" populate "${MESH[@]}" --etcd "$ETCD"
   wait_instances "$total"
   load "$name" "$mode" "etcd:$ETCD" "$proxies" "${topo[@]}"
   stop
@@ -225,7 +228,7 @@ if want groups; then
       reports+=("$label=$OUT/groups-$name-$setting-$mode.json")
     done
   done
-  table=$("$BIN" load report "${reports[@]}")
+  table=$("$LOAD" report "${reports[@]}")
   {
     echo "<!-- bench-scale-groups:begin (generated by make bench-scale) -->"
     echo

@@ -198,6 +198,30 @@ func TestValidateExitCodes(t *testing.T) {
 	}
 }
 
+// TestValidateSyntaxErrors: a syntax error is reported at the same line in a
+// registry file and in a policy file: here the line of a "[" never closed.
+func TestValidateSyntaxErrors(t *testing.T) {
+	dir := t.TempDir()
+	registry := filepath.Join(dir, "registry.yaml")
+	pol := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(registry, []byte("services:\n  - name: a\n    instances: [{address: 10.0.0.1, port: 80}\n  - name: b\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pol, []byte("apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: [web\nspec: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := run(t, nil, "validate", registry, pol)
+	var ee exitError
+	if !errors.As(err, &ee) || ee != 1 {
+		t.Fatalf("err %v, want exit status 1", err)
+	}
+	want := registry + ":3: invalid YAML: did not find expected ',' or ']'\n" +
+		pol + ":3: invalid YAML: did not find expected ',' or ']'\n"
+	if out != want {
+		t.Fatalf("output %q, want %q", out, want)
+	}
+}
+
 // TestValidatePolicies: policy files and directories are checked as one set
 // with file:line: field: message output and exit status 1 on errors.
 func TestValidatePolicies(t *testing.T) {

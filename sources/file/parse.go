@@ -3,17 +3,12 @@
 package file
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
 	"net/netip"
-	"regexp"
 	"strconv"
-	"strings"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-mesh/sluice/internal/strictyaml"
 	"github.com/sluice-mesh/sluice/sources"
 )
 
@@ -28,99 +23,53 @@ const MaxFileSize = 8 << 20
 // returned diagnostics say where (file:line) and which field, and the state is
 // nil, so the caller keeps serving what it had.
 func Parse(filename string, data []byte) (*sources.State, []sources.Diagnostic) {
-	p := parser{file: filename}
+	// Aliases are not followed (MaxAliases 0): a registry file lists its
+	// instances plainly.
+	p := parser{Reader: &strictyaml.Reader{File: filename, Source: SourceName}}
 	if len(data) > MaxFileSize {
 		// Parsing keeps a node per value with its position: a 12 MB file
 		// took the process to nearly 800 MB, for good.
-		p.errorf(1, "", "the file is %d bytes, more than %d; a registry this size belongs in etcd or Consul", len(data), MaxFileSize)
-		return nil, p.diags
+		p.Errorf(1, "", "the file is %d bytes, more than %d; a registry this size belongs in etcd or Consul", len(data), MaxFileSize)
+		return nil, p.Diagnostics()
 	}
-	var root yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
-		p.errorf(lineOfYAMLError(err), "", "invalid YAML: %s", stripLinePrefix(err.Error()))
-		return nil, p.diags
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		p.errorf(extra.Line, "", "a registry file holds one YAML document; found another")
-	} else if !errors.Is(err, io.EOF) {
-		p.errorf(lineOfYAMLError(err), "", "invalid YAML: %s", stripLinePrefix(err.Error()))
-	}
-	st := &sources.State{Services: []sources.Service{}}
-	if root.Kind == 0 {
+	root := p.Document(data)
+	if root == nil && len(p.Diagnostics()) == 0 {
 		// An empty file is also what a file looks like while a writer
 		// rewrites it in place: refusing it keeps the catalog from being
 		// wiped in between. An empty catalog is said explicitly.
-		p.errorf(1, "", "the file is empty; write `services: []` to serve an empty catalog")
-		return nil, p.diags
+		p.Errorf(1, "", "the file is empty; write `services: []` to serve an empty catalog")
 	}
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		p.document(root.Content[0], st)
-	} else if root.Kind != 0 {
-		p.errorf(root.Line, "", "expected a mapping with a services list")
+	st := &sources.State{Services: []sources.Service{}}
+	if root != nil {
+		p.document(root, st)
 	}
-	if len(p.diags) > 0 {
-		return nil, p.diags
+	if len(p.Diagnostics()) > 0 {
+		return nil, p.Diagnostics()
 	}
 	st.Normalize(SourceName)
 	return st, nil
 }
 
+// parser reads one registry file.
 type parser struct {
-	file  string
-	diags []sources.Diagnostic
-}
-
-func (p *parser) errorf(line int, field, format string, args ...any) {
-	p.diags = append(p.diags, sources.Diagnostic{
-		Severity: sources.SeverityError,
-		Source:   SourceName,
-		Location: p.file + ":" + strconv.Itoa(line),
-		Field:    field,
-		Message:  fmt.Sprintf(format, args...),
-	})
-}
-
-// fields walks a mapping node, rejecting keys not in known, and calls visit
-// for each known key with its value node.
-func (p *parser) fields(n *yaml.Node, path string, known []string, visit func(key string, v *yaml.Node)) bool {
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n.Line, path, "expected a mapping, got %s", kindName(n))
-		return false
-	}
-	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		fp := join(path, k.Value)
-		if !contains(known, k.Value) {
-			p.errorf(k.Line, fp, "unknown field (known: %v)", known)
-			continue
-		}
-		if seen[k.Value] {
-			p.errorf(k.Line, fp, "field given twice")
-			continue
-		}
-		seen[k.Value] = true
-		visit(k.Value, v)
-	}
-	return true
+	*strictyaml.Reader
 }
 
 func (p *parser) document(n *yaml.Node, st *sources.State) {
-	p.fields(n, "", []string{"services"}, func(_ string, v *yaml.Node) {
-		if !p.isSeq(v, "services") {
+	p.Fields(n, "", []string{"services"}, nil, func(_ string, v *yaml.Node) {
+		items, ok := p.Seq(v, "services")
+		if !ok {
 			return
 		}
 		names := map[string]int{}
-		for i, sn := range v.Content {
-			path := fmt.Sprintf("services[%d]", i)
+		for i, sn := range items {
+			path := strictyaml.Index("services", i)
 			svc, ok := p.service(sn, path)
 			if !ok {
 				continue
 			}
 			if prev, dup := names[svc.Name]; dup {
-				p.errorf(sn.Line, path+".name", "service %q is already listed at line %d", svc.Name, prev)
+				p.Errorf(sn.Line, path+".name", "service %q is already listed at line %d", svc.Name, prev)
 				continue
 			}
 			names[svc.Name] = sn.Line
@@ -133,31 +82,37 @@ func (p *parser) service(n *yaml.Node, path string) (sources.Service, bool) {
 	var svc sources.Service
 	ok := true
 	hasName := false
-	p.fields(n, path, []string{"name", "instances"}, func(key string, v *yaml.Node) {
+	isMapping := p.Fields(n, path, []string{"name", "instances"}, nil, func(key string, v *yaml.Node) {
 		switch key {
 		case "name":
 			hasName = true
-			if v.Kind != yaml.ScalarNode || !sources.ValidServiceName(v.Value) {
-				p.errorf(v.Line, path+".name", "%q is not a valid service name (lowercase letters, digits, '-', '.', '_'; starts and ends alphanumeric; at most 253 characters)", v.Value)
+			name, sok := p.Scalar(v, path+".name", "a service name")
+			if !sok {
 				ok = false
 				return
 			}
-			svc.Name = v.Value
+			if !sources.ValidServiceName(name) {
+				p.Errorf(v.Line, path+".name", "%q is not a valid service name (lowercase letters, digits, '-', '.', '_'; starts and ends alphanumeric; at most 253 characters)", name)
+				ok = false
+				return
+			}
+			svc.Name = name
 		case "instances":
-			if !p.isSeq(v, path+".instances") {
+			items, sok := p.Seq(v, path+".instances")
+			if !sok {
 				ok = false
 				return
 			}
 			keys := map[string]int{}
-			for i, in := range v.Content {
-				ipath := fmt.Sprintf("%s.instances[%d]", path, i)
+			for i, in := range items {
+				ipath := strictyaml.Index(path+".instances", i)
 				inst, iok := p.instance(in, ipath)
 				if !iok {
 					ok = false
 					continue
 				}
 				if prev, dup := keys[inst.Key()]; dup {
-					p.errorf(in.Line, ipath, "duplicate instance %s (first listed at line %d)", inst.Key(), prev)
+					p.Errorf(in.Line, ipath, "duplicate instance %s (first listed at line %d)", inst.Key(), prev)
 					ok = false
 					continue
 				}
@@ -166,23 +121,23 @@ func (p *parser) service(n *yaml.Node, path string) (sources.Service, bool) {
 			}
 		}
 	})
-	if n.Kind == yaml.MappingNode && !hasName {
-		p.errorf(n.Line, path+".name", "required field is missing")
+	if isMapping && !hasName {
+		p.Errorf(n.Line, path+".name", "required field is missing")
 		ok = false
 	}
-	return svc, ok && n.Kind == yaml.MappingNode
+	return svc, ok && isMapping
 }
 
 func (p *parser) instance(n *yaml.Node, path string) (sources.Instance, bool) {
-	in := sources.Instance{Origin: p.file + ":" + strconv.Itoa(n.Line), Health: sources.HealthHealthy}
+	in := sources.Instance{Origin: strictyaml.Location(p.File, n.Line), Health: sources.HealthHealthy}
 	ok, hasAddr, hasPort := true, false, false
 	fail := func(v *yaml.Node, field, format string, args ...any) {
-		p.errorf(v.Line, path+"."+field, format, args...)
+		p.Errorf(v.Line, path+"."+field, format, args...)
 		ok = false
 	}
-	p.fields(n, path, []string{"address", "port", "health", "weight", "zone", "region", "metadata"}, func(key string, v *yaml.Node) {
+	isMapping := p.Fields(n, path, []string{"address", "port", "health", "weight", "zone", "region", "metadata"}, nil, func(key string, v *yaml.Node) {
 		if key != "metadata" && v.Kind != yaml.ScalarNode {
-			fail(v, key, "expected a scalar, got %s", kindName(v))
+			fail(v, key, "expected a scalar, got %s", strictyaml.KindName(v))
 			return
 		}
 		switch key {
@@ -226,22 +181,20 @@ func (p *parser) instance(n *yaml.Node, path string) (sources.Instance, bool) {
 			in.Region = v.Value
 		case "metadata":
 			md := map[string]string{}
-			if v.Kind != yaml.MappingNode {
-				fail(v, key, "expected a mapping of strings, got %s", kindName(v))
-				return
-			}
-			for i := 0; i+1 < len(v.Content); i += 2 {
-				mk, mv := v.Content[i], v.Content[i+1]
+			if !p.Mapping(v, path+".metadata", "a mapping of strings", func(mk string, _, mv *yaml.Node) {
 				if mv.Kind != yaml.ScalarNode {
-					fail(mv, key+"."+mk.Value, "metadata values must be strings, got %s", kindName(mv))
-					continue
+					fail(mv, key+"."+mk, "metadata values must be strings, got %s", strictyaml.KindName(mv))
+					return
 				}
-				md[mk.Value] = mv.Value
+				md[mk] = mv.Value
+			}) {
+				ok = false
+				return
 			}
 			in.Metadata = md
 		}
 	})
-	if n.Kind != yaml.MappingNode {
+	if !isMapping {
 		return in, false
 	}
 	if !hasAddr {
@@ -251,63 +204,4 @@ func (p *parser) instance(n *yaml.Node, path string) (sources.Instance, bool) {
 		fail(n, "port", "required field is missing")
 	}
 	return in, ok
-}
-
-func (p *parser) isSeq(v *yaml.Node, path string) bool {
-	if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-		v.Content = nil
-		return true
-	}
-	if v.Kind != yaml.SequenceNode {
-		p.errorf(v.Line, path, "expected a list, got %s", kindName(v))
-		return false
-	}
-	return true
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
-	case yaml.AliasNode:
-		return "an alias"
-	}
-	return "nothing"
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
-
-func lineOfYAMLError(err error) int {
-	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-		n, _ := strconv.Atoi(m[1])
-		return n
-	}
-	return 1
-}
-
-func stripLinePrefix(s string) string {
-	if loc := yamlLine.FindStringIndex(s); loc != nil {
-		return s[loc[1]:]
-	}
-	return strings.TrimPrefix(s, "yaml: ")
 }

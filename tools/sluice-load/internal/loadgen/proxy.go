@@ -1,6 +1,7 @@
 // Package loadgen simulates many Envoy-like xDS clients against an ADS
 // server and measures how fast they get their config: the initial sync and
-// the convergence after a change. It is the engine of `sluice load`.
+// the convergence after a change. It is the engine of sluice-load, the load
+// generator in tools/sluice-load.
 package loadgen
 
 import (

@@ -61,7 +61,7 @@ type ChangeScope struct {
 	Unexpected int `json:"unexpected"`
 }
 
-// Result is what `sluice load` prints.
+// Result is what `sluice-load` prints.
 type Result struct {
 	Target  string `json:"target"`
 	Mode    string `json:"mode"`
