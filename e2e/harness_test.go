@@ -19,8 +19,15 @@ import (
 	"time"
 )
 
-// sluiceBin is the binary under test, built once by TestMain.
-var sluiceBin string
+// sluiceBin is the binary under test, built once by TestMain in workDir,
+// which also holds other binaries the tests build (a real etcd server) and
+// is removed when the tests end.
+var sluiceBin, workDir string
+
+// sluiceRace says sluiceBin has the race detector: always, unless
+// SLUICE_E2E_RACE=0 asks for a plain build, for memory and timing figures
+// (docs/reliability.md) that the race detector would inflate.
+var sluiceRace = os.Getenv("SLUICE_E2E_RACE") != "0"
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -33,8 +40,13 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
+	workDir = dir
 	sluiceBin = filepath.Join(dir, "sluice")
-	build := exec.Command("go", "build", "-race", "-o", sluiceBin, "../cmd/sluice")
+	args := []string{"build", "-o", sluiceBin}
+	if sluiceRace {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "../cmd/sluice")...)
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building sluice:", err)
