@@ -23,6 +23,13 @@ import (
 // XDSClusterName is the static cluster through which Envoy reaches sluice.
 const XDSClusterName = "sluice_xds"
 
+// The backoff of Envoy's reconnections to sluice: from 500 ms (Envoy's own
+// start) up to 5 s, jittered by Envoy.
+const (
+	xdsRetryBase = 500 * time.Millisecond
+	xdsRetryMax  = 5 * time.Second
+)
+
 // BootstrapOptions describe one Envoy proxy.
 type BootstrapOptions struct {
 	NodeID  string
@@ -171,7 +178,17 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 				TransportApiVersion:       corev3.ApiVersion_V3,
 				SetNodeOnFirstMessageOnly: true,
 				GrpcServices: []*corev3.GrpcService{{
-					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSClusterName}},
+					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+						ClusterName: XDSClusterName,
+						// Envoy's own backoff for its xDS stream grows to 30 s:
+						// after a control-plane restart a proxy could run on
+						// stale config that long. Serving keeps going meanwhile,
+						// so reconnect within a few seconds instead.
+						RetryPolicy: &corev3.RetryPolicy{RetryBackOff: &corev3.BackoffStrategy{
+							BaseInterval: durationpb.New(xdsRetryBase),
+							MaxInterval:  durationpb.New(xdsRetryMax),
+						}},
+					}},
 				}},
 			},
 			CdsConfig: ADSConfigSource(),

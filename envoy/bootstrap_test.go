@@ -3,6 +3,7 @@ package envoy
 import (
 	"strings"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 )
@@ -33,5 +34,25 @@ func TestBootstrapReplicas(t *testing.T) {
 	}
 	if _, err := Bootstrap(BootstrapOptions{NodeID: "n", XDSAddrs: []string{"127.0.0.1:18000", "nohost"}}); err == nil || !strings.Contains(err.Error(), `"nohost"`) {
 		t.Errorf("a bad second address: %v, want an error naming it", err)
+	}
+}
+
+// TestBootstrapReconnectsPromptly: Envoy's default backoff for its xDS
+// stream grows to 30 s, so a proxy could run on stale config that long after
+// a control-plane restart; the bootstrap caps it at xdsRetryMax.
+func TestBootstrapReconnectsPromptly(t *testing.T) {
+	b, err := Bootstrap(BootstrapOptions{NodeID: "n", Service: "web", XDSAddrs: []string{"127.0.0.1:18000"}, AdminAddress: "127.0.0.1", AdminPort: 9901})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ValidateAll(); err != nil {
+		t.Fatal(err)
+	}
+	backoff := b.GetDynamicResources().GetAdsConfig().GetGrpcServices()[0].GetEnvoyGrpc().GetRetryPolicy().GetRetryBackOff()
+	if got := backoff.GetMaxInterval().AsDuration(); got != xdsRetryMax || got > 5*time.Second {
+		t.Errorf("xDS reconnect backoff grows to %v, want %v (at most 5s)", got, xdsRetryMax)
+	}
+	if got := backoff.GetBaseInterval().AsDuration(); got <= 0 || got > xdsRetryMax {
+		t.Errorf("xDS reconnect backoff starts at %v, want a positive interval below the maximum", got)
 	}
 }
