@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"hash/maphash"
 	"sync"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -94,6 +95,8 @@ func (s *sharedEncodings) forgetDelta(rs []*discoveryv3.Resource) {
 type codec struct {
 	base   encoding.CodecV2
 	shared *sharedEncodings
+	// seed is the seed of the hashes of requests' resource names.
+	seed maphash.Seed
 }
 
 func newCodec(shared *sharedEncodings) (codec, error) {
@@ -101,12 +104,22 @@ func newCodec(shared *sharedEncodings) (codec, error) {
 	if base == nil {
 		return codec{}, fmt.Errorf("xds: gRPC's proto codec is not registered")
 	}
-	return codec{base: base, shared: shared}, nil
+	return codec{base: base, shared: shared, seed: maphash.MakeSeed()}, nil
 }
 
 func (c codec) Name() string { return c.base.Name() }
 
-func (c codec) Unmarshal(data mem.BufferSlice, v any) error { return c.base.Unmarshal(data, v) }
+// Unmarshal is gRPC's, except for state-of-the-world requests, whose
+// resource names it leaves encoded (see sotwRequest).
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*sotwRequest); ok {
+		// The names and the rest are copied out of gRPC's buffer.
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer buf.Free()
+		return unmarshalSotwRequest(c.seed, buf.ReadOnlyData(), r)
+	}
+	return c.base.Unmarshal(data, v)
+}
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch r := v.(type) {

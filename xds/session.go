@@ -55,6 +55,12 @@ type typeSub struct {
 	// named "*".
 	explicitWildcard bool
 	names            nameSet
+	// namesHash and namesN are the hash and number of the names of the
+	// last state-of-the-world request, as the codec saw them encoded
+	// (namesHashed), so that a request repeating them is not decoded.
+	namesHash   uint64
+	namesN      int
+	namesHashed bool
 
 	// held is what the client holds.
 	held holding
@@ -234,22 +240,32 @@ func (s *session) nextNonce() string {
 // a request that is ignored (a stale nonce, or a type sluice does not
 // serve).
 func (s *session) sotwRequest(req *discoveryv3.DiscoveryRequest) (*typeSub, bool) {
+	names := namesOf(req.GetResourceNames())
+	t, ok, _ := s.sotwApply(req, &names) // decoded names do not fail
+	return t, ok
+}
+
+// sotwApply is sotwRequest for a request whose names may still be
+// encoded; an error (names that do not decode) ends the stream.
+func (s *session) sotwApply(req *discoveryv3.DiscoveryRequest, names *requestNames) (*typeSub, bool, error) {
 	t := s.typeSub(req.GetTypeUrl(), func(t *typeSub) {
-		t.wildcard = len(req.GetResourceNames()) == 0
+		t.wildcard = names.n == 0
 	})
 	if t == nil {
-		return nil, false
+		return nil, false, nil
 	}
 	if t.nonce != "" && req.GetResponseNonce() != t.nonce {
-		return t, false
+		return t, false, nil
 	}
 	nack := req.GetErrorDetail() != nil
 	if t.nonce != "" {
 		t.answered(nack)
 	}
 	t.reqVersion, t.reqNack, t.reqFirst = req.GetVersionInfo(), nack, req.GetResponseNonce() == ""
-	t.setNames(req.GetResourceNames())
-	return t, true
+	if err := t.setNames(names); err != nil {
+		return nil, false, err
+	}
+	return t, true, nil
 }
 
 // answered records the client's answer to the last response.
@@ -270,13 +286,23 @@ func (t *typeSub) answered(nack bool) {
 
 // setNames applies the names of a state-of-the-world request, the whole
 // subscription.
-func (t *typeSub) setNames(names []string) {
+func (t *typeSub) setNames(req *requestNames) error {
 	if t.legacy {
-		if len(names) == 0 {
-			return
+		if req.n == 0 {
+			return nil
 		}
 		t.legacy = false
 	}
+	// Most requests are ACKs that repeat the subscription, byte for byte:
+	// they cost a hash of its encoding, and nothing else.
+	if req.sameAs(t.namesHash, t.namesN) && t.namesHashed {
+		return nil
+	}
+	names, err := req.list()
+	if err != nil {
+		return err
+	}
+	t.namesHash, t.namesN, t.namesHashed = req.hash, req.n, req.hashed
 	star := false
 	n := 0
 	same := true
@@ -290,8 +316,8 @@ func (t *typeSub) setNames(names []string) {
 			same = false
 		}
 	}
-	// Most requests are ACKs that repeat the subscription: they cost a
-	// look-up per name, and nothing else.
+	// A request that names the same set in another order (or one whose
+	// names came decoded) costs a look-up per name, and nothing else.
 	changed := !same || n != t.names.len()
 	if changed {
 		own := make(map[string]struct{}, n)
@@ -307,7 +333,7 @@ func (t *typeSub) setNames(names []string) {
 	if star || !changed && !wasWildcard {
 		// Either it subscribes to everything, or to the same names as
 		// before: what it holds is within them already.
-		return
+		return nil
 	}
 	// The client drops what it no longer names: named again, it is sent
 	// again (even if it refused it).
@@ -341,6 +367,7 @@ func (t *typeSub) setNames(names []string) {
 			t.held = holding{explicit: m}
 		}
 	}
+	return nil
 }
 
 // deltaRequest applies a delta request; it reports false for a type sluice

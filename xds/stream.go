@@ -158,7 +158,8 @@ func (s *Server) serveSotw(str grpc.BidiStreamingServer[discoveryv3.DiscoveryReq
 		s.Tracker.responseSotw(st.ctx, st.id, resp)
 		return str.Send(resp)
 	}
-	handle := func(req *discoveryv3.DiscoveryRequest) error {
+	handle := func(r *sotwRequest) error {
+		req := &r.DiscoveryRequest
 		if req.Node == nil {
 			req.Node = st.node
 		}
@@ -169,13 +170,20 @@ func (s *Server) serveSotw(str grpc.BidiStreamingServer[discoveryv3.DiscoveryReq
 			return err
 		}
 		st.admitted(req.Node)
-		t, ok := st.sess.sotwRequest(req)
+		t, ok, err := st.sess.sotwApply(req, &r.names)
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "sluice: %v", err)
+		}
 		if !ok || t.pending {
 			return nil
 		}
 		return send(t, s.Cache.current(st.key, t.idx))
 	}
-	return run(st, str.Recv, handle, func() error { return st.push(send) })
+	recv := func() (*sotwRequest, error) {
+		r := new(sotwRequest)
+		return r, str.RecvMsg(r)
+	}
+	return run(st, recv, handle, func() error { return st.push(send) })
 }
 
 // serveDelta serves a delta stream.

@@ -40,6 +40,12 @@ type proxy struct {
 	routes         map[string]bool     // RDS names to receive
 	haveRDS        map[string]bool     // RDS names received
 	watch          Watch
+	// edsNames and rdsNames are eds and routes sorted, as every SotW
+	// request of the type repeats them: worked out when the set changes,
+	// as Envoy keeps its subscriptions, not on every ACK (on a shared
+	// machine the simulator's own work would otherwise be counted as the
+	// server's latency).
+	edsNames, rdsNames []string
 
 	mu              sync.Mutex // guards the times below, which the runner reads
 	syncedAt        time.Time
@@ -103,7 +109,9 @@ func (p *proxy) onClusters(res []*anypb.Any, removed []string, replace bool) (bo
 		}
 	}
 	changed := !sameSet(want, p.eds)
-	p.eds = want
+	if changed {
+		p.eds, p.edsNames = want, keys(want)
+	}
 	return changed, nil
 }
 
@@ -157,7 +165,9 @@ func (p *proxy) onListeners(res []*anypb.Any, removed []string, replace bool) (b
 		}
 	}
 	changed := !sameSet(want, p.routes)
-	p.routes = want
+	if changed {
+		p.routes, p.rdsNames = want, keys(want)
+	}
 	return changed, nil
 }
 
@@ -270,9 +280,9 @@ func (p *proxy) sotw(ctx context.Context, client discoveryv3.AggregatedDiscovery
 func (p *proxy) names(typ string) []string {
 	switch typ {
 	case resource.EndpointType:
-		return keys(p.eds)
+		return p.edsNames
 	case resource.RouteType:
-		return keys(p.routes)
+		return p.rdsNames
 	}
 	return nil
 }
