@@ -45,8 +45,9 @@ func peerIdentity(ctx context.Context) *certIdentity {
 // names reports whether the certificate names service: a SPIFFE ID whose
 // last path segment is the service (as in spiffe://domain/ns/NS/sa/NAME,
 // where the service account is named after the service), or a DNS SAN
-// that is the service's name or starts with it and a dot
-// (NAME.NS.svc...).
+// that is the service's name, or whose first label is (NAME.NS.svc...).
+// Only the first label: a certificate for a.ns.svc names a, not a
+// service called a.ns.
 func (id *certIdentity) names(service string) bool {
 	for _, s := range id.spiffe {
 		if i := strings.LastIndexByte(s, '/'); i >= 0 && s[i+1:] == service {
@@ -54,7 +55,7 @@ func (id *certIdentity) names(service string) bool {
 		}
 	}
 	for _, d := range id.dns {
-		if d == service || strings.HasPrefix(d, service+".") {
+		if first, _, _ := strings.Cut(d, "."); d == service || first == service {
 			return true
 		}
 	}

@@ -47,6 +47,10 @@ func TestTrackerBindsIdentityToCertificate(t *testing.T) {
 		{"claims another service", withClientCert(spiffe), &corev3.Node{Id: "a", Cluster: "payments"}, codes.PermissionDenied},
 		{"claims another service's gateway", withClientCert(spiffe), &corev3.Node{Id: "a", Cluster: "payments", Metadata: gateway}, codes.PermissionDenied},
 		{"a name that only starts like the service", withClientCert(other), &corev3.Node{Id: "a", Cluster: "frontend"}, codes.PermissionDenied},
+		// frontend.default.svc... names frontend, not a service that
+		// happens to be called frontend.default.
+		{"DNS name's first labels", withClientCert(dns), &corev3.Node{Id: "a", Cluster: "frontend.default"}, codes.PermissionDenied},
+		{"DNS name exactly a dotted service", withClientCert(&x509.Certificate{DNSNames: []string{"frontend.default"}}), &corev3.Node{Id: "a", Cluster: "frontend.default"}, codes.OK},
 		{"an https URI is not an identity", withClientCert(other), &corev3.Node{Id: "a", Cluster: "payments"}, codes.PermissionDenied},
 		{"no certificate", context.Background(), &corev3.Node{Id: "a", Cluster: "frontend"}, codes.PermissionDenied},
 		{"no service claimed", withClientCert(spiffe), &corev3.Node{Id: "a"}, codes.OK},
