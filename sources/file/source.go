@@ -25,6 +25,9 @@ type Source struct {
 	// rewatch is how often a source whose directory vanished tries to
 	// watch it again.
 	rewatch time.Duration
+	// afterRead, when set (by tests), runs between reading the file and
+	// parsing it.
+	afterRead func()
 }
 
 // New returns a source for the registry file at path.
@@ -58,6 +61,9 @@ func (s *Source) Run(ctx context.Context, events chan<- sources.Event) error {
 			loaded = false
 			s.log.Error("cannot read registry file; keeping the last good catalog", "err", err)
 			return sources.Send(ctx, events, sources.Event{Source: SourceName, Err: err})
+		}
+		if s.afterRead != nil {
+			s.afterRead()
 		}
 		if loaded && bytes.Equal(data, last) {
 			return true

@@ -302,3 +302,48 @@ func nextStateOf(t *testing.T, ev sources.Event, what string, services ...string
 		t.Fatalf("%s: state has services %v, want %v", what, names, services)
 	}
 }
+
+// TestSourceReadsFileWrittenWhileParsing: a file written while the source
+// is still parsing the previous content is read after, and its catalog is
+// the last one published (the older one never comes after it).
+func TestSourceReadsFileWrittenWhileParsing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.yaml")
+	writeFile(t, path, registry("first"))
+	src := New(path, slog.New(slog.DiscardHandler))
+	reads := make(chan struct{})
+	release := make(chan struct{})
+	src.afterRead = func() {
+		reads <- struct{}{}
+		<-release
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := make(chan sources.Event)
+	go func() { _ = src.Run(ctx, events) }()
+
+	<-reads // the initial read
+	release <- struct{}{}
+	nextState(t, events, "initial file", "first")
+
+	writeFile(t, path, registry("second"))
+	<-reads // second's content was read; its parse waits
+	// Written while the source holds second's content, unparsed.
+	replaceFile(t, path, registry("third"))
+	release <- struct{}{}
+	nextState(t, events, "file read before the last write", "second")
+	<-reads
+	release <- struct{}{}
+	nextState(t, events, "file written during the parse", "third")
+
+	// Nothing older comes after it.
+	go func() {
+		for range reads {
+			release <- struct{}{}
+		}
+	}()
+	select {
+	case ev := <-events:
+		t.Fatalf("an event after the last write: state=%v err=%v", ev.State != nil, ev.Err)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
