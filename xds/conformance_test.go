@@ -277,6 +277,53 @@ func TestConformanceRandomSequences(t *testing.T) {
 	}
 }
 
+// TestConformanceRandomNamedSequences is the same for clients that name
+// what they want, as proxyless gRPC clients do: random subscriptions to
+// load assignments (names that exist, that went away, that never did)
+// between random publications and reconnects.
+func TestConformanceRandomNamedSequences(t *testing.T) {
+	all := []string{"a", "b", "c", "d", "e"}
+	for seed := int64(1); seed <= 3; seed++ {
+		rng := rand.New(rand.NewSource(100 + seed))
+		randomWorld := func() world {
+			w := world{}
+			for _, name := range all[:4] { // e never exists
+				if rng.Intn(5) < 3 {
+					w = w.cluster(name, fmt.Sprintf("10.0.%d.%d", rng.Intn(2), 1+rng.Intn(2)))
+				}
+			}
+			return w
+		}
+		randomNames := func() []string {
+			var names []string
+			for _, n := range all {
+				if rng.Intn(2) == 0 {
+					names = append(names, n)
+				}
+			}
+			if len(names) == 0 {
+				names = all[:1] // an empty list would be a wildcard
+			}
+			return names
+		}
+		steps := []confStep{publish(randomWorld()), subscribe(edsURL, randomNames()...)}
+		for range 12 {
+			switch rng.Intn(4) {
+			case 0:
+				steps = append(steps, publish(randomWorld()))
+			case 1:
+				steps = append(steps, subscribe(edsURL, randomNames()...))
+			case 2:
+				steps = append(steps, reconnect(ptr(randomWorld())))
+			default:
+				steps = append(steps, reconnect(nil))
+			}
+		}
+		steps = append(steps, sluiceQuiet())
+		runOverBoth(t, confScenario{name: fmt.Sprintf("random-named-%d", seed), refWithoutADS: true, steps: steps})
+	}
+}
+
 // Scenarios.
 
 type confScenario struct {
