@@ -6,7 +6,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/sluice-mesh/sluice/internal/strictyaml"
+	"github.com/sluice-mesh/sluice/policy/strictyaml"
 	"github.com/sluice-mesh/sluice/sources"
 )
 

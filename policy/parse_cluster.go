@@ -5,7 +5,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/sluice-mesh/sluice/internal/strictyaml"
+	"github.com/sluice-mesh/sluice/policy/strictyaml"
 )
 
 // loadBalancer reads either a policy name or a mapping

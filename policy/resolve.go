@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/sluice-mesh/sluice/internal/strictyaml"
+	"github.com/sluice-mesh/sluice/policy/strictyaml"
 )
 
 // Resolved is the effective policy of one service: every field has its

@@ -3,7 +3,7 @@ package policy
 import (
 	"time"
 
-	"github.com/sluice-mesh/sluice/internal/strictyaml"
+	"github.com/sluice-mesh/sluice/policy/strictyaml"
 )
 
 // SourceName is the Source of every policy diagnostic.
