@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-mesh/sluice/internal/admin"
 	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
@@ -257,8 +258,11 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		_ = xdsLis.Close()
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
-	admin := &http.Server{
-		Handler:           newAdminHandler(reg, loop, srv, snapshots, adminGuard{tokenFile: o.adminTokenFile, loopback: isLoopback(o.adminAddr)}),
+	adminServer := &http.Server{
+		Handler: admin.NewHandler(admin.Config{
+			Metrics: reg, Loop: loop, Proxies: srv.Tracker, Snapshots: snapshots,
+			Guard: admin.Guard{TokenFile: o.adminTokenFile, Loopback: isLoopback(o.adminAddr)},
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	log.Info("sluice serving", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(), "sources", names)
@@ -305,7 +309,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	run("snapshot loop", func() error { return loop.Run(ctx, events) })
 	run("xds server", func() error { return srv.Serve(ctx, xdsLis) })
 	run("admin server", func() error {
-		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+		if err := adminServer.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -313,7 +317,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	<-ctx.Done()
 	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
-	_ = admin.Shutdown(shutdownCtx)
+	_ = adminServer.Shutdown(shutdownCtx)
 	wg.Wait()
 	log.Info("sluice stopped")
 	return firstErr
