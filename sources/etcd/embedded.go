@@ -15,6 +15,8 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/sluice-mesh/sluice/internal/setting"
 )
 
 // DefaultClientURL is where the embedded etcd listens unless told otherwise:
@@ -53,15 +55,16 @@ type Embedded struct {
 }
 
 // StartEmbedded starts a single-member etcd on loopback and waits until it
-// serves clients (or ctx ends, or a minute passes).
+// serves clients (or ctx ends, or a minute passes). A bad cfg is a
+// *setting.Error with Scope EmbeddedScope naming the field.
 func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
-	clientURL, err := loopbackURL(cfg.ClientURL, DefaultClientURL)
+	clientURL, err := loopbackURL("ClientURL", cfg.ClientURL, DefaultClientURL)
 	if err != nil {
-		return nil, fmt.Errorf("embedded etcd: ClientURL: %w", err)
+		return nil, err
 	}
-	peerURL, err := loopbackURL(cfg.PeerURL, "http://127.0.0.1:0")
+	peerURL, err := loopbackURL("PeerURL", cfg.PeerURL, "http://127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("embedded etcd: PeerURL: %w", err)
+		return nil, err
 	}
 	log := cfg.Log
 	if log == nil {
@@ -74,7 +77,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		e.removeDir = true
 	} else if err := os.MkdirAll(e.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("embedded etcd: DataDir: %w", err)
+		return nil, &setting.Error{Scope: EmbeddedScope, Field: "DataDir", Reason: "cannot be created", Err: err}
 	}
 
 	ec := embed.NewConfig()
@@ -127,32 +130,41 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	return e, nil
 }
 
-// loopbackURL parses an http URL (or bare host:port) on a loopback address.
-func loopbackURL(s, def string) (*url.URL, error) {
+// EmbeddedScope is the Scope of the *setting.Error of a bad
+// EmbeddedConfig; its Field is the field of EmbeddedConfig.
+const EmbeddedScope = "embedded etcd"
+
+// loopbackURL parses the http URL (or bare host:port) on a loopback
+// address that field gives, def if it is empty.
+func loopbackURL(field, s, def string) (*url.URL, error) {
 	if s == "" {
 		s = def
+	}
+	given := s
+	refuse := func(reason string, err error) (*url.URL, error) {
+		return nil, &setting.Error{Scope: EmbeddedScope, Field: field, Value: given, Reason: reason, Err: err}
 	}
 	if !strings.Contains(s, "://") {
 		s = "http://" + s
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("%q is not a URL: %w", s, err)
+		return refuse("must be a URL", err)
 	}
 	if u.Scheme != "http" {
-		return nil, fmt.Errorf("%q: the embedded etcd serves plain http only", s)
+		return refuse("must be plain http:// (the embedded etcd has no TLS)", nil)
 	}
 	if u.Path != "" && u.Path != "/" {
-		return nil, fmt.Errorf("%q: a listen URL has no path", s)
+		return refuse("must not have a path", nil)
 	}
 	host, _, err := net.SplitHostPort(u.Host)
 	if err != nil {
-		return nil, fmt.Errorf("%q is not host:port: %w", u.Host, err)
+		return refuse("must be host:port or http://host:port", err)
 	}
 	if host != "localhost" {
 		a, err := netip.ParseAddr(host)
 		if err != nil || !a.IsLoopback() {
-			return nil, fmt.Errorf("%q: the embedded etcd has no authentication and only listens on loopback (127.0.0.1, ::1 or localhost)", host)
+			return refuse("must be on loopback (127.0.0.1, ::1 or localhost), as the embedded etcd has no authentication", nil)
 		}
 	}
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil

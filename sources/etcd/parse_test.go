@@ -2,11 +2,13 @@ package etcd
 
 import (
 	"crypto/tls"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sluice-mesh/sluice/internal/setting"
 	"github.com/sluice-mesh/sluice/sources"
 )
 
@@ -190,8 +192,12 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"username alone", Config{Endpoints: []string{"127.0.0.1:2379"}, Username: "x"}, "Password"},
 		{"negative dial timeout", Config{Endpoints: []string{"127.0.0.1:2379"}, DialTimeout: -1}, "DialTimeout"},
 	} {
-		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+		_, err := New(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: New = %v, want an error naming %q", tc.name, err, tc.want)
+		}
+		if bad := (*setting.Error)(nil); !errors.As(err, &bad) || bad.Field == "" || !strings.HasPrefix(tc.want, bad.Field) {
+			t.Errorf("%s: New = %#v, want a *setting.Error of the field", tc.name, err)
 		}
 	}
 	for _, tc := range []struct{ format, prefix, want string }{
@@ -236,10 +242,15 @@ func TestLoadTLS(t *testing.T) {
 	if cfg, err := LoadTLS("", "", ""); cfg != nil || err != nil {
 		t.Errorf("LoadTLS() = %v, %v; want no TLS", cfg, err)
 	}
-	if _, err := LoadTLS("", "cert.pem", ""); err == nil {
-		t.Error("a certificate without its key is accepted")
-	}
-	if _, err := LoadTLS("/does/not/exist.pem", "", ""); err == nil {
-		t.Error("a missing CA file is accepted")
+	for _, tc := range []struct{ ca, cert, key, field string }{
+		{"", "cert.pem", "", "TLS.KeyFile"},
+		{"", "", "key.pem", "TLS.CertFile"},
+		{"/does/not/exist.pem", "", "", "TLS.CAFile"},
+		{"", "/does/not/exist.pem", "/does/not/exist.key", "TLS.CertFile"},
+	} {
+		_, err := LoadTLS(tc.ca, tc.cert, tc.key)
+		if bad := (*setting.Error)(nil); !errors.As(err, &bad) || bad.Field != tc.field {
+			t.Errorf("LoadTLS(%q, %q, %q) = %v, want a *setting.Error naming %s", tc.ca, tc.cert, tc.key, err, tc.field)
+		}
 	}
 }

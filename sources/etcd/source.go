@@ -44,7 +44,8 @@ type Source struct {
 	compactions, failures, probes atomic.Int64
 }
 
-// New validates cfg and returns a source. It does not connect yet.
+// New validates cfg and returns a source. It does not connect yet. A bad
+// cfg is a *setting.Error naming the field.
 func New(cfg Config) (*Source, error) {
 	cfg, err := cfg.normalize()
 	if err != nil {
