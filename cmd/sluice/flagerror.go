@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/sluice-mesh/sluice/internal/setting"
+	"github.com/sluice-mesh/sluice/internal/tlsfiles"
 	"github.com/sluice-mesh/sluice/sources/consul"
 	"github.com/sluice-mesh/sluice/sources/etcd"
 )
@@ -33,6 +34,7 @@ func settingFlags() map[string]map[string]string {
 			"TLS.CAFile": "--etcd-ca", "TLS.CertFile": "--etcd-cert", "TLS.KeyFile": "--etcd-key",
 		},
 		etcd.EmbeddedScope: {"ClientURL": "--etcd-endpoints", "DataDir": "--data-dir"},
+		tlsfiles.Scope:     {"CertFile": "--xds-tls-cert", "KeyFile": "--xds-tls-key", "ClientCAFile": "--xds-tls-client-ca"},
 		consul.SourceName: {
 			"Address": "--consul-addr", "Token": "--consul-token", "Datacenter": "--consul-datacenter",
 			"Tags": "--consul-tag", "Exclude": "--consul-exclude-service",

@@ -2,12 +2,10 @@ package etcd
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/sluice-mesh/sluice/internal/setting"
+	"github.com/sluice-mesh/sluice/internal/tlsfiles"
 )
 
 // SourceName is the name this source reports under.
@@ -254,13 +253,9 @@ func LoadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := tlsfiles.LoadCAs(caFile)
 		if err != nil {
 			return nil, &setting.Error{Scope: SourceName, Field: "TLS.CAFile", Reason: "cannot be loaded", Err: err}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &setting.Error{Scope: SourceName, Field: "TLS.CAFile", Reason: "cannot be loaded", Err: fmt.Errorf("%s: no PEM certificates found", caFile)}
 		}
 		cfg.RootCAs = pool
 	}
