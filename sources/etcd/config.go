@@ -22,29 +22,6 @@ import (
 // SourceName is the name this source reports under.
 const SourceName = "etcd"
 
-// Key layouts, selected by Config.Format.
-const (
-	// FormatSluice is `<prefix>/<service>/<host:port>` with a JSON (or empty,
-	// or bare host:port) value; see Registration.
-	FormatSluice = "sluice"
-	// FormatKratos is go-kratos' etcd registry: `<prefix>/<name>/<id>` with
-	// its ServiceInstance JSON.
-	FormatKratos = "kratos"
-	// FormatGoZero is go-zero's discov publisher: `<key>/<id>` with a bare
-	// host:port value; the service name is the key.
-	FormatGoZero = "gozero"
-)
-
-// Default roots of the key layouts. A Config.Prefix replaces them.
-const (
-	DefaultPrefix = "/services"
-	// KratosPrefix is go-kratos' default registry namespace.
-	KratosPrefix = "/microservices"
-	// GoZeroPrefix is empty: go-zero writes its keys at the root of the
-	// keyspace (e.g. "user.rpc/7587864068988009477").
-	GoZeroPrefix = ""
-)
-
 // DefaultDialTimeout bounds connecting (and authenticating) to etcd.
 const DefaultDialTimeout = 5 * time.Second
 
@@ -101,15 +78,13 @@ func (c Config) normalize() (Config, error) {
 			return c, configError(field, ep, "must be https:// or host:port (not plaintext http://) when TLS is configured")
 		}
 	}
-	switch c.Format {
-	case "":
-		c.Format = FormatSluice
-	case FormatSluice, FormatKratos, FormatGoZero:
-	default:
-		return c, configError("Format", c.Format, fmt.Sprintf("unknown format (want %s, %s or %s)", FormatSluice, FormatKratos, FormatGoZero))
+	l, ok := layoutOf(c.Format)
+	if !ok {
+		return c, configError("Format", c.Format, "unknown format (want "+formatNames()+")")
 	}
+	c.Format = l.format()
 	if c.Prefix == "" {
-		c.Prefix = defaultPrefix(c.Format)
+		c.Prefix = l.defaultPrefix()
 	}
 	if strings.ContainsAny(c.Prefix, "\x00") {
 		return c, configError("Prefix", c.Prefix, "must not contain a NUL byte")
@@ -136,16 +111,6 @@ func (c Config) normalize() (Config, error) {
 // configError is an *setting.Error of a field of Config.
 func configError(field string, value any, reason string) error {
 	return &setting.Error{Scope: SourceName, Field: field, Value: value, Reason: reason}
-}
-
-func defaultPrefix(format string) string {
-	switch format {
-	case FormatKratos:
-		return KratosPrefix
-	case FormatGoZero:
-		return GoZeroPrefix
-	}
-	return DefaultPrefix
 }
 
 // checkEndpoint accepts the endpoint forms clientv3 understands. It

@@ -15,11 +15,11 @@ import (
 // TestParse covers the parser key by key, without etcd: what is served,
 // what is rejected with which field, and what is ignored silently.
 func TestParse(t *testing.T) {
-	sluice := parser{format: FormatSluice, prefix: "/services"}
-	sluiceRoot := parser{format: FormatSluice, prefix: ""}
-	kratos := parser{format: FormatKratos, prefix: "/microservices"}
-	gozero := parser{format: FormatGoZero, prefix: ""}
-	gozeroPrefixed := parser{format: FormatGoZero, prefix: "/gz"}
+	sluice := parser{layout: sluiceLayout{}, prefix: "/services"}
+	sluiceRoot := parser{layout: sluiceLayout{}, prefix: ""}
+	kratos := parser{layout: kratosLayout{}, prefix: "/microservices"}
+	gozero := parser{layout: goZeroLayout{}, prefix: ""}
+	gozeroPrefixed := parser{layout: goZeroLayout{}, prefix: "/gz"}
 
 	type want struct {
 		service string
@@ -124,7 +124,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestSameResult(t *testing.T) {
-	p := parser{format: FormatSluice, prefix: "/services"}
+	p := parser{layout: sluiceLayout{}, prefix: "/services"}
 	a := p.parse("/services/api/10.0.0.1:80", []byte(`{"weight":2,"timestamp":1}`))
 	b := p.parse("/services/api/10.0.0.1:80", []byte(`{"weight":2,"timestamp":2}`))
 	c := p.parse("/services/api/10.0.0.1:80", []byte(`{"weight":3,"timestamp":2}`))
@@ -139,7 +139,7 @@ func TestSameResult(t *testing.T) {
 // TestBuildStateIsDeterministic: duplicates keep the first key in byte
 // order whatever the map order, and equal inputs give equal states.
 func TestBuildStateIsDeterministic(t *testing.T) {
-	p := parser{format: FormatKratos, prefix: "/microservices"}
+	p := parser{layout: kratosLayout{}, prefix: "/microservices"}
 	kv := map[string]string{
 		"/microservices/api/b": `{"name":"api","endpoints":["grpc://10.0.0.1:9000"],"metadata":{"weight":"2"}}`,
 		"/microservices/api/a": `{"name":"api","endpoints":["grpc://10.0.0.1:9000"],"metadata":{"weight":"1"}}`,

@@ -53,7 +53,7 @@ func New(cfg Config) (*Source, error) {
 	}
 	return &Source{
 		cfg:            cfg,
-		parser:         parser{format: cfg.Format, prefix: cfg.Prefix},
+		parser:         newParser(cfg),
 		log:            cfg.Log.With("source", SourceName, "format", cfg.Format, "prefix", cfg.Prefix),
 		requestTimeout: defaultRequestTimeout,
 		lostAfter:      2 * time.Second,
