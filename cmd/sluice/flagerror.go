@@ -7,6 +7,7 @@ import (
 	"github.com/sluice-mesh/sluice/internal/tlsfiles"
 	"github.com/sluice-mesh/sluice/sources/consul"
 	"github.com/sluice-mesh/sluice/sources/etcd"
+	"github.com/sluice-mesh/sluice/sources/etcd/embedded"
 )
 
 // flagError names the flags behind a refused setting of a package sluice
@@ -33,8 +34,8 @@ func settingFlags() map[string]map[string]string {
 			"Username": "--etcd-username", "Password": "--etcd-password",
 			"TLS.CAFile": "--etcd-ca", "TLS.CertFile": "--etcd-cert", "TLS.KeyFile": "--etcd-key",
 		},
-		etcd.EmbeddedScope: {"ClientURL": "--etcd-endpoints", "DataDir": "--data-dir"},
-		tlsfiles.Scope:     {"CertFile": "--xds-tls-cert", "KeyFile": "--xds-tls-key", "ClientCAFile": "--xds-tls-client-ca"},
+		embedded.Scope: {"ClientURL": "--etcd-endpoints", "DataDir": "--data-dir"},
+		tlsfiles.Scope: {"CertFile": "--xds-tls-cert", "KeyFile": "--xds-tls-key", "ClientCAFile": "--xds-tls-client-ca"},
 		consul.SourceName: {
 			"Address": "--consul-addr", "Token": "--consul-token", "Datacenter": "--consul-datacenter",
 			"Tags": "--consul-tag", "Exclude": "--consul-exclude-service",

@@ -14,6 +14,7 @@ import (
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/sources/consul"
 	"github.com/sluice-mesh/sluice/sources/etcd"
+	"github.com/sluice-mesh/sluice/sources/etcd/embedded"
 	"github.com/sluice-mesh/sluice/sources/file"
 )
 
@@ -117,8 +118,8 @@ func (a *app) registryOptions() (registryOptions, error) {
 	check := o.etcd
 	if o.embedded() {
 		// The embedded etcd may listen on port 0 (any free port); its real
-		// address is only known once it runs, and StartEmbedded checks it.
-		check.endpoints = []string{etcd.DefaultClientURL}
+		// address is only known once it runs, and embedded.Start checks it.
+		check.endpoints = []string{embedded.DefaultClientURL}
 	}
 	if _, err := check.config(nil); err != nil {
 		return o, err
@@ -171,7 +172,7 @@ func openRegistries(ctx context.Context, log *slog.Logger, o registryOptions) (*
 	if o.embedded() || o.etcdSet {
 		eo := o.etcd
 		if o.embedded() {
-			emb, err := etcd.StartEmbedded(ctx, etcd.EmbeddedConfig{
+			emb, err := embedded.Start(ctx, embedded.Config{
 				ClientURL: eo.endpoints[0], DataDir: o.dataDir, Log: log,
 			})
 			if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-mesh/sluice/internal/setting"
 	"github.com/sluice-mesh/sluice/internal/tlsfiles"
+	"github.com/sluice-mesh/sluice/sources/etcd/internal/zaplog"
 )
 
 // SourceName is the name this source reports under.
@@ -175,7 +176,7 @@ func newClient(cfg Config) (*clientv3.Client, error) {
 		DialKeepAliveTime:    keepAliveTime,
 		DialKeepAliveTimeout: keepAliveTimeout,
 		PermitWithoutStream:  true,
-		Logger:               newZapLogger(cfg.Log.With("component", "etcd-client"), zapcore.ErrorLevel),
+		Logger:               zaplog.New(cfg.Log.With("component", "etcd-client"), zapcore.ErrorLevel),
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay:  100 * time.Millisecond,
