@@ -15,15 +15,16 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sluice-mesh/sluice/sources/etcd"
+	"github.com/sluice-mesh/sluice/sources/etcd/embedded"
 )
 
 // startEtcd runs a real etcd in-process on loopback ephemeral ports. With
 // dataDir set it can be stopped and started again on the same data.
-func startEtcd(t *testing.T, clientURL, dataDir string) *etcd.Embedded {
+func startEtcd(t *testing.T, clientURL, dataDir string) *embedded.Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e, err := etcd.StartEmbedded(ctx, etcd.EmbeddedConfig{
+	e, err := embedded.Start(ctx, embedded.Config{
 		ClientURL: clientURL, DataDir: dataDir, Log: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

@@ -10,9 +10,11 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/sluice-mesh/sluice/internal/setting"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/sources/consul"
 	"github.com/sluice-mesh/sluice/sources/etcd"
+	"github.com/sluice-mesh/sluice/sources/etcd/embedded"
 	"github.com/sluice-mesh/sluice/sources/file"
 )
 
@@ -109,21 +111,21 @@ func (a *app) registryOptions() (registryOptions, error) {
 			KeyFile: a.v.GetString("consul-key"), ServerName: a.v.GetString("consul-tls-server-name"),
 		}
 		if _, err := consul.New(cfg); err != nil {
-			return o, consulFlagError(err)
+			return o, flagError(err)
 		}
 		o.consul = &cfg
 	}
 	check := o.etcd
 	if o.embedded() {
 		// The embedded etcd may listen on port 0 (any free port); its real
-		// address is only known once it runs, and StartEmbedded checks it.
-		check.endpoints = []string{etcd.DefaultClientURL}
+		// address is only known once it runs, and embedded.Start checks it.
+		check.endpoints = []string{embedded.DefaultClientURL}
 	}
 	if _, err := check.config(nil); err != nil {
 		return o, err
 	}
 	if o.dataDir != "" && !o.embedded() {
-		return o, errors.New("--data-dir: only the embedded etcd (--dev) has a data directory")
+		return o, &setting.Error{Field: "--data-dir", Reason: "only the embedded etcd (--dev) has a data directory"}
 	}
 	return o, nil
 }
@@ -135,29 +137,11 @@ func (o registryOptions) embedded() bool {
 	return o.dev || (o.registryFile == "" && !o.etcdSet && o.consul == nil)
 }
 
-// consulFlagError rewords the consul package's field names as flags.
-func consulFlagError(err error) error {
-	msg := err.Error()
-	// Ordered: a longer field name before its prefix.
-	for _, r := range [][2]string{
-		{"consul: TLS.CertFile and TLS.KeyFile", "--consul-cert and --consul-key"},
-		{"consul: TLS", "--consul-ca/--consul-cert/--consul-key"},
-		{"consul: Address", "--consul-addr"},
-		{"consul: Tags", "--consul-tag"},
-		{"consul: Exclude", "--consul-exclude-service"},
-	} {
-		if strings.HasPrefix(msg, r[0]) {
-			return fmt.Errorf("%s%s", r[1], strings.TrimPrefix(msg, r[0]))
-		}
-	}
-	return err
-}
-
 // config turns the flags into the etcd source's config; errors name flags.
 func (o etcdOptions) config(log *slog.Logger) (etcd.Config, error) {
 	tlsCfg, err := etcd.LoadTLS(o.caFile, o.certFile, o.keyFile)
 	if err != nil {
-		return etcd.Config{}, fmt.Errorf("--etcd-ca/--etcd-cert/--etcd-key: %w", err)
+		return etcd.Config{}, flagError(err)
 	}
 	cfg := etcd.Config{
 		Endpoints: o.endpoints, Prefix: o.prefix, Format: o.format, TLS: tlsCfg,
@@ -167,20 +151,6 @@ func (o etcdOptions) config(log *slog.Logger) (etcd.Config, error) {
 		return cfg, flagError(err)
 	}
 	return cfg, nil
-}
-
-// flagError rewords the etcd package's field names as the flags users set.
-func flagError(err error) error {
-	msg := err.Error()
-	for field, flag := range map[string]string{
-		"etcd: Endpoints": "--etcd-endpoints", "etcd: Format": "--etcd-format", "etcd: Prefix": "--etcd-prefix",
-		"etcd: Username": "--etcd-username", "etcd: Password": "--etcd-password",
-	} {
-		if strings.HasPrefix(msg, field) {
-			return fmt.Errorf("%s%s", flag, strings.TrimPrefix(msg, field))
-		}
-	}
-	return err
 }
 
 // registries are the running registry sources and what they need stopped.
@@ -202,10 +172,14 @@ func openRegistries(ctx context.Context, log *slog.Logger, o registryOptions) (*
 	if o.embedded() || o.etcdSet {
 		eo := o.etcd
 		if o.embedded() {
-			emb, err := etcd.StartEmbedded(ctx, etcd.EmbeddedConfig{
+			emb, err := embedded.Start(ctx, embedded.Config{
 				ClientURL: eo.endpoints[0], DataDir: o.dataDir, Log: log,
 			})
 			if err != nil {
+				if bad := (*setting.Error)(nil); errors.As(err, &bad) {
+					// A bad URL or data directory: the flags say it all.
+					return nil, flagError(err)
+				}
 				return nil, fmt.Errorf("--dev: starting the embedded etcd on %s (--etcd-endpoints): %w", eo.endpoints[0], err)
 			}
 			log.Info("embedded etcd serving", "endpoints", emb.Endpoints(), "data_dir", emb.DataDir())
@@ -235,7 +209,7 @@ func openRegistries(ctx context.Context, log *slog.Logger, o registryOptions) (*
 		src, err := consul.New(cfg)
 		if err != nil {
 			r.close()
-			return nil, consulFlagError(err)
+			return nil, flagError(err)
 		}
 		r.sources = append(r.sources, src)
 	}

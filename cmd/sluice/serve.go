@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-mesh/sluice/internal/admin"
+	"github.com/sluice-mesh/sluice/internal/tlsfiles"
 	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
@@ -160,37 +161,8 @@ func (a *app) serveOptions() (serveOptions, error) {
 }
 
 func (o serveOptions) tlsConfig() (*tls.Config, error) {
-	if o.tlsCert == "" {
-		return nil, nil
-	}
-	certs := newCertReloader(o.tlsCert, o.tlsKey)
-	if _, err := certs.get(); err != nil {
-		return nil, fmt.Errorf("loading --xds-tls-cert/--xds-tls-key: %w", err)
-	}
-	cfg := &tls.Config{
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return certs.get() },
-		MinVersion:     tls.VersionTLS12,
-	}
-	if o.tlsCA != "" {
-		cas := newCAReloader(o.tlsCA)
-		pool, err := cas.get()
-		if err != nil {
-			return nil, fmt.Errorf("loading --xds-tls-client-ca: %w", err)
-		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
-		// Each handshake verifies against the CA bundle as it is now, so a
-		// rotated CA applies without a restart.
-		cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			pool, err := cas.get()
-			if err != nil {
-				return nil, err
-			}
-			c := cfg.Clone()
-			c.ClientCAs, c.GetConfigForClient = pool, nil
-			return c, nil
-		}
-	}
-	return cfg, nil
+	cfg, err := tlsfiles.Server{CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsCA}.Config()
+	return cfg, flagError(err)
 }
 
 // serve wires sources, the snapshot loop, the xDS server and the admin server,
@@ -257,8 +229,11 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		_ = xdsLis.Close()
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
-	admin := &http.Server{
-		Handler:           newAdminHandler(reg, loop, srv, snapshots, adminGuard{tokenFile: o.adminTokenFile, loopback: isLoopback(o.adminAddr)}),
+	adminServer := &http.Server{
+		Handler: admin.NewHandler(admin.Config{
+			Metrics: reg, Loop: loop, Proxies: srv.Tracker, Snapshots: snapshots,
+			Guard: admin.Guard{TokenFile: o.adminTokenFile, Loopback: isLoopback(o.adminAddr)},
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	log.Info("sluice serving", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(), "sources", names)
@@ -305,7 +280,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	run("snapshot loop", func() error { return loop.Run(ctx, events) })
 	run("xds server", func() error { return srv.Serve(ctx, xdsLis) })
 	run("admin server", func() error {
-		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+		if err := adminServer.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -313,75 +288,8 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	<-ctx.Done()
 	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
-	_ = admin.Shutdown(shutdownCtx)
+	_ = adminServer.Shutdown(shutdownCtx)
 	wg.Wait()
 	log.Info("sluice stopped")
 	return firstErr
-}
-
-// fileReloader holds a value loaded from files and loads it again when one
-// of them changes (a later modification time), so a renewed certificate or
-// CA bundle (cert-manager, for one) is used without a restart. A change
-// that does not load keeps the previous value.
-type fileReloader[T any] struct {
-	files []string
-	load  func() (T, error)
-
-	mu      sync.Mutex
-	val     T
-	loaded  bool
-	modTime time.Time
-}
-
-func (r *fileReloader[T]) get() (T, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var latest time.Time
-	for _, f := range r.files {
-		fi, err := os.Stat(f)
-		if err != nil {
-			if r.loaded {
-				return r.val, nil
-			}
-			return r.val, err
-		}
-		if fi.ModTime().After(latest) {
-			latest = fi.ModTime()
-		}
-	}
-	if r.loaded && !latest.After(r.modTime) {
-		return r.val, nil
-	}
-	v, err := r.load()
-	if err != nil {
-		if r.loaded {
-			return r.val, nil
-		}
-		return v, err
-	}
-	r.val, r.loaded, r.modTime = v, true, latest
-	return v, nil
-}
-
-// newCertReloader serves the key pair in certFile and keyFile.
-func newCertReloader(certFile, keyFile string) *fileReloader[*tls.Certificate] {
-	return &fileReloader[*tls.Certificate]{files: []string{certFile, keyFile}, load: func() (*tls.Certificate, error) {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		return &cert, err
-	}}
-}
-
-// newCAReloader serves the CA certificates in a PEM bundle.
-func newCAReloader(file string) *fileReloader[*x509.CertPool] {
-	return &fileReloader[*x509.CertPool]{files: []string{file}, load: func() (*x509.CertPool, error) {
-		pem, err := os.ReadFile(file)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: no PEM certificates found", file)
-		}
-		return pool, nil
-	}}
 }

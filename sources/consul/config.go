@@ -1,13 +1,15 @@
 package consul
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/sluice-mesh/sluice/internal/setting"
 )
 
 // SourceName is the name this source reports under.
@@ -110,13 +112,17 @@ func DefaultConfig() Config {
 // ConsulServiceName is the service Consul servers register for themselves.
 const ConsulServiceName = "consul"
 
-// normalize validates c and fills in defaults. Errors name the field.
+// normalize validates c and fills in defaults. Errors are *setting.Error
+// naming the field.
 func (c Config) normalize() (Config, error) {
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return c, errors.New("consul: TLS.CertFile and TLS.KeyFile must be given together")
+	if c.TLS.CertFile == "" && c.TLS.KeyFile != "" {
+		return c, &setting.Error{Scope: SourceName, Field: "TLS.CertFile", Reason: "is required with", With: []string{"TLS.KeyFile"}}
+	}
+	if c.TLS.KeyFile == "" && c.TLS.CertFile != "" {
+		return c, &setting.Error{Scope: SourceName, Field: "TLS.KeyFile", Reason: "is required with", With: []string{"TLS.CertFile"}}
 	}
 	if strings.HasPrefix(c.Address, "http://") && c.TLS.enabled() {
-		return c, fmt.Errorf("consul: Address: %q is plaintext (http://) but TLS is configured; use https:// or host:port", c.Address)
+		return c, configError("Address", c.Address, "must be https:// or host:port (not plaintext http://) when TLS is configured")
 	}
 	var err error
 	if c.Tags, err = nonEmpty("Tags", "tag", c.Tags); err != nil {
@@ -138,20 +144,20 @@ func (c Config) normalize() (Config, error) {
 		{"RetryMax", &c.RetryMax, DefaultRetryMax},
 	} {
 		if *d.v < 0 {
-			return c, fmt.Errorf("consul: %s: must not be negative, got %s", d.name, *d.v)
+			return c, configError(d.name, *d.v, "must not be negative")
 		}
 		if *d.v == 0 {
 			*d.v = d.def
 		}
 	}
 	if c.WaitTime > 10*time.Minute {
-		return c, fmt.Errorf("consul: WaitTime: Consul caps blocking queries at 10m, got %s", c.WaitTime)
+		return c, configError("WaitTime", c.WaitTime, "must be at most 10m, Consul's cap on blocking queries")
 	}
 	if c.RetryMax < c.RetryMin {
-		return c, fmt.Errorf("consul: RetryMax (%s) is below RetryMin (%s)", c.RetryMax, c.RetryMin)
+		return c, configError("RetryMax", c.RetryMax, fmt.Sprintf("must be at least RetryMin (%s)", c.RetryMin))
 	}
 	if c.Concurrency < 0 {
-		return c, fmt.Errorf("consul: Concurrency: must not be negative, got %d", c.Concurrency)
+		return c, configError("Concurrency", c.Concurrency, "must not be negative")
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
@@ -197,13 +203,18 @@ func (c Config) client() (*api.Client, error) {
 	return cl, nil
 }
 
+// configError is an *setting.Error of a field of Config.
+func configError(field string, value any, reason string) error {
+	return &setting.Error{Scope: SourceName, Field: field, Value: value, Reason: reason}
+}
+
 // nonEmpty returns a copy of vals (so the caller's slice is never shared),
 // refusing empty entries.
 func nonEmpty(field, what string, vals []string) ([]string, error) {
 	out := make([]string, 0, len(vals))
 	for i, v := range vals {
 		if v == "" {
-			return nil, fmt.Errorf("consul: %s[%d]: empty %s", field, i, what)
+			return nil, configError(field+"["+strconv.Itoa(i)+"]", nil, "must not be an empty "+what)
 		}
 		out = append(out, v)
 	}

@@ -256,7 +256,7 @@ func TestConfigValidation(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"cert without key", Config{TLS: TLSConfig{CertFile: "c.pem"}}, "CertFile and TLS.KeyFile"},
+		{"cert without key", Config{TLS: TLSConfig{CertFile: "c.pem"}}, "TLS.KeyFile: is required with TLS.CertFile"},
 		{"http with tls", Config{Address: "http://x:8500", TLS: TLSConfig{CAFile: "ca.pem"}}, "plaintext"},
 		{"empty tag", Config{Tags: []string{"a", ""}}, "Tags[1]"},
 		{"empty excluded service", Config{Exclude: []string{"consul", ""}}, "Exclude[1]"},

@@ -24,7 +24,8 @@ type Source struct {
 	log    *slog.Logger
 }
 
-// New validates cfg and returns a source; it does not contact Consul.
+// New validates cfg and returns a source; it does not contact Consul. A bad
+// cfg is a *setting.Error naming the field.
 func New(cfg Config) (*Source, error) {
 	cfg, err := cfg.normalize()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/sources/etcd/embedded"
 )
 
 // scale is a registry of services × perService instances loaded into a real
@@ -31,7 +32,7 @@ func newScale(tb testing.TB, services, perService int) *scale {
 	// No DataDir: a throwaway directory without fsync, as in --dev.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e, err := StartEmbedded(ctx, EmbeddedConfig{ClientURL: "http://127.0.0.1:0", Log: testLog()})
+	e, err := embedded.Start(ctx, embedded.Config{ClientURL: "http://127.0.0.1:0", Log: testLog()})
 	if err != nil {
 		tb.Fatal(err)
 	}

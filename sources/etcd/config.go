@@ -2,13 +2,10 @@ package etcd
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -17,33 +14,14 @@ import (
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+
+	"github.com/sluice-mesh/sluice/internal/setting"
+	"github.com/sluice-mesh/sluice/internal/tlsfiles"
+	"github.com/sluice-mesh/sluice/sources/etcd/internal/zaplog"
 )
 
 // SourceName is the name this source reports under.
 const SourceName = "etcd"
-
-// Key layouts, selected by Config.Format.
-const (
-	// FormatSluice is `<prefix>/<service>/<host:port>` with a JSON (or empty,
-	// or bare host:port) value; see Registration.
-	FormatSluice = "sluice"
-	// FormatKratos is go-kratos' etcd registry: `<prefix>/<name>/<id>` with
-	// its ServiceInstance JSON.
-	FormatKratos = "kratos"
-	// FormatGoZero is go-zero's discov publisher: `<key>/<id>` with a bare
-	// host:port value; the service name is the key.
-	FormatGoZero = "gozero"
-)
-
-// Default roots of the key layouts. A Config.Prefix replaces them.
-const (
-	DefaultPrefix = "/services"
-	// KratosPrefix is go-kratos' default registry namespace.
-	KratosPrefix = "/microservices"
-	// GoZeroPrefix is empty: go-zero writes its keys at the root of the
-	// keyspace (e.g. "user.rpc/7587864068988009477").
-	GoZeroPrefix = ""
-)
 
 // DefaultDialTimeout bounds connecting (and authenticating) to etcd.
 const DefaultDialTimeout = 5 * time.Second
@@ -85,42 +63,42 @@ type Config struct {
 	Log *slog.Logger
 }
 
-// normalize validates c and fills in defaults. Errors name the field.
+// normalize validates c and fills in defaults. Errors are *setting.Error
+// naming the field.
 func (c Config) normalize() (Config, error) {
 	if len(c.Endpoints) == 0 {
-		return c, errors.New("etcd: Endpoints: at least one endpoint is required")
+		return c, configError("Endpoints", nil, "at least one endpoint is required")
 	}
 	c.Endpoints = append([]string(nil), c.Endpoints...)
 	for i, ep := range c.Endpoints {
-		if err := checkEndpoint(ep); err != nil {
-			return c, fmt.Errorf("etcd: Endpoints[%d]: %w", i, err)
+		field := "Endpoints[" + strconv.Itoa(i) + "]"
+		if reason, err := checkEndpoint(ep); reason != "" {
+			return c, &setting.Error{Scope: SourceName, Field: field, Value: ep, Reason: reason, Err: err}
 		}
 		if c.TLS != nil && strings.HasPrefix(ep, "http://") {
-			return c, fmt.Errorf("etcd: Endpoints[%d]: %q is plaintext (http://) but TLS is configured; use https:// or host:port", i, ep)
+			return c, configError(field, ep, "must be https:// or host:port (not plaintext http://) when TLS is configured")
 		}
 	}
-	switch c.Format {
-	case "":
-		c.Format = FormatSluice
-	case FormatSluice, FormatKratos, FormatGoZero:
-	default:
-		return c, fmt.Errorf("etcd: Format: unknown format %q (want %s, %s or %s)", c.Format, FormatSluice, FormatKratos, FormatGoZero)
+	l, ok := layoutOf(c.Format)
+	if !ok {
+		return c, configError("Format", c.Format, "unknown format (want "+formatNames()+")")
 	}
+	c.Format = l.format()
 	if c.Prefix == "" {
-		c.Prefix = defaultPrefix(c.Format)
+		c.Prefix = l.defaultPrefix()
 	}
 	if strings.ContainsAny(c.Prefix, "\x00") {
-		return c, fmt.Errorf("etcd: Prefix: %q contains a NUL byte", c.Prefix)
+		return c, configError("Prefix", c.Prefix, "must not contain a NUL byte")
 	}
 	c.Prefix = strings.TrimRight(c.Prefix, "/")
 	if c.Username == "" && c.Password != "" {
-		return c, errors.New("etcd: Username: required when Password is set")
+		return c, &setting.Error{Scope: SourceName, Field: "Username", Reason: "is required with", With: []string{"Password"}}
 	}
 	if c.Username != "" && c.Password == "" {
-		return c, errors.New("etcd: Password: required when Username is set")
+		return c, &setting.Error{Scope: SourceName, Field: "Password", Reason: "is required with", With: []string{"Username"}}
 	}
 	if c.DialTimeout < 0 {
-		return c, fmt.Errorf("etcd: DialTimeout: must not be negative, got %s", c.DialTimeout)
+		return c, configError("DialTimeout", c.DialTimeout, "must not be negative")
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = DefaultDialTimeout
@@ -131,50 +109,48 @@ func (c Config) normalize() (Config, error) {
 	return c, nil
 }
 
-func defaultPrefix(format string) string {
-	switch format {
-	case FormatKratos:
-		return KratosPrefix
-	case FormatGoZero:
-		return GoZeroPrefix
-	}
-	return DefaultPrefix
+// configError is an *setting.Error of a field of Config.
+func configError(field string, value any, reason string) error {
+	return &setting.Error{Scope: SourceName, Field: field, Value: value, Reason: reason}
 }
 
-// checkEndpoint accepts the endpoint forms clientv3 understands.
-func checkEndpoint(ep string) error {
+// checkEndpoint accepts the endpoint forms clientv3 understands. It
+// returns what is wrong with ep ("" if nothing), and the error found, if
+// any.
+func checkEndpoint(ep string) (string, error) {
+	const form = "must be host:port or http(s)://host:port"
 	if ep == "" || strings.TrimSpace(ep) != ep {
-		return fmt.Errorf("%q is not an endpoint (want host:port or http(s)://host:port)", ep)
+		return form, nil
 	}
 	hostport := ep
 	if i := strings.Index(ep, "://"); i >= 0 {
 		u, err := url.Parse(ep)
 		if err != nil {
-			return fmt.Errorf("%q is not a URL: %w", ep, err)
+			return form, err
 		}
 		switch u.Scheme {
 		case "http", "https":
 		case "unix", "unixs":
-			return nil
+			return "", nil
 		default:
-			return fmt.Errorf("%q: unsupported scheme %q (want http, https, unix or unixs)", ep, u.Scheme)
+			return "must have the scheme http, https, unix or unixs", nil
 		}
 		if u.Path != "" && u.Path != "/" {
-			return fmt.Errorf("%q: an endpoint has no path", ep)
+			return "must not have a path", nil
 		}
 		hostport = u.Host
 	}
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port: %w", ep, err)
+		return form, err
 	}
 	if host == "" {
-		return fmt.Errorf("%q has no host", ep)
+		return "must name a host", nil
 	}
 	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-		return fmt.Errorf("%q: bad port %q (want 1-65535)", ep, port)
+		return "must have a port from 1 to 65535", nil
 	}
-	return nil
+	return "", nil
 }
 
 // NewClient connects to etcd as cfg says: a client-level dial timeout,
@@ -200,7 +176,7 @@ func newClient(cfg Config) (*clientv3.Client, error) {
 		DialKeepAliveTime:    keepAliveTime,
 		DialKeepAliveTimeout: keepAliveTimeout,
 		PermitWithoutStream:  true,
-		Logger:               newZapLogger(cfg.Log.With("component", "etcd-client"), zapcore.ErrorLevel),
+		Logger:               zaplog.New(cfg.Log.With("component", "etcd-client"), zapcore.ErrorLevel),
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay:  100 * time.Millisecond,
@@ -221,30 +197,31 @@ func newClient(cfg Config) (*clientv3.Client, error) {
 // --etcd-ca, --etcd-cert and --etcd-key flags give them. All empty means no
 // TLS (nil). caFile alone verifies the server with that CA; certFile and
 // keyFile (together) add a client certificate; without caFile the system
-// roots verify the server.
+// roots verify the server. Errors are *setting.Error naming the file as
+// the field of Config's TLS it makes: TLS.CAFile, TLS.CertFile or
+// TLS.KeyFile.
 func LoadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	if caFile == "" && certFile == "" && keyFile == "" {
 		return nil, nil
 	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("etcd TLS: a client certificate and its key must be given together")
+	if certFile == "" && keyFile != "" {
+		return nil, &setting.Error{Scope: SourceName, Field: "TLS.CertFile", Reason: "is required with", With: []string{"TLS.KeyFile"}}
+	}
+	if keyFile == "" && certFile != "" {
+		return nil, &setting.Error{Scope: SourceName, Field: "TLS.KeyFile", Reason: "is required with", With: []string{"TLS.CertFile"}}
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if certFile != "" {
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("etcd TLS: loading client certificate %s and key %s: %w", certFile, keyFile, err)
+			return nil, &setting.Error{Scope: SourceName, Field: "TLS.CertFile", Reason: "cannot be loaded with", With: []string{"TLS.KeyFile"}, Err: err}
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := tlsfiles.LoadCAs(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("etcd TLS: reading CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("etcd TLS: CA %s: no PEM certificates found", caFile)
+			return nil, &setting.Error{Scope: SourceName, Field: "TLS.CAFile", Reason: "cannot be loaded", Err: err}
 		}
 		cfg.RootCAs = pool
 	}

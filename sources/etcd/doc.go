@@ -1,7 +1,8 @@
 // Package etcd is the etcd registry source: it lists a key prefix, then
 // watches it from the listed revision, and reports the complete state of the
-// registry after every change. It also starts an embedded etcd for the
-// zero-setup default and registers instances (`sluice register`).
+// registry after every change. It also registers instances (`sluice
+// register`). The embedded etcd of the zero-setup default is package
+// embedded.
 //
 // Three key layouts are understood (Config.Format):
 //

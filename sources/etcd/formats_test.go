@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/sources/etcd/embedded"
 )
 
 // The framework layouts below are written the way the frameworks' own code
@@ -107,7 +108,7 @@ func kratosEndpointURL(scheme, host string, secure bool) string {
 // TestFrameworkLayouts runs one source per layout (and per prefix) against
 // keys written exactly as go-kratos and go-zero write them.
 func TestFrameworkLayouts(t *testing.T) {
-	e := startEtcd(t, EmbeddedConfig{})
+	e := startEtcd(t, embedded.Config{})
 	cli := testClient(t, e.Endpoints())
 
 	// go-kratos, default namespace.

@@ -28,9 +28,10 @@ func FuzzParseEntry(f *testing.F) {
 		f.Add(c.key, []byte(c.value))
 	}
 	f.Fuzz(func(t *testing.T, key string, value []byte) {
-		for _, format := range []string{FormatSluice, FormatKratos, FormatGoZero} {
+		for _, l := range layouts() {
+			format := l.format()
 			for _, prefix := range []string{"/services", ""} {
-				e := parser{format: format, prefix: prefix}.parse(key, value)
+				e := parser{layout: l, prefix: prefix}.parse(key, value)
 				switch {
 				case e.ignored:
 				case e.ok:

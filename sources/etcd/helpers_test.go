@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/sources/etcd/embedded"
 )
 
 // waitTimeout bounds every wait for a condition in these tests.
@@ -32,7 +33,7 @@ func testLog() *slog.Logger {
 
 // startEtcd starts an embedded etcd on an ephemeral loopback port with its
 // data in a test directory, stopped when the test ends.
-func startEtcd(tb testing.TB, cfg EmbeddedConfig) *Embedded {
+func startEtcd(tb testing.TB, cfg embedded.Config) *embedded.Server {
 	tb.Helper()
 	if cfg.ClientURL == "" {
 		cfg.ClientURL = "http://127.0.0.1:0"
@@ -43,9 +44,9 @@ func startEtcd(tb testing.TB, cfg EmbeddedConfig) *Embedded {
 	cfg.Log = testLog()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	e, err := StartEmbedded(ctx, cfg)
+	e, err := embedded.Start(ctx, cfg)
 	if err != nil {
-		tb.Fatalf("StartEmbedded: %v", err)
+		tb.Fatalf("embedded.Start: %v", err)
 	}
 	tb.Cleanup(func() {
 		if err := e.Close(); err != nil {

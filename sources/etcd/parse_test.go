@@ -2,22 +2,24 @@ package etcd
 
 import (
 	"crypto/tls"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sluice-mesh/sluice/internal/setting"
 	"github.com/sluice-mesh/sluice/sources"
 )
 
 // TestParse covers the parser key by key, without etcd: what is served,
 // what is rejected with which field, and what is ignored silently.
 func TestParse(t *testing.T) {
-	sluice := parser{format: FormatSluice, prefix: "/services"}
-	sluiceRoot := parser{format: FormatSluice, prefix: ""}
-	kratos := parser{format: FormatKratos, prefix: "/microservices"}
-	gozero := parser{format: FormatGoZero, prefix: ""}
-	gozeroPrefixed := parser{format: FormatGoZero, prefix: "/gz"}
+	sluice := parser{layout: sluiceLayout{}, prefix: "/services"}
+	sluiceRoot := parser{layout: sluiceLayout{}, prefix: ""}
+	kratos := parser{layout: kratosLayout{}, prefix: "/microservices"}
+	gozero := parser{layout: goZeroLayout{}, prefix: ""}
+	gozeroPrefixed := parser{layout: goZeroLayout{}, prefix: "/gz"}
 
 	type want struct {
 		service string
@@ -122,7 +124,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestSameResult(t *testing.T) {
-	p := parser{format: FormatSluice, prefix: "/services"}
+	p := parser{layout: sluiceLayout{}, prefix: "/services"}
 	a := p.parse("/services/api/10.0.0.1:80", []byte(`{"weight":2,"timestamp":1}`))
 	b := p.parse("/services/api/10.0.0.1:80", []byte(`{"weight":2,"timestamp":2}`))
 	c := p.parse("/services/api/10.0.0.1:80", []byte(`{"weight":3,"timestamp":2}`))
@@ -137,7 +139,7 @@ func TestSameResult(t *testing.T) {
 // TestBuildStateIsDeterministic: duplicates keep the first key in byte
 // order whatever the map order, and equal inputs give equal states.
 func TestBuildStateIsDeterministic(t *testing.T) {
-	p := parser{format: FormatKratos, prefix: "/microservices"}
+	p := parser{layout: kratosLayout{}, prefix: "/microservices"}
 	kv := map[string]string{
 		"/microservices/api/b": `{"name":"api","endpoints":["grpc://10.0.0.1:9000"],"metadata":{"weight":"2"}}`,
 		"/microservices/api/a": `{"name":"api","endpoints":["grpc://10.0.0.1:9000"],"metadata":{"weight":"1"}}`,
@@ -190,8 +192,12 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"username alone", Config{Endpoints: []string{"127.0.0.1:2379"}, Username: "x"}, "Password"},
 		{"negative dial timeout", Config{Endpoints: []string{"127.0.0.1:2379"}, DialTimeout: -1}, "DialTimeout"},
 	} {
-		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+		_, err := New(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: New = %v, want an error naming %q", tc.name, err, tc.want)
+		}
+		if bad := (*setting.Error)(nil); !errors.As(err, &bad) || bad.Field == "" || !strings.HasPrefix(tc.want, bad.Field) {
+			t.Errorf("%s: New = %#v, want a *setting.Error of the field", tc.name, err)
 		}
 	}
 	for _, tc := range []struct{ format, prefix, want string }{
@@ -217,29 +223,19 @@ func mustTLS(t *testing.T) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12}
 }
 
-func TestEmbeddedValidatesURLs(t *testing.T) {
-	for _, tc := range []struct{ client, peer, want string }{
-		{"http://0.0.0.0:2379", "", "ClientURL"},
-		{"http://10.1.2.3:2379", "", "ClientURL"},
-		{"https://127.0.0.1:2379", "", "ClientURL"},
-		{"127.0.0.1", "", "ClientURL"},
-		{"", "http://192.168.0.1:2380", "PeerURL"},
-	} {
-		_, err := StartEmbedded(t.Context(), EmbeddedConfig{ClientURL: tc.client, PeerURL: tc.peer, DataDir: t.TempDir()})
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("client %q peer %q: StartEmbedded = %v, want an error naming %s", tc.client, tc.peer, err, tc.want)
-		}
-	}
-}
-
 func TestLoadTLS(t *testing.T) {
 	if cfg, err := LoadTLS("", "", ""); cfg != nil || err != nil {
 		t.Errorf("LoadTLS() = %v, %v; want no TLS", cfg, err)
 	}
-	if _, err := LoadTLS("", "cert.pem", ""); err == nil {
-		t.Error("a certificate without its key is accepted")
-	}
-	if _, err := LoadTLS("/does/not/exist.pem", "", ""); err == nil {
-		t.Error("a missing CA file is accepted")
+	for _, tc := range []struct{ ca, cert, key, field string }{
+		{"", "cert.pem", "", "TLS.KeyFile"},
+		{"", "", "key.pem", "TLS.CertFile"},
+		{"/does/not/exist.pem", "", "", "TLS.CAFile"},
+		{"", "/does/not/exist.pem", "/does/not/exist.key", "TLS.CertFile"},
+	} {
+		_, err := LoadTLS(tc.ca, tc.cert, tc.key)
+		if bad := (*setting.Error)(nil); !errors.As(err, &bad) || bad.Field != tc.field {
+			t.Errorf("LoadTLS(%q, %q, %q) = %v, want a *setting.Error naming %s", tc.ca, tc.cert, tc.key, err, tc.field)
+		}
 	}
 }

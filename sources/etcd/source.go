@@ -44,7 +44,8 @@ type Source struct {
 	compactions, failures, probes atomic.Int64
 }
 
-// New validates cfg and returns a source. It does not connect yet.
+// New validates cfg and returns a source. It does not connect yet. A bad
+// cfg is a *setting.Error naming the field.
 func New(cfg Config) (*Source, error) {
 	cfg, err := cfg.normalize()
 	if err != nil {
@@ -52,7 +53,7 @@ func New(cfg Config) (*Source, error) {
 	}
 	return &Source{
 		cfg:            cfg,
-		parser:         parser{format: cfg.Format, prefix: cfg.Prefix},
+		parser:         newParser(cfg),
 		log:            cfg.Log.With("source", SourceName, "format", cfg.Format, "prefix", cfg.Prefix),
 		requestTimeout: defaultRequestTimeout,
 		lostAfter:      2 * time.Second,

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/sources/etcd/embedded"
 )
 
 // TestFollowsRegistry proves that the initial list and then every kind of
@@ -18,7 +19,7 @@ import (
 // state (a new timestamp) sends nothing, and that answered liveness probes
 // never raise an Err.
 func TestFollowsRegistry(t *testing.T) {
-	e := startEtcd(t, EmbeddedConfig{})
+	e := startEtcd(t, embedded.Config{})
 	cli := testClient(t, e.Endpoints())
 	put(t, cli, "/services/api/10.0.0.1:8080", `{"status":"healthy","weight":10,"zone":"z1","region":"r1","metadata":{"version":"v1"},"timestamp":1700000000}`)
 	put(t, cli, "/services/api/10.0.0.2:8080", "")
@@ -120,7 +121,7 @@ func TestFollowsRegistry(t *testing.T) {
 // diagnostic naming the etcd key (and JSON field), while the good ones are
 // served, at the first list and as they change.
 func TestMalformedValues(t *testing.T) {
-	e := startEtcd(t, EmbeddedConfig{})
+	e := startEtcd(t, embedded.Config{})
 	cli := testClient(t, e.Endpoints())
 	good := map[string]string{
 		"/services/api/10.0.0.1:80": `{"status":"healthy","weight":5,"owner":"team-a","checks":[{"http":"/healthz"}]}`, // unknown fields are ignored
@@ -229,7 +230,7 @@ func TestMalformedValues(t *testing.T) {
 // converges with nothing duplicated. Then the same with a source that is
 // stopped meanwhile and a new one started.
 func TestCompactionWhileDisconnected(t *testing.T) {
-	e := startEtcd(t, EmbeddedConfig{})
+	e := startEtcd(t, embedded.Config{})
 	cli := testClient(t, e.Endpoints())
 	put(t, cli, "/services/api/10.0.0.1:80", "")
 	put(t, cli, "/services/api/10.0.0.2:80", "")
@@ -295,7 +296,7 @@ func TestCompactionWhileDisconnected(t *testing.T) {
 // source re-lists and converges.
 func TestEtcdStopAndRestart(t *testing.T) {
 	dir := t.TempDir()
-	e := startEtcd(t, EmbeddedConfig{DataDir: dir})
+	e := startEtcd(t, embedded.Config{DataDir: dir})
 	endpoints := e.Endpoints()
 	cli := testClient(t, endpoints)
 	put(t, cli, "/services/api/10.0.0.1:80", "")
@@ -319,7 +320,7 @@ func TestEtcdStopAndRestart(t *testing.T) {
 	failures := rec.src.failures.Load()
 	waitFor(t, "three more failed retries", func() bool { return rec.src.failures.Load() >= failures+3 })
 
-	e2 := startEtcd(t, EmbeddedConfig{DataDir: dir, ClientURL: endpoints[0]})
+	e2 := startEtcd(t, embedded.Config{DataDir: dir, ClientURL: endpoints[0]})
 	if got := e2.Endpoints(); !sameStrings(got, endpoints) {
 		t.Fatalf("restarted etcd listens on %v, want %v", got, endpoints)
 	}
@@ -349,7 +350,7 @@ func TestEtcdStopAndRestart(t *testing.T) {
 // progress request turns into an Err event, and once etcd answers again the
 // source re-lists and goes on.
 func TestUnresponsiveEtcd(t *testing.T) {
-	e := startEtcd(t, EmbeddedConfig{})
+	e := startEtcd(t, embedded.Config{})
 	cli := testClient(t, e.Endpoints())
 	put(t, cli, "/services/api/10.0.0.1:80", "")
 	px := startProxy(t, hostPort(e.Endpoints()[0]))
@@ -382,7 +383,7 @@ func TestUnresponsiveEtcd(t *testing.T) {
 // TestRegister proves the registration helper: the instance appears with
 // its values, under a lease, and disappears at once when its context ends.
 func TestRegister(t *testing.T) {
-	e := startEtcd(t, EmbeddedConfig{})
+	e := startEtcd(t, embedded.Config{})
 	cli := testClient(t, e.Endpoints())
 	rec := startSource(t, Config{Endpoints: e.Endpoints()}, nil)
 	i, _ := rec.nextState(t, 0)

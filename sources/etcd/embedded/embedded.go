@@ -1,4 +1,8 @@
-package etcd
+// Package embedded runs an etcd server in-process: the zero-setup registry
+// of `sluice serve` (--dev, or no registry configured) and the real etcd
+// of the tests. It is a single member on loopback, without
+// authentication, serving plain http.
+package embedded
 
 import (
 	"context"
@@ -15,21 +19,24 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/sluice-mesh/sluice/internal/setting"
+	"github.com/sluice-mesh/sluice/sources/etcd/internal/zaplog"
 )
 
 // DefaultClientURL is where the embedded etcd listens unless told otherwise:
 // etcd's own default client port, on loopback.
 const DefaultClientURL = "http://127.0.0.1:2379"
 
-// embeddedReadyTimeout bounds how long StartEmbedded waits for the server to
+// readyTimeout bounds how long Start waits for the server to
 // become ready (WAL replay of a large data dir included).
-const embeddedReadyTimeout = time.Minute
+const readyTimeout = time.Minute
 
-// EmbeddedConfig configures an in-process etcd.
-type EmbeddedConfig struct {
+// Config configures an in-process etcd.
+type Config struct {
 	// ClientURL is where clients connect, "http://127.0.0.1:2379" when
 	// empty; "host:port" is accepted too. Port 0 picks a free port (see
-	// Embedded.Endpoints). The host must be a loopback address: the
+	// Server.Endpoints). The host must be a loopback address: the
 	// embedded etcd has no authentication.
 	ClientURL string
 	// PeerURL is the raft peer listener, a free loopback port when empty.
@@ -42,8 +49,8 @@ type EmbeddedConfig struct {
 	Log *slog.Logger
 }
 
-// Embedded is a running in-process etcd. Stop it with Close.
-type Embedded struct {
+// Server is a running in-process etcd. Stop it with Close.
+type Server struct {
 	etcd      *embed.Etcd
 	dir       string
 	removeDir bool
@@ -52,29 +59,30 @@ type Embedded struct {
 	closeErr  error
 }
 
-// StartEmbedded starts a single-member etcd on loopback and waits until it
-// serves clients (or ctx ends, or a minute passes).
-func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
-	clientURL, err := loopbackURL(cfg.ClientURL, DefaultClientURL)
+// Start starts a single-member etcd on loopback and waits until it serves
+// clients (or ctx ends, or a minute passes). A bad cfg is a *setting.Error
+// with Scope Scope naming the field of Config.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	clientURL, err := loopbackURL("ClientURL", cfg.ClientURL, DefaultClientURL)
 	if err != nil {
-		return nil, fmt.Errorf("embedded etcd: ClientURL: %w", err)
+		return nil, err
 	}
-	peerURL, err := loopbackURL(cfg.PeerURL, "http://127.0.0.1:0")
+	peerURL, err := loopbackURL("PeerURL", cfg.PeerURL, "http://127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("embedded etcd: PeerURL: %w", err)
+		return nil, err
 	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Embedded{dir: cfg.DataDir}
+	e := &Server{dir: cfg.DataDir}
 	if e.dir == "" {
 		if e.dir, err = os.MkdirTemp("", "sluice-etcd-"); err != nil {
 			return nil, fmt.Errorf("embedded etcd: creating a data directory: %w", err)
 		}
 		e.removeDir = true
 	} else if err := os.MkdirAll(e.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("embedded etcd: DataDir: %w", err)
+		return nil, &setting.Error{Scope: Scope, Field: "DataDir", Reason: "cannot be created", Err: err}
 	}
 
 	ec := embed.NewConfig()
@@ -87,7 +95,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
 	ec.Logger = "zap"
 	ec.LogLevel = "warn"
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(log.With("component", "embedded-etcd"), zapcore.WarnLevel,
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zaplog.New(log.With("component", "embedded-etcd"), zapcore.WarnLevel,
 		// Expected of a loopback development etcd; not worth a warning.
 		"Running http and grpc server on single port. This is not recommended for production.",
 		"simple token is not cryptographically signed",
@@ -106,7 +114,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, errors.Join(fmt.Errorf("starting embedded etcd on %s: %w", clientURL.Host, err), e.removeData())
 	}
 	e.etcd = srv
-	timer := time.NewTimer(embeddedReadyTimeout)
+	timer := time.NewTimer(readyTimeout)
 	defer timer.Stop()
 	select {
 	case <-srv.Server.ReadyNotify():
@@ -115,7 +123,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, fmt.Errorf("embedded etcd failed while starting: %w", err)
 	case <-timer.C:
 		_ = e.Close()
-		return nil, fmt.Errorf("embedded etcd was not ready within %s", embeddedReadyTimeout)
+		return nil, fmt.Errorf("embedded etcd was not ready within %s", readyTimeout)
 	case <-ctx.Done():
 		_ = e.Close()
 		return nil, ctx.Err()
@@ -127,48 +135,56 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	return e, nil
 }
 
-// loopbackURL parses an http URL (or bare host:port) on a loopback address.
-func loopbackURL(s, def string) (*url.URL, error) {
+// Scope is the Scope of the *setting.Error of a bad Config.
+const Scope = "embedded etcd"
+
+// loopbackURL parses the http URL (or bare host:port) on a loopback
+// address that field gives, def if it is empty.
+func loopbackURL(field, s, def string) (*url.URL, error) {
 	if s == "" {
 		s = def
+	}
+	given := s
+	refuse := func(reason string, err error) (*url.URL, error) {
+		return nil, &setting.Error{Scope: Scope, Field: field, Value: given, Reason: reason, Err: err}
 	}
 	if !strings.Contains(s, "://") {
 		s = "http://" + s
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("%q is not a URL: %w", s, err)
+		return refuse("must be a URL", err)
 	}
 	if u.Scheme != "http" {
-		return nil, fmt.Errorf("%q: the embedded etcd serves plain http only", s)
+		return refuse("must be plain http:// (the embedded etcd has no TLS)", nil)
 	}
 	if u.Path != "" && u.Path != "/" {
-		return nil, fmt.Errorf("%q: a listen URL has no path", s)
+		return refuse("must not have a path", nil)
 	}
 	host, _, err := net.SplitHostPort(u.Host)
 	if err != nil {
-		return nil, fmt.Errorf("%q is not host:port: %w", u.Host, err)
+		return refuse("must be host:port or http://host:port", err)
 	}
 	if host != "localhost" {
 		a, err := netip.ParseAddr(host)
 		if err != nil || !a.IsLoopback() {
-			return nil, fmt.Errorf("%q: the embedded etcd has no authentication and only listens on loopback (127.0.0.1, ::1 or localhost)", host)
+			return refuse("must be on loopback (127.0.0.1, ::1 or localhost), as the embedded etcd has no authentication", nil)
 		}
 	}
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }
 
 // Endpoints are the client URLs to connect to, with real ports.
-func (e *Embedded) Endpoints() []string { return append([]string(nil), e.endpoints...) }
+func (e *Server) Endpoints() []string { return append([]string(nil), e.endpoints...) }
 
 // DataDir is the directory holding etcd's data.
-func (e *Embedded) DataDir() string { return e.dir }
+func (e *Server) DataDir() string { return e.dir }
 
 // Err reports a fatal error of the running server.
-func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
+func (e *Server) Err() <-chan error { return e.etcd.Err() }
 
 // Close stops etcd and, if the data directory was temporary, removes it.
-func (e *Embedded) Close() error {
+func (e *Server) Close() error {
 	e.closeOnce.Do(func() {
 		if e.etcd != nil {
 			e.etcd.Close()
@@ -178,7 +194,7 @@ func (e *Embedded) Close() error {
 	return e.closeErr
 }
 
-func (e *Embedded) removeData() error {
+func (e *Server) removeData() error {
 	if !e.removeDir {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package etcd
+package zaplog
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 func TestZapToSlog(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	lg := newZapLogger(log, zapcore.WarnLevel, "noise").Named("etcd").With(zap.String("member", "m1"))
+	lg := New(log, zapcore.WarnLevel, "noise").Named("etcd").With(zap.String("member", "m1"))
 	lg.Info("dropped below the minimum")
 	lg.Warn("slow apply", zap.Duration("took", 1500000000), zap.Int("n", 3))
 	lg.Error("disk full", zap.Error(errors.New("boom")))

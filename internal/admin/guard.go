@@ -1,38 +1,39 @@
-package main
+package admin
 
 import (
 	"crypto/subtle"
-	"net"
 	"net/http"
 	"os"
 	"strings"
 )
 
-// adminGuard decides who may read the admin API's debug views and
-// profiles, which show the whole catalog and configuration. Health,
-// readiness and metrics stay open for probes and Prometheus.
+// Guard decides who may read the admin API's debug views and profiles,
+// which show the whole catalog and configuration. Health, readiness and
+// metrics stay open for probes and Prometheus.
 //
-//   - With a token file, a request must carry "Authorization: Bearer
+//   - With a TokenFile, a request must carry "Authorization: Bearer
 //     <token>". The file is read on each request, so a rotated token
 //     takes effect at once (debug requests are rare).
-//   - Without one, the debug views are served on a loopback address only;
-//     on any other they are refused.
-type adminGuard struct {
-	tokenFile string
-	loopback  bool
+//   - Without one, the debug views are served when the API listens on
+//     loopback only (Loopback); on any other address they are refused.
+type Guard struct {
+	// TokenFile holds the bearer token (surrounding space ignored).
+	TokenFile string
+	// Loopback says the API listens on a loopback address only.
+	Loopback bool
 }
 
-func (g adminGuard) wrap(next http.Handler) http.Handler {
+func (g Guard) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if g.tokenFile == "" {
-			if !g.loopback {
+		if g.TokenFile == "" {
+			if !g.Loopback {
 				http.Error(w, "sluice: debug views are disabled on a non-loopback admin address without --admin-token-file", http.StatusForbidden)
 				return
 			}
 			next.ServeHTTP(w, r)
 			return
 		}
-		want, err := os.ReadFile(g.tokenFile)
+		want, err := os.ReadFile(g.TokenFile)
 		token := strings.TrimSpace(string(want))
 		if err != nil || token == "" {
 			http.Error(w, "sluice: the admin token file cannot be read; debug views are refused", http.StatusServiceUnavailable)
@@ -46,18 +47,4 @@ func (g adminGuard) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// isLoopback reports whether a listen address (host:port) binds to a
-// loopback address only.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

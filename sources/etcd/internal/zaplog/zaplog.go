@@ -1,4 +1,7 @@
-package etcd
+// Package zaplog routes zap logs, what etcd's client and server write,
+// into a slog.Logger, so etcd's messages land in sluice's own structured
+// log instead of a second JSON stream on stderr.
+package zaplog
 
 import (
 	"context"
@@ -9,11 +12,9 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// newZapLogger returns a zap logger (what etcd's client and server log to)
-// that forwards entries at or above min to log, so etcd's messages land in
-// sluice's own structured log instead of a second JSON stream on stderr.
+// New returns a zap logger that forwards entries at or above min to log.
 // Messages in quiet are logged at debug level whatever their own level.
-func newZapLogger(log *slog.Logger, min zapcore.Level, quiet ...string) *zap.Logger {
+func New(log *slog.Logger, min zapcore.Level, quiet ...string) *zap.Logger {
 	c := &slogCore{h: log.Handler(), min: min, quiet: map[string]bool{}}
 	for _, q := range quiet {
 		c.quiet[q] = true

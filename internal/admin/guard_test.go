@@ -1,59 +1,67 @@
-package main
+package admin
 
 import (
-	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-mesh/sluice/snapshot"
-	"github.com/sluice-mesh/sluice/translator"
+	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/xds"
 )
 
-func TestIsLoopback(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1:18080": true, "[::1]:18080": true, "localhost:18080": true, "127.1.2.3:80": true,
-		"0.0.0.0:18080": false, ":18080": false, "[::]:18080": false, "10.0.0.1:18080": false, "nonsense": false,
-	} {
-		if got := isLoopback(addr); got != want {
-			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
-		}
-	}
+// fakes stand in for the snapshot loop, the xDS tracker and the cache: a
+// loop that is not ready (nothing synced), no proxies, no snapshots.
+type fakeLoop struct{ status snapshot.Status }
+
+func (l fakeLoop) Status() snapshot.Status  { return l.status }
+func (l fakeLoop) Catalog() sources.Catalog { return sources.Catalog{} }
+
+type noProxies struct{}
+
+func (noProxies) Proxies() []xds.ProxyStatus { return nil }
+
+type noSnapshots struct{}
+
+func (noSnapshots) GetSnapshot(group string) (cache.ResourceSnapshot, error) {
+	return nil, errors.New("no snapshot for group " + group)
 }
 
-// TestAdminGuard: health, readiness and metrics are always served; the
-// debug views and profiles are served on loopback, refused beyond it
-// without a token, and need the token when one is set (read on each
-// request, so a rotated token works at once).
-func TestAdminGuard(t *testing.T) {
-	ctx := context.Background()
-	cache := xds.NewCache(nil)
-	loop := snapshot.NewLoop(snapshot.Config{Translator: translator.New(), Publisher: cache})
-	srv := xds.NewServer(ctx, xds.Config{Cache: cache, Groups: loop})
+func testHandler(guard Guard) http.Handler {
+	return NewHandler(Config{
+		Metrics: prometheus.NewRegistry(), Loop: fakeLoop{}, Proxies: noProxies{}, Snapshots: noSnapshots{}, Guard: guard,
+	})
+}
+
+// TestGuard: health, readiness and metrics are always served; the debug
+// views and profiles are served on loopback, refused beyond it without a
+// token, and need the token when one is set (read on each request, so a
+// rotated token works at once).
+func TestGuard(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	get := func(guard adminGuard, path, token string) int {
+	get := func(guard Guard, path, token string) int {
 		t.Helper()
-		h := newAdminHandler(prometheus.NewRegistry(), loop, srv, cache, guard)
 		req := httptest.NewRequest(http.MethodGet, path, nil)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
+		testHandler(guard).ServeHTTP(rec, req)
 		return rec.Code
 	}
-	local, exposed, withToken := adminGuard{loopback: true}, adminGuard{}, adminGuard{tokenFile: tokenFile}
+	local, exposed, withToken := Guard{Loopback: true}, Guard{}, Guard{TokenFile: tokenFile}
 	for _, c := range []struct {
 		name  string
-		guard adminGuard
+		guard Guard
 		path  string
 		token string
 		want  int

@@ -1,0 +1,83 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-mesh/sluice/snapshot"
+)
+
+type oneSnapshot struct {
+	group string
+	snap  cache.ResourceSnapshot
+}
+
+func (s oneSnapshot) GetSnapshot(group string) (cache.ResourceSnapshot, error) {
+	if group != s.group {
+		return noSnapshots{}.GetSnapshot(group)
+	}
+	return s.snap, nil
+}
+
+func serve(t *testing.T, h http.Handler, path string) (int, map[string]any) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	var body map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("GET %s: %v\n%s", path, err, rec.Body)
+	}
+	return rec.Code, body
+}
+
+// TestReadyz: 200 once the loop is ready, with its source and policy
+// status and last error in the body.
+func TestReadyz(t *testing.T) {
+	loop := fakeLoop{status: snapshot.Status{Ready: true, Sources: map[string]snapshot.SourceStatus{}, LastError: "earlier"}}
+	h := NewHandler(Config{Metrics: prometheus.NewRegistry(), Loop: loop, Proxies: noProxies{}, Snapshots: noSnapshots{}})
+	code, body := serve(t, h, "/readyz")
+	if code != http.StatusOK || body["ready"] != true || body["last_error"] != "earlier" {
+		t.Errorf("GET /readyz = %d %v, want 200, ready, with the last error", code, body)
+	}
+	for _, k := range []string{"sources", "policy"} {
+		if _, ok := body[k]; !ok {
+			t.Errorf("GET /readyz body lacks %q: %v", k, body)
+		}
+	}
+}
+
+// TestDebugConfig: a group's resources by type URL, with the type's
+// version and the resources in name order; an unknown group is a 404.
+func TestDebugConfig(t *testing.T) {
+	snap, err := cache.NewSnapshot("v1", map[resource.Type][]types.Resource{
+		resource.ClusterType: {&clusterv3.Cluster{Name: "b"}, &clusterv3.Cluster{Name: "a"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(Config{
+		Metrics: prometheus.NewRegistry(), Loop: fakeLoop{}, Proxies: noProxies{},
+		Snapshots: oneSnapshot{group: "web", snap: snap}, Guard: Guard{Loopback: true},
+	})
+	code, body := serve(t, h, "/debug/config?group=web")
+	want := map[string]any{resource.ClusterType: map[string]any{
+		"version":   "v1",
+		"resources": []any{map[string]any{"name": "a"}, map[string]any{"name": "b"}},
+	}}
+	if diff := cmp.Diff(want, body); code != http.StatusOK || diff != "" {
+		t.Errorf("GET /debug/config?group=web = %d, body (-want +got):\n%s", code, diff)
+	}
+	code, body = serve(t, h, "/debug/config?group=api")
+	if code != http.StatusNotFound || body["error"] != "no snapshot for group api" {
+		t.Errorf("unknown group: %d %v, want 404 naming the group", code, body)
+	}
+}
