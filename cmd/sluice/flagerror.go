@@ -3,11 +3,11 @@ package main
 import (
 	"errors"
 
-	"github.com/sluice-mesh/sluice/internal/setting"
-	"github.com/sluice-mesh/sluice/internal/tlsfiles"
 	"github.com/sluice-mesh/sluice/sources/consul"
 	"github.com/sluice-mesh/sluice/sources/etcd"
 	"github.com/sluice-mesh/sluice/sources/etcd/embedded"
+	"github.com/sluice-mesh/sluice/sources/setting"
+	"github.com/sluice-mesh/sluice/xds/tlsfiles"
 )
 
 // flagError names the flags behind a refused setting of a package sluice

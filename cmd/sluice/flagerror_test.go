@@ -4,7 +4,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/sluice-mesh/sluice/internal/setting"
+	"github.com/sluice-mesh/sluice/sources/setting"
 )
 
 // TestFlagErrors: the settings the etcd and Consul sources, the embedded

@@ -10,12 +10,12 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/sluice-mesh/sluice/internal/setting"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/sources/consul"
 	"github.com/sluice-mesh/sluice/sources/etcd"
 	"github.com/sluice-mesh/sluice/sources/etcd/embedded"
 	"github.com/sluice-mesh/sluice/sources/file"
+	"github.com/sluice-mesh/sluice/sources/setting"
 )
 
 // registryOptions say which registries sluice watches.

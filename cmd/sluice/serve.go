@@ -17,13 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-mesh/sluice/internal/admin"
-	"github.com/sluice-mesh/sluice/internal/tlsfiles"
+	"github.com/sluice-mesh/sluice/cmd/internal/admin"
 	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
 	"github.com/sluice-mesh/sluice/xds"
+	"github.com/sluice-mesh/sluice/xds/tlsfiles"
 )
 
 type serveOptions struct {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/sluice-mesh/sluice/internal/setting"
+	"github.com/sluice-mesh/sluice/sources/setting"
 )
 
 // SourceName is the name this source reports under.

@@ -2,10 +2,12 @@ package etcd
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -15,9 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
-	"github.com/sluice-mesh/sluice/internal/setting"
-	"github.com/sluice-mesh/sluice/internal/tlsfiles"
 	"github.com/sluice-mesh/sluice/sources/etcd/internal/zaplog"
+	"github.com/sluice-mesh/sluice/sources/setting"
 )
 
 // SourceName is the name this source reports under.
@@ -219,11 +220,25 @@ func LoadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	if caFile != "" {
-		pool, err := tlsfiles.LoadCAs(caFile)
+		pool, err := loadCAs(caFile)
 		if err != nil {
 			return nil, &setting.Error{Scope: SourceName, Field: "TLS.CAFile", Reason: "cannot be loaded", Err: err}
 		}
 		cfg.RootCAs = pool
 	}
 	return cfg, nil
+}
+
+// loadCAs reads the CA certificates of a PEM bundle. (The xDS server's
+// reloading version is in xds/tlsfiles; a source does not import xds.)
+func loadCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificates found", file)
+	}
+	return pool, nil
 }

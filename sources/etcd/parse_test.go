@@ -8,8 +8,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/sluice-mesh/sluice/internal/setting"
 	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/sources/setting"
 )
 
 // TestParse covers the parser key by key, without etcd: what is served,

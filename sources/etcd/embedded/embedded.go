@@ -20,8 +20,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/sluice-mesh/sluice/internal/setting"
 	"github.com/sluice-mesh/sluice/sources/etcd/internal/zaplog"
+	"github.com/sluice-mesh/sluice/sources/setting"
 )
 
 // DefaultClientURL is where the embedded etcd listens unless told otherwise:

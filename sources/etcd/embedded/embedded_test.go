@@ -11,7 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/sluice-mesh/sluice/internal/setting"
+	"github.com/sluice-mesh/sluice/sources/setting"
 )
 
 func TestValidatesURLs(t *testing.T) {

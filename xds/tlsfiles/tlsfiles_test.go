@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-mesh/sluice/internal/setting"
+	"github.com/sluice-mesh/sluice/sources/setting"
 )
 
 // writeSelfSigned writes a new self-signed certificate named cn (and, when

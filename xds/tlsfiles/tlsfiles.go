@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sluice-mesh/sluice/internal/setting"
+	"github.com/sluice-mesh/sluice/sources/setting"
 )
 
 // Reloader holds a value loaded from files and loads it again when one of
