@@ -59,6 +59,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// sourceUpdated counts a complete state from source, with its diagnostics.
+func (m *Metrics) sourceUpdated(source string, ds []sources.Diagnostic) {
+	m.sourceUpdates.WithLabelValues(source).Inc()
+	m.sourceStale.WithLabelValues(source).Set(0)
+	m.setDiagnostics(source, ds)
+}
+
+// sourceFailed counts a failure of source, which now serves its last
+// state, with the diagnostics that say why.
+func (m *Metrics) sourceFailed(source string, ds []sources.Diagnostic) {
+	m.sourceErrors.WithLabelValues(source).Inc()
+	m.sourceStale.WithLabelValues(source).Set(1)
+	m.setDiagnostics(source, ds)
+}
+
+// catalogMerged records the size of a newly merged catalog.
+func (m *Metrics) catalogMerged(c sources.Catalog) {
+	m.catalogServices.Set(float64(len(c.Services)))
+	m.catalogInstances.Set(float64(c.InstanceCount()))
+}
+
 func (m *Metrics) setDiagnostics(source string, ds []sources.Diagnostic) {
 	counts := map[sources.Severity]int{sources.SeverityError: 0, sources.SeverityWarning: 0}
 	for _, d := range ds {
