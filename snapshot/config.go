@@ -32,8 +32,9 @@ type Config struct {
 	// see config that silently lacks its policies) and keeps the last valid
 	// set whenever an update is rejected. Nil means built-in defaults only.
 	Policies <-chan watch.Update
-	// HoldOff is how long the loop waits after a change for more changes;
-	// MaxDelay bounds the wait while changes keep coming.
+	// HoldOff is how long the loop waits after a change for more changes
+	// (0 means 100 ms); MaxDelay bounds the wait while changes keep coming
+	// (below HoldOff means ten HoldOffs).
 	HoldOff  time.Duration
 	MaxDelay time.Duration
 	Log      *slog.Logger

@@ -17,7 +17,7 @@ func (l *Loop) apply(ev sources.Event) bool {
 	defer l.mu.Unlock()
 	st := l.sources[ev.Source]
 	if st == nil {
-		st = &sourceStatus{}
+		st = &SourceStatus{}
 		l.sources[ev.Source] = st
 	}
 	m := l.cfg.Metrics

@@ -8,6 +8,7 @@ package snapshot
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -41,9 +42,9 @@ type Loop struct {
 	// Inputs (inputs.go). policy is the last valid policy set and
 	// policyStatus its state; dirty says a source or the policy set
 	// changed since catalog was merged.
-	sources      map[string]*sourceStatus
+	sources      map[string]*SourceStatus
 	policy       *policy.Set
-	policyStatus sourceStatus
+	policyStatus SourceStatus
 	merger       sources.Merger
 	catalog      sources.Catalog
 	dirty        bool
@@ -69,7 +70,7 @@ func NewLoop(cfg Config) *Loop {
 		cfg:     cfg,
 		trace:   tracer{cfg.Tracer},
 		wake:    make(chan struct{}, 1),
-		sources: map[string]*sourceStatus{},
+		sources: map[string]*SourceStatus{},
 		groups:  map[string]*group{},
 		// Built from the loop's translator, so every group translates
 		// with the same options.
@@ -77,7 +78,7 @@ func NewLoop(cfg Config) *Loop {
 		groupRate: rate.NewLimiter(rate.Limit(cfg.GroupRate), max(1, int(cfg.GroupRate*DefaultGroupBurstSeconds))),
 	}
 	for _, s := range cfg.Sources {
-		l.sources[s] = &sourceStatus{}
+		l.sources[s] = &SourceStatus{}
 	}
 	if cfg.Policies == nil {
 		l.policyStatus.Synced = true
@@ -180,7 +181,7 @@ func (l *Loop) buildGroup(ctx context.Context, g *group, catalog sources.Catalog
 	}
 	versions := Versions(snap)
 	l.mu.Lock()
-	changed := !equalVersions(versions, g.versions)
+	changed := !maps.Equal(versions, g.versions)
 	l.mu.Unlock()
 	result := "unchanged"
 	if changed {
@@ -223,16 +224,4 @@ func (l *Loop) publish(ctx context.Context, group string, snap *cache.Snapshot, 
 	err := l.cfg.Publisher.SetSnapshot(ctx, group, snap)
 	spanError(span, err)
 	return err
-}
-
-func equalVersions(a, b map[resource.Type]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }

@@ -498,19 +498,38 @@ func TestLoopRetriesFailedPublish(t *testing.T) {
 	}
 }
 
-func TestLoopWithoutLogger(t *testing.T) {
-	defer func() {
-		if r := recover(); r != nil {
-			t.Fatalf("loop with a nil Log panicked: %v", r)
-		}
-	}()
-	l := NewLoop(Config{Sources: []string{"a"}, Translator: translator.New(), Publisher: &fakePublisher{}})
+// TestLoopDefaults: a Config that sets only what it must (sources,
+// translator, publisher) gets the documented defaults, and the loop made
+// from it builds, publishes and reports: its logs, metrics and spans go
+// nowhere, not to a nil pointer.
+func TestLoopDefaults(t *testing.T) {
+	pub := &fakePublisher{}
+	l := NewLoop(Config{Sources: []string{"a"}, Translator: translator.New(), Publisher: pub})
+	c := l.cfg
+	if c.HoldOff != 100*time.Millisecond || c.MaxDelay != time.Second || c.GroupIdleTTL != DefaultGroupIdleTTL ||
+		c.MaxGroups != DefaultMaxGroups || c.GroupRate != DefaultGroupRate {
+		t.Errorf("defaults: hold-off %v, max delay %v, idle TTL %v, max groups %d, group rate %v",
+			c.HoldOff, c.MaxDelay, c.GroupIdleTTL, c.MaxGroups, c.GroupRate)
+	}
+	if c.Now == nil || c.Log == nil || c.Metrics == nil || c.Tracer == nil {
+		t.Fatalf("defaults left unset: now %v, log %v, metrics %v, tracer %v", c.Now != nil, c.Log != nil, c.Metrics != nil, c.Tracer != nil)
+	}
+	if got := (Config{HoldOff: time.Second, MaxDelay: time.Millisecond}).withDefaults().MaxDelay; got != 10*time.Second {
+		t.Errorf("a max delay below the hold-off became %v, want ten hold-offs", got)
+	}
+
 	st := service("svc", 1, 80)
 	st.Normalize("a")
 	l.apply(sources.Event{Source: "a", State: &st})
 	mustEnsure(t, l, sidecar)
-	l.build(context.Background(), false) // publishes, and logs that it did
+	l.build(context.Background(), false)
+	if n := pub.count(); n != 1 || !l.Ready() {
+		t.Fatalf("after a build: %d snapshots published, ready %v; want 1 and ready", n, l.Ready())
+	}
 	l.apply(sources.Event{Source: "a", Err: errors.New("down")})
+	if a := l.Status().Sources["a"]; !a.Stale || a.Error != "down" {
+		t.Errorf("source a after an error: %+v", a)
+	}
 }
 
 // TestLoopDropsIdleGroups: a group whose last proxy left is dropped (and its

@@ -22,10 +22,9 @@ type Status struct {
 	LastError string                  `json:"last_error,omitempty"`
 }
 
-// SourceStatus is one source's state.
-type SourceStatus = sourceStatus
-
-type sourceStatus struct {
+// SourceStatus is one source's state: the policy directory's, or a
+// registry's (then with the state it last delivered).
+type SourceStatus struct {
 	Synced      bool                 `json:"synced"`
 	Stale       bool                 `json:"stale"`
 	Error       string               `json:"error,omitempty"`
