@@ -52,6 +52,12 @@ type Config struct {
 	// how fast they are made; 0 means the defaults (see EnsureGroup).
 	MaxGroups int
 	GroupRate float64
+	// Memory reports the process's memory use against its limit; nil
+	// means RuntimeMemory. While use is above MemoryPressureFraction of
+	// the limit, groups without proxies are forgotten at once instead of
+	// after GroupIdleTTL. The loop asks after each thing it does, and
+	// every few seconds when it has nothing to do.
+	Memory func() MemoryUse
 }
 
 // withDefaults fills in what cfg leaves unset.
@@ -82,6 +88,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.GroupRate <= 0 {
 		cfg.GroupRate = DefaultGroupRate
+	}
+	if cfg.Memory == nil {
+		cfg.Memory = RuntimeMemory
 	}
 	return cfg
 }

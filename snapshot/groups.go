@@ -89,8 +89,9 @@ func (l *Loop) EnsureGroup(p translator.Proxy) error {
 }
 
 // ReleaseGroup says the last proxy of a group disconnected. The group is
-// dropped (and its snapshot cleared) once it stayed unused for GroupIdleTTL;
-// a proxy of the group connecting before then keeps it.
+// dropped (and its snapshot cleared) once it stayed unused for GroupIdleTTL,
+// or at once while memory is short (see Config.Memory); a proxy of the
+// group connecting before then keeps it.
 func (l *Loop) ReleaseGroup(p translator.Proxy) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -134,16 +135,10 @@ func (l *Loop) admitGroup(key string) error {
 // Only the loop's goroutine runs it.
 func (l *Loop) dropIdleGroups() {
 	l.mu.Lock()
-	var drop []string
 	now := l.cfg.Now()
-	for key, g := range l.groups {
-		if !g.idleSince.IsZero() && now.Sub(g.idleSince) >= l.cfg.GroupIdleTTL {
-			drop = append(drop, key)
-			delete(l.groups, key)
-		}
-	}
+	drop := l.removeIdle(func(since time.Time) bool { return now.Sub(since) >= l.cfg.GroupIdleTTL })
 	l.mu.Unlock()
-	l.forget(drop)
+	l.forget(drop, "idle")
 	for _, key := range drop {
 		l.cfg.Log.Info("dropped an unused proxy group", "group", key, "idle_for", l.cfg.GroupIdleTTL)
 	}
@@ -163,17 +158,33 @@ func (l *Loop) dropEvicted() {
 	}
 	l.evicted = nil
 	l.mu.Unlock()
-	l.forget(evicted)
+	l.forget(evicted, "limit")
+}
+
+// removeIdle unregisters the groups without proxies for which expired,
+// given when their last proxy left, is true, and returns their keys.
+// Called with l.mu held.
+func (l *Loop) removeIdle(expired func(idleSince time.Time) bool) []string {
+	var keys []string
+	for key, g := range l.groups {
+		if !g.idleSince.IsZero() && expired(g.idleSince) {
+			keys = append(keys, key)
+			delete(l.groups, key)
+		}
+	}
+	return keys
 }
 
 // forget drops the pipelines and cache entries of groups no longer
-// registered. Only the loop's goroutine runs it, so a group made again
-// since is built (and published) after its old entry is cleared.
-func (l *Loop) forget(keys []string) {
+// registered, and counts them as released for reason. Only the loop's
+// goroutine runs it, so a group made again since is built (and
+// published) after its old entry is cleared.
+func (l *Loop) forget(keys []string, reason string) {
 	for _, key := range keys {
 		l.pipes.drop(key)
 		l.cfg.Publisher.ClearSnapshot(key)
 	}
+	l.cfg.Metrics.groupsReleased.WithLabelValues(reason).Add(float64(len(keys)))
 }
 
 // groupsToBuild returns the groups a build translates, in key order: every

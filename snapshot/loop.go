@@ -26,9 +26,10 @@ import (
 // Run receives source and policy updates, debounces them, rebuilds every
 // group and publishes what changed; everything else is in helpers with one
 // job each: inputs.go records the updates and merges the catalog,
-// groups.go registers groups and forgets unused ones, pipeline.go turns
-// the catalog into each group's snapshot, status.go reports, metrics.go
-// and tracing.go observe.
+// groups.go registers groups and forgets unused ones, memory.go forgets
+// them sooner when memory is short, pipeline.go turns the catalog into
+// each group's snapshot, status.go reports, metrics.go and tracing.go
+// observe.
 type Loop struct {
 	cfg   Config
 	trace tracer
@@ -59,8 +60,10 @@ type Loop struct {
 	built     bool
 	lastError string
 
-	// pipes is used by the loop's goroutine only.
-	pipes *pipelines
+	// Used by the loop's goroutine only: the pipelines (pipeline.go) and
+	// the memory pressure episode (memory.go).
+	pipes    *pipelines
+	pressure pressureEpisode
 }
 
 // NewLoop returns a loop for cfg.
@@ -94,6 +97,8 @@ func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
 	defer debounce.stop()
 	idle := time.NewTicker(l.cfg.GroupIdleTTL / 2)
 	defer idle.Stop()
+	memory := time.NewTicker(memoryCheckInterval)
+	defer memory.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -120,7 +125,10 @@ func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
 			l.build(ctx, true)
 		case <-idle.C:
 			l.dropIdleGroups()
+		case <-memory.C:
+			// Looked at below, as after every turn.
 		}
+		l.relieveMemory()
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/policy/watch"
@@ -110,13 +109,15 @@ type testLoop struct {
 }
 
 // startLoop runs a loop with a fake publisher until the test ends. cfg's
-// Translator, Publisher and Log are filled in.
+// Translator and Publisher are filled in, and its Log if it has none.
 func startLoop(t *testing.T, cfg Config) *testLoop {
 	t.Helper()
 	pub := &fakePublisher{}
 	cfg.Translator = translator.New()
 	cfg.Publisher = pub
-	cfg.Log = slog.New(slog.DiscardHandler)
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
 	l := NewLoop(cfg)
 	events := make(chan sources.Event)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -151,11 +152,7 @@ func (l *testLoop) setState(source string, st sources.State) {
 // builds reads the loop's sluice_snapshot_builds_total{result}.
 func (l *testLoop) builds(result string) float64 {
 	l.t.Helper()
-	var m dto.Metric
-	if err := l.cfg.Metrics.snapshots.WithLabelValues(result).Write(&m); err != nil {
-		l.t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
+	return counter(l.t, l.cfg.Metrics.snapshots, result)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -511,8 +508,9 @@ func TestLoopDefaults(t *testing.T) {
 		t.Errorf("defaults: hold-off %v, max delay %v, idle TTL %v, max groups %d, group rate %v",
 			c.HoldOff, c.MaxDelay, c.GroupIdleTTL, c.MaxGroups, c.GroupRate)
 	}
-	if c.Now == nil || c.Log == nil || c.Metrics == nil || c.Tracer == nil {
-		t.Fatalf("defaults left unset: now %v, log %v, metrics %v, tracer %v", c.Now != nil, c.Log != nil, c.Metrics != nil, c.Tracer != nil)
+	if c.Now == nil || c.Log == nil || c.Metrics == nil || c.Tracer == nil || c.Memory == nil {
+		t.Fatalf("defaults left unset: now %v, log %v, metrics %v, tracer %v, memory %v",
+			c.Now != nil, c.Log != nil, c.Metrics != nil, c.Tracer != nil, c.Memory != nil)
 	}
 	if got := (Config{HoldOff: time.Second, MaxDelay: time.Millisecond}).withDefaults().MaxDelay; got != 10*time.Second {
 		t.Errorf("a max delay below the hold-off became %v, want ten hold-offs", got)

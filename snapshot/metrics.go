@@ -17,6 +17,7 @@ type Metrics struct {
 	translateSeconds prometheus.Histogram
 	snapshots        *prometheus.CounterVec
 	groupsRefused    *prometheus.CounterVec
+	groupsReleased   *prometheus.CounterVec
 }
 
 // NewMetrics creates the loop's metrics and registers them with reg (which
@@ -51,10 +52,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		groupsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_groups_refused_total", Help: "New proxy groups refused, by reason (limit: --max-proxy-groups reached with none idle; rate: --proxy-group-rate exceeded).",
 		}, []string{"reason"}),
+		groupsReleased: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_groups_released_total", Help: "Proxy groups forgotten with their snapshots, by reason (idle: no proxy for --proxy-group-ttl; limit: room made under --max-proxy-groups; memory: no proxy while memory was short of GOMEMLIMIT).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.sourceUpdates, m.sourceErrors, m.sourceStale, m.diagnostics,
-			m.catalogServices, m.catalogInstances, m.translateSeconds, m.snapshots, m.groupsRefused)
+			m.catalogServices, m.catalogInstances, m.translateSeconds, m.snapshots, m.groupsRefused, m.groupsReleased)
 	}
 	return m
 }
