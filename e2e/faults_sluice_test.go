@@ -123,6 +123,7 @@ func TestFaultRestartWith1000Streams(t *testing.T) {
 	waitAllSynced(t, clients, 1, 2*time.Minute)
 	firstSync := time.Since(start)
 	firstPeak := procStatusKiB(t, s.pid(), "VmHWM")
+	waitAllAcked(t, s, restartStreams+1)
 	before := ackedVersions(t, s)
 	tr := startTraffic(t, e, "user-service")
 	tr.waitSent(t, 50)
@@ -139,22 +140,7 @@ func TestFaultRestartWith1000Streams(t *testing.T) {
 	peak := procStatusKiB(t, s2.pid(), "VmHWM")
 
 	// Every client and the Envoy acknowledged, and hold what they held.
-	var proxies []proxyState
-	eventually(t, time.Minute, "every stream to acknowledge what it was sent", func() error {
-		proxies = nil
-		s2.adminJSON(t, "/debug/proxies", &proxies)
-		if len(proxies) != restartStreams+1 {
-			return fmt.Errorf("%d streams, want %d", len(proxies), restartStreams+1)
-		}
-		for _, p := range proxies {
-			for typ, st := range p.Types {
-				if st.Sent == "" || st.Sent != st.Acked {
-					return fmt.Errorf("%s %s: sent %q, acked %q", p.NodeID, typ, st.Sent, st.Acked)
-				}
-			}
-		}
-		return nil
-	})
+	proxies := waitAllAcked(t, s2, restartStreams+1)
 	after := ackedVersions(t, s2)
 	for g, v := range before {
 		if after[g] != v {
@@ -227,6 +213,31 @@ func waitAllSynced(t *testing.T, clients []*adsClient, n int64, timeout time.Dur
 		return nil
 	})
 	return last
+}
+
+// waitAllAcked waits until s has streams streams and sluice has received
+// each one's acknowledgement of everything it sent, and returns them. A
+// client counts itself synced once it sent its last ACK, which sluice may
+// not have read yet.
+func waitAllAcked(t *testing.T, s *sluice, streams int) []proxyState {
+	t.Helper()
+	var proxies []proxyState
+	eventually(t, time.Minute, "every stream to acknowledge what it was sent", func() error {
+		proxies = nil
+		s.adminJSON(t, "/debug/proxies", &proxies)
+		if len(proxies) != streams {
+			return fmt.Errorf("%d streams, want %d", len(proxies), streams)
+		}
+		for _, p := range proxies {
+			for typ, st := range p.Types {
+				if st.Sent == "" || st.Sent != st.Acked {
+					return fmt.Errorf("%s %s: sent %q, acked %q", p.NodeID, typ, st.Sent, st.Acked)
+				}
+			}
+		}
+		return nil
+	})
+	return proxies
 }
 
 // ackedVersions maps each proxy group to the versions its streams acked,

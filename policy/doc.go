@@ -1,9 +1,9 @@
 // Package policy is the policy-file schema of sluice: strict parsing,
 // validation with file:line and field paths, and precedence resolution. It
-// is pure: apart from LoadDir and ReadDir reading files, it does no I/O,
-// reads no clock and starts no goroutines. Translating a resolved policy to
-// Envoy or gRPC configuration is the translator's job; watching the policy
-// directory is package policy/watch's.
+// is pure: apart from ReadDir reading files, it does no I/O, reads no clock
+// and starts no goroutines. Translating a resolved policy to Envoy or gRPC
+// configuration is the translator's job; watching the policy directory is
+// package policy/watch's.
 //
 // # Format
 //
@@ -81,7 +81,7 @@
 // Every problem is a sources.Diagnostic with Source "policy", Location
 // "file:line" of the offending node and Field the path to it, e.g.
 // spec.routes[0].retry.attempts. An error anywhere rejects the whole
-// directory (LoadDir returns a nil Set), so the last good set stays in
+// directory (Load returns a nil Set), so the last good set stays in
 // effect. Two MeshPolicies, or two ServicePolicies for one service, are
 // errors naming both locations. Policies for services the catalog does not
 // have, and dependencies on such services, are only warnings (Set.Warnings).

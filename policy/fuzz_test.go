@@ -10,7 +10,7 @@ import (
 )
 
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"issue5.yaml", "issue6.yaml", "full.yaml"} {
+	for _, name := range []string{"resilience.yaml", "ratelimit-tracing.yaml", "full.yaml"} {
 		f.Add(readTestdata(f, name))
 	}
 	for _, s := range []string{

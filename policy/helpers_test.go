@@ -53,6 +53,16 @@ func mustLoad(t testing.TB, nameData ...string) *Set {
 	return set
 }
 
+// loadDir reads the policy files of dir and loads them, as policy/watch
+// and sluice validate do: a file that cannot be read rejects the directory.
+func loadDir(dir string) (*Set, []sources.Diagnostic) {
+	files, diags := ReadDir(dir)
+	if len(diags) > 0 {
+		return nil, diags
+	}
+	return Load(files)
+}
+
 func diagText(ds []sources.Diagnostic) string {
 	var b strings.Builder
 	for _, d := range ds {

@@ -11,8 +11,8 @@ import (
 	"github.com/sluice-mesh/sluice/sources"
 )
 
-func TestParseIssueExample(t *testing.T) {
-	docs, diags := Parse("issue5.yaml", readTestdata(t, "issue5.yaml"))
+func TestParseResilienceExample(t *testing.T) {
+	docs, diags := Parse("resilience.yaml", readTestdata(t, "resilience.yaml"))
 	if len(diags) != 0 {
 		t.Fatalf("Parse() diagnostics:\n%s", diagText(diags))
 	}
@@ -20,9 +20,9 @@ func TestParseIssueExample(t *testing.T) {
 	dur := func(d time.Duration) *time.Duration { return &d }
 	str := func(s string) *string { return &s }
 	want := []Document{
-		{Kind: KindMeshPolicy, Name: "mesh", File: "issue5.yaml", Line: 1},
+		{Kind: KindMeshPolicy, Name: "mesh", File: "resilience.yaml", Line: 1},
 		{
-			Kind: KindServicePolicy, Name: "user-service", File: "issue5.yaml", Line: 7,
+			Kind: KindServicePolicy, Name: "user-service", File: "resilience.yaml", Line: 7,
 			Spec: Spec{
 				LoadBalancer:   &LoadBalancer{Policy: LeastRequest, ChoiceCount: 2},
 				Timeout:        dur(2 * time.Second),
@@ -52,8 +52,8 @@ func TestParseIssueExample(t *testing.T) {
 	}
 }
 
-func TestParseIssue6Example(t *testing.T) {
-	set := mustLoad(t, "issue6.yaml", string(readTestdata(t, "issue6.yaml")))
+func TestParseRateLimitTracingExample(t *testing.T) {
+	set := mustLoad(t, "ratelimit-tracing.yaml", string(readTestdata(t, "ratelimit-tracing.yaml")))
 	r := set.Resolve("user-service")
 	wantTracing := Tracing{
 		Enabled: true, Collector: "otel-collector:4317", CollectorHost: "otel-collector", CollectorPort: 4317,

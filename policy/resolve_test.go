@@ -259,7 +259,7 @@ func TestRetryForGRPC(t *testing.T) {
 }
 
 func TestResolveIsolated(t *testing.T) {
-	set := mustLoad(t, "issue5.yaml", string(readTestdata(t, "issue5.yaml")))
+	set := mustLoad(t, "resilience.yaml", string(readTestdata(t, "resilience.yaml")))
 	r := set.Resolve("user-service")
 	before := r.Hash()
 	r.Retry.RetryOn[0] = RetryOnInternal
@@ -272,7 +272,7 @@ func TestResolveIsolated(t *testing.T) {
 }
 
 func TestHash(t *testing.T) {
-	example := string(readTestdata(t, "issue5.yaml"))
+	example := string(readTestdata(t, "resilience.yaml"))
 	a := mustLoad(t, "a.yaml", example).Resolve("user-service")
 	b := mustLoad(t, "b.yaml", "# a comment moves every line\n\n"+example).Resolve("user-service")
 	if a.Hash() != b.Hash() {
@@ -297,7 +297,7 @@ func TestHash(t *testing.T) {
 		"  routes: [{match: {pathPrefix: /orders, methods: [POST]}, timeout: 5s}]",
 		"  rateLimit: {requestsPerSecond: 1}",
 	}
-	seen := map[string]string{a.Hash(): "issue example", c.Hash(): "retryOn"}
+	seen := map[string]string{a.Hash(): "resilience example", c.Hash(): "retryOn"}
 	for _, ch := range changes {
 		h := mustLoad(t, "x.yaml", svcNamed("user-service", ch)).Resolve("user-service").Hash()
 		if prev, dup := seen[h]; dup {

@@ -29,20 +29,12 @@ type File struct {
 	Data []byte
 }
 
-// LoadDir loads every policy file in dir: the files named *.yaml or *.yml,
+// ReadDir reads the policy files of dir: the files named *.yaml or *.yml,
 // not recursing into sub-directories and skipping hidden files (names
 // starting with "."), in name order. Symbolic links are followed, so a
-// Kubernetes ConfigMap volume works. Any error in any file rejects the whole
-// directory: the Set is nil and the diagnostics say why.
-func LoadDir(dir string) (*Set, []sources.Diagnostic) {
-	files, diags := ReadDir(dir)
-	if len(diags) > 0 {
-		return nil, diags
-	}
-	return Load(files)
-}
-
-// ReadDir reads the policy files of dir (see LoadDir) without parsing them.
+// Kubernetes ConfigMap volume works. A file that cannot be read is a
+// diagnostic; callers then reject the whole directory, as Load rejects it
+// for any error in any file.
 func ReadDir(dir string) ([]File, []sources.Diagnostic) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {

@@ -63,7 +63,7 @@ func TestLoadDuplicates(t *testing.T) {
 	}
 }
 
-func TestLoadDir(t *testing.T) {
+func TestReadDir(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "b.yaml"), svcNamed("b", "  timeout: 2s"))
 	writeFile(t, filepath.Join(dir, "a.yml"), svcNamed("a", "  timeout: 1s"))
@@ -80,9 +80,9 @@ func TestLoadDir(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	set, diags := LoadDir(dir)
+	set, diags := loadDir(dir)
 	if len(diags) != 0 {
-		t.Fatalf("LoadDir() diagnostics:\n%s", diagText(diags))
+		t.Fatalf("loadDir() diagnostics:\n%s", diagText(diags))
 	}
 	wantFiles := []string{filepath.Join(dir, "a.yml"), filepath.Join(dir, "b.yaml"), filepath.Join(dir, "c.yaml")}
 	if diff := cmp.Diff(wantFiles, set.Files()); diff != "" {
@@ -100,22 +100,22 @@ func TestLoadDir(t *testing.T) {
 	}
 }
 
-func TestLoadDirRejectsWholeDirectory(t *testing.T) {
+func TestLoadRejectsWholeDirectory(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "good.yaml"), svcNamed("good", "  timeout: 1s"))
 	writeFile(t, filepath.Join(dir, "bad.yaml"), svcNamed("bad", "  retry: {attempts: many}"))
-	set, diags := LoadDir(dir)
+	set, diags := loadDir(dir)
 	if set != nil {
-		t.Fatalf("LoadDir() returned a set (services %v) although bad.yaml is invalid", set.Services())
+		t.Fatalf("loadDir() returned a set (services %v) although bad.yaml is invalid", set.Services())
 	}
 	checkDiags(t, diags, []wantDiag{{filepath.Join(dir, "bad.yaml") + ":5", "spec.retry.attempts", `expected a whole number, got "many"`}}, sources.SeverityError)
 }
 
-func TestLoadDirErrors(t *testing.T) {
+func TestReadDirErrors(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope")
-	set, diags := LoadDir(missing)
+	set, diags := loadDir(missing)
 	if set != nil || len(diags) != 1 || diags[0].Location != missing || diags[0].Severity != sources.SeverityError {
-		t.Errorf("LoadDir(missing) = %v, %v; want nil and one error located at the directory", set, diags)
+		t.Errorf("loadDir(missing) = %v, %v; want nil and one error located at the directory", set, diags)
 	}
 
 	dir := t.TempDir()
@@ -123,16 +123,16 @@ func TestLoadDirErrors(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "nowhere.yaml"), dangling); err != nil {
 		t.Fatal(err)
 	}
-	set, diags = LoadDir(dir)
+	set, diags = loadDir(dir)
 	if set != nil || len(diags) != 1 || diags[0].Location != dangling {
-		t.Errorf("LoadDir(dangling symlink) = %v, %v; want nil and one error located at the link", set, diags)
+		t.Errorf("loadDir(dangling symlink) = %v, %v; want nil and one error located at the link", set, diags)
 	}
 }
 
 func TestLoadEmptyDir(t *testing.T) {
-	set, diags := LoadDir(t.TempDir())
+	set, diags := loadDir(t.TempDir())
 	if set == nil || len(diags) != 0 || len(set.Services()) != 0 {
-		t.Fatalf("LoadDir(empty) = %v, %v; want an empty set", set, diags)
+		t.Fatalf("loadDir(empty) = %v, %v; want an empty set", set, diags)
 	}
 	if diff := cmp.Diff(Defaults("web"), set.Resolve("web")); diff != "" {
 		t.Errorf("empty set does not resolve to the defaults (-want +got):\n%s", diff)

@@ -51,7 +51,7 @@ func TestRouteVariants(t *testing.T) {
 			},
 		},
 		{
-			name: "issue example",
+			name: "resilience example",
 			spec: []string{
 				"  retry:",
 				"    attempts: 3",

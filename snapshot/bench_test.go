@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -157,7 +158,7 @@ func BenchmarkChangeManyGroups(b *testing.B) {
 						}
 						p.revision = res.Revision
 						versions := Versions(snap)
-						if equalVersions(versions, p.versions) {
+						if maps.Equal(versions, p.versions) {
 							continue
 						}
 						p.versions = versions

@@ -276,31 +276,12 @@ func putLen(b []byte, n int) {
 	}
 }
 
-// CheckReferences verifies that every cluster's EDS name and every listener's
-// route configuration (including gRPC's API listeners, which go-control-plane's
-// Consistent() does not follow) exist in the snapshot, and that there are no
-// endpoints or routes nothing refers to. A client that got a dangling
-// reference would wait forever for the missing resource.
-func CheckReferences(snap *cache.Snapshot) error {
-	all := map[resource.Type]*built{}
-	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
-		var items []types.Resource
-		for _, r := range snap.GetResources(typ) {
-			items = append(items, r)
-		}
-		cur, err := NewBuilder().facts(typ, items)
-		if err != nil {
-			return err
-		}
-		all[typ] = cur
-	}
-	return checkReferences(all)
-}
-
 // checkReferences checks, with every type's facts in name order, that the
 // load assignments the clusters name are exactly the snapshot's load
 // assignments, and the route configurations the listeners name exactly its
-// route configurations.
+// route configurations (including gRPC's API listeners, which
+// go-control-plane's Consistent() does not follow). A client that got a
+// dangling reference would wait forever for the missing resource.
 func checkReferences(all map[resource.Type]*built) error {
 	for _, pair := range [...]struct{ from, to resource.Type }{
 		{resource.ClusterType, resource.EndpointType},

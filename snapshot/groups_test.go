@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-mesh/sluice/translator"
@@ -19,8 +20,14 @@ func sidecarOf(service string) translator.Proxy {
 
 func refused(t *testing.T, l *Loop, reason string) float64 {
 	t.Helper()
+	return counter(t, l.cfg.Metrics.groupsRefused, reason)
+}
+
+// counter reads the counter of c with the given label values.
+func counter(t *testing.T, c *prometheus.CounterVec, labels ...string) float64 {
+	t.Helper()
 	var m dto.Metric
-	if err := l.cfg.Metrics.groupsRefused.WithLabelValues(reason).Write(&m); err != nil {
+	if err := c.WithLabelValues(labels...).Write(&m); err != nil {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()

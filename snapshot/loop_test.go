@@ -16,7 +16,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/policy/watch"
@@ -110,13 +109,15 @@ type testLoop struct {
 }
 
 // startLoop runs a loop with a fake publisher until the test ends. cfg's
-// Translator, Publisher and Log are filled in.
+// Translator and Publisher are filled in, and its Log if it has none.
 func startLoop(t *testing.T, cfg Config) *testLoop {
 	t.Helper()
 	pub := &fakePublisher{}
 	cfg.Translator = translator.New()
 	cfg.Publisher = pub
-	cfg.Log = slog.New(slog.DiscardHandler)
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
 	l := NewLoop(cfg)
 	events := make(chan sources.Event)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -151,11 +152,7 @@ func (l *testLoop) setState(source string, st sources.State) {
 // builds reads the loop's sluice_snapshot_builds_total{result}.
 func (l *testLoop) builds(result string) float64 {
 	l.t.Helper()
-	var m dto.Metric
-	if err := l.cfg.Metrics.snapshots.WithLabelValues(result).Write(&m); err != nil {
-		l.t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
+	return counter(l.t, l.cfg.Metrics.snapshots, result)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -498,19 +495,39 @@ func TestLoopRetriesFailedPublish(t *testing.T) {
 	}
 }
 
-func TestLoopWithoutLogger(t *testing.T) {
-	defer func() {
-		if r := recover(); r != nil {
-			t.Fatalf("loop with a nil Log panicked: %v", r)
-		}
-	}()
-	l := NewLoop(Config{Sources: []string{"a"}, Translator: translator.New(), Publisher: &fakePublisher{}})
+// TestLoopDefaults: a Config that sets only what it must (sources,
+// translator, publisher) gets the documented defaults, and the loop made
+// from it builds, publishes and reports: its logs, metrics and spans go
+// nowhere, not to a nil pointer.
+func TestLoopDefaults(t *testing.T) {
+	pub := &fakePublisher{}
+	l := NewLoop(Config{Sources: []string{"a"}, Translator: translator.New(), Publisher: pub})
+	c := l.cfg
+	if c.HoldOff != 100*time.Millisecond || c.MaxDelay != time.Second || c.GroupIdleTTL != DefaultGroupIdleTTL ||
+		c.MaxGroups != DefaultMaxGroups || c.GroupRate != DefaultGroupRate {
+		t.Errorf("defaults: hold-off %v, max delay %v, idle TTL %v, max groups %d, group rate %v",
+			c.HoldOff, c.MaxDelay, c.GroupIdleTTL, c.MaxGroups, c.GroupRate)
+	}
+	if c.Now == nil || c.Log == nil || c.Metrics == nil || c.Tracer == nil || c.Memory == nil {
+		t.Fatalf("defaults left unset: now %v, log %v, metrics %v, tracer %v, memory %v",
+			c.Now != nil, c.Log != nil, c.Metrics != nil, c.Tracer != nil, c.Memory != nil)
+	}
+	if got := (Config{HoldOff: time.Second, MaxDelay: time.Millisecond}).withDefaults().MaxDelay; got != 10*time.Second {
+		t.Errorf("a max delay below the hold-off became %v, want ten hold-offs", got)
+	}
+
 	st := service("svc", 1, 80)
 	st.Normalize("a")
 	l.apply(sources.Event{Source: "a", State: &st})
 	mustEnsure(t, l, sidecar)
-	l.build(context.Background(), false) // publishes, and logs that it did
+	l.build(context.Background(), false)
+	if n := pub.count(); n != 1 || !l.Ready() {
+		t.Fatalf("after a build: %d snapshots published, ready %v; want 1 and ready", n, l.Ready())
+	}
 	l.apply(sources.Event{Source: "a", Err: errors.New("down")})
+	if a := l.Status().Sources["a"]; !a.Stale || a.Error != "down" {
+		t.Errorf("source a after an error: %+v", a)
+	}
 }
 
 // TestLoopDropsIdleGroups: a group whose last proxy left is dropped (and its

@@ -17,6 +17,7 @@ type Metrics struct {
 	translateSeconds prometheus.Histogram
 	snapshots        *prometheus.CounterVec
 	groupsRefused    *prometheus.CounterVec
+	groupsReleased   *prometheus.CounterVec
 }
 
 // NewMetrics creates the loop's metrics and registers them with reg (which
@@ -51,12 +52,36 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		groupsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_groups_refused_total", Help: "New proxy groups refused, by reason (limit: --max-proxy-groups reached with none idle; rate: --proxy-group-rate exceeded).",
 		}, []string{"reason"}),
+		groupsReleased: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_groups_released_total", Help: "Proxy groups forgotten with their snapshots, by reason (idle: no proxy for --proxy-group-ttl; limit: room made under --max-proxy-groups; memory: no proxy while memory was short of GOMEMLIMIT).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.sourceUpdates, m.sourceErrors, m.sourceStale, m.diagnostics,
-			m.catalogServices, m.catalogInstances, m.translateSeconds, m.snapshots, m.groupsRefused)
+			m.catalogServices, m.catalogInstances, m.translateSeconds, m.snapshots, m.groupsRefused, m.groupsReleased)
 	}
 	return m
+}
+
+// sourceUpdated counts a complete state from source, with its diagnostics.
+func (m *Metrics) sourceUpdated(source string, ds []sources.Diagnostic) {
+	m.sourceUpdates.WithLabelValues(source).Inc()
+	m.sourceStale.WithLabelValues(source).Set(0)
+	m.setDiagnostics(source, ds)
+}
+
+// sourceFailed counts a failure of source, which now serves its last
+// state, with the diagnostics that say why.
+func (m *Metrics) sourceFailed(source string, ds []sources.Diagnostic) {
+	m.sourceErrors.WithLabelValues(source).Inc()
+	m.sourceStale.WithLabelValues(source).Set(1)
+	m.setDiagnostics(source, ds)
+}
+
+// catalogMerged records the size of a newly merged catalog.
+func (m *Metrics) catalogMerged(c sources.Catalog) {
+	m.catalogServices.Set(float64(len(c.Services)))
+	m.catalogInstances.Set(float64(c.InstanceCount()))
 }
 
 func (m *Metrics) setDiagnostics(source string, ds []sources.Diagnostic) {

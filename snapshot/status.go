@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -21,8 +22,16 @@ type Status struct {
 	LastError string                  `json:"last_error,omitempty"`
 }
 
-// SourceStatus is one source's state.
-type SourceStatus = sourceStatus
+// SourceStatus is one source's state: the policy directory's, or a
+// registry's (then with the state it last delivered).
+type SourceStatus struct {
+	Synced      bool                 `json:"synced"`
+	Stale       bool                 `json:"stale"`
+	Error       string               `json:"error,omitempty"`
+	LastUpdate  time.Time            `json:"last_update,omitzero"`
+	Diagnostics []sources.Diagnostic `json:"diagnostics,omitempty"`
+	state       *sources.State
+}
 
 // GroupStatus is one proxy group's current snapshot.
 type GroupStatus struct {
@@ -66,6 +75,28 @@ func (l *Loop) Status() Status {
 	}
 	sort.Slice(st.Groups, func(i, j int) bool { return st.Groups[i].Key < st.Groups[j].Key })
 	return st
+}
+
+// recordError reports a failed build: proxies keep their last good
+// snapshot, and the status shows the error until a full build succeeds.
+func (l *Loop) recordError(err error) {
+	l.cfg.Metrics.snapshots.WithLabelValues("failed").Inc()
+	l.cfg.Log.Error("snapshot build failed; proxies keep their last good config", "err", err)
+	l.mu.Lock()
+	l.lastError = err.Error()
+	l.mu.Unlock()
+}
+
+// recordBuilt reports a build of every group that succeeded: the loop is
+// ready, and the last error is over.
+func (l *Loop) recordBuilt(services int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.built {
+		l.cfg.Log.Info("catalog translated; ready", "services", services)
+	}
+	l.built = true
+	l.lastError = ""
 }
 
 // Catalog returns the merged catalog of the last build.

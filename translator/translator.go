@@ -1,6 +1,10 @@
-// Package translator turns the merged service catalog (and, later, resolved
-// policy) into the Envoy resources one kind of client needs. It is pure: no
-// I/O, no clock, no goroutines, and the output is sorted so equal inputs give
+// Package translator turns the merged service catalog and the valid policy
+// set, resolved for each service, into the Envoy resources one proxy group
+// needs: a group is a kind of client (Envoy or proxyless gRPC), its role,
+// the service it fronts and its ports (see Proxy). Translate builds
+// everything each time and is the reference; Shared and Incremental give
+// the same output while rebuilding only what changed. It is pure: no I/O,
+// no clock, no goroutines, and the output is sorted so equal inputs give
 // byte-identical resources.
 package translator
 

@@ -17,7 +17,6 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 
-	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
 )
@@ -135,10 +134,7 @@ func (groupKey) ID(n *corev3.Node) string {
 // instance.
 func scopedServer(ctx context.Context, t *testing.T, topo Topology, policyDir string) (addr string, change func(context.Context) error, reqs *requests) {
 	t.Helper()
-	set, diags := policy.LoadDir(policyDir)
-	if set == nil {
-		t.Fatalf("policy files: %v", diags)
-	}
+	set := loadPolicies(t, policyDir)
 	key := groupKey{}.ID
 	snaps := cache.NewSnapshotCache(false, groupKey{}, nil)
 	publish := func(ctx context.Context, version string, without bool) error {

@@ -119,10 +119,7 @@ func TestWritePolicies(t *testing.T) {
 	if len(entries) != 5 {
 		t.Fatalf("%d files in the policy directory, want 5 (no leftovers)", len(entries))
 	}
-	set, diags := policy.LoadDir(dir)
-	if set == nil || len(diags) > 0 {
-		t.Fatalf("policy files do not load: %v", diags)
-	}
+	set := loadPolicies(t, dir)
 	for s := range 5 {
 		var want []string
 		for _, d := range topo.DependenciesOf(s) {
@@ -144,4 +141,19 @@ func TestWritePolicies(t *testing.T) {
 	if (Topology{Mesh: topo.Mesh, Groups: 5}).WritePolicies(t.TempDir()) == nil {
 		t.Error("policy files without dependencies: no error")
 	}
+}
+
+// loadPolicies loads the policy files of dir, failing the test if they
+// are not a valid policy set.
+func loadPolicies(t *testing.T, dir string) *policy.Set {
+	t.Helper()
+	files, diags := policy.ReadDir(dir)
+	if len(diags) > 0 {
+		t.Fatalf("policy files do not read: %v", diags)
+	}
+	set, diags := policy.Load(files)
+	if set == nil {
+		t.Fatalf("policy files do not load: %v", diags)
+	}
+	return set
 }
