@@ -50,17 +50,19 @@ type group struct {
 	// them when asked, not on every build.
 	builtPolicy  *policy.Set
 	builtCatalog sources.Catalog
-	err          string
-	fresh        bool // registered but never built
+	// diags are the translator's diagnostics of the group's snapshot.
+	diags []sources.Diagnostic
+	err   string
+	fresh bool // registered but never built
 	// idleSince is when the group's last proxy left; zero while in use.
 	idleSince time.Time
 }
 
 // built records that g's snapshot, of versions, is the one pol and
 // catalog make. Called with l.mu held.
-func (g *group) built(versions map[resource.Type]string, pol *policy.Set, catalog sources.Catalog) {
+func (g *group) built(versions map[resource.Type]string, pol *policy.Set, catalog sources.Catalog, diags []sources.Diagnostic) {
 	g.versions = versions
-	g.builtPolicy, g.builtCatalog = pol, catalog
+	g.builtPolicy, g.builtCatalog, g.diags = pol, catalog, diags
 	g.err, g.fresh = "", false
 }
 

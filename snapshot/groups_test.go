@@ -33,6 +33,16 @@ func counter(t *testing.T, c *prometheus.CounterVec, labels ...string) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// gaugeValue reads the gauge of g with the given label values.
+func gaugeValue(t *testing.T, g *prometheus.GaugeVec, labels ...string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := g.WithLabelValues(labels...).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
+}
+
 // TestLoopLimitsGroups: beyond MaxGroups a new group is refused while every
 // group has proxies; once one has none, the one idle longest makes room
 // (its pipeline and cache entry are dropped).

@@ -46,9 +46,14 @@ type Loop struct {
 	sources      map[string]*SourceStatus
 	policy       *policy.Set
 	policyStatus SourceStatus
-	merger       sources.Merger
-	catalog      sources.Catalog
-	dirty        bool
+	// translatorStatus holds the translator's diagnostics over every
+	// group (defaultDiags: the default sidecar's, which readiness
+	// translates).
+	translatorStatus SourceStatus
+	defaultDiags     []sources.Diagnostic
+	merger           sources.Merger
+	catalog          sources.Catalog
+	dirty            bool
 	// Groups (groups.go). groupRate paces the making of new groups;
 	// evicted are groups forgotten to make room, whose pipelines and
 	// cache entries the loop's goroutine drops.
@@ -160,14 +165,19 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 	// Translating the default sidecar view validates the catalog even before
 	// any proxy connects, which is what readiness reports.
 	if !onlyFresh {
-		if _, err := l.translate(ctx, catalog, pol, translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar}); err != nil {
+		b, err := l.translate(ctx, catalog, pol, translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar})
+		if err != nil {
 			ok = false
 			l.recordError(err)
 		}
+		l.mu.Lock()
+		l.defaultDiags = b.diags
+		l.mu.Unlock()
 	}
 	for _, g := range todo {
 		ok = l.buildGroup(ctx, g, catalog, pol) && ok
 	}
+	l.recordDiagnostics()
 	if !onlyFresh {
 		// Every group was translated: what none of them used is gone.
 		l.pipes.sweep(l.cfg.Now())
@@ -182,7 +192,8 @@ func (l *Loop) build(ctx context.Context, onlyFresh bool) {
 // pol make.
 func (l *Loop) buildGroup(ctx context.Context, g *group, catalog sources.Catalog, pol *policy.Set) bool {
 	key := g.proxy.Key()
-	snap, err := l.translate(ctx, catalog, pol, g.proxy)
+	b, err := l.translate(ctx, catalog, pol, g.proxy)
+	snap := b.snap
 	if err != nil {
 		l.groupFailed(g, err, fmt.Errorf("group %s: %w", key, err))
 		return false
@@ -203,7 +214,7 @@ func (l *Loop) buildGroup(ctx context.Context, g *group, catalog sources.Catalog
 	// Record the versions only once the cache has them, so a failed
 	// publish is retried by the next build even if nothing changed.
 	l.mu.Lock()
-	g.built(versions, pol, catalog)
+	g.built(versions, pol, catalog, b.diags)
 	l.mu.Unlock()
 	l.cfg.Metrics.snapshots.WithLabelValues(result).Inc()
 	return true
@@ -218,12 +229,12 @@ func (l *Loop) groupFailed(g *group, err, report error) {
 	l.recordError(report)
 }
 
-func (l *Loop) translate(ctx context.Context, catalog sources.Catalog, pol *policy.Set, p translator.Proxy) (*cache.Snapshot, error) {
+func (l *Loop) translate(ctx context.Context, catalog sources.Catalog, pol *policy.Set, p translator.Proxy) (translated, error) {
 	span := l.trace.translate(ctx, p.Key(), len(catalog.Services))
 	defer span.End()
-	snap, err := l.pipes.snapshot(catalog, pol, p)
+	b, err := l.pipes.snapshot(catalog, pol, p)
 	spanError(span, err)
-	return snap, err
+	return b, err
 }
 
 func (l *Loop) publish(ctx context.Context, group string, snap *cache.Snapshot, versions map[resource.Type]string) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -691,4 +692,51 @@ func webDependencies(t *testing.T, deps string) *policy.Set {
 		t.Fatal(diags)
 	}
 	return set
+}
+
+// TestLoopReportsTranslatorDiagnostics: a problem the translator meets (a
+// tracing collector that is not in the catalog) shows in the status, for
+// the loop and for the group, and in sluice_source_diagnostics; it clears
+// when the collector registers.
+func TestLoopReportsTranslatorDiagnostics(t *testing.T) {
+	policies := make(chan watch.Update, 1)
+	l := startLoop(t, Config{Sources: []string{"a"}, Policies: policies, HoldOff: time.Millisecond})
+	set, diags := policy.Load([]policy.File{{Name: "mesh.yaml", Data: []byte(
+		"apiVersion: sluice.dev/v1\nkind: MeshPolicy\nmetadata: {name: mesh}\nspec:\n  tracing: {collector: otel}\n")}})
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	policies <- watch.Update{Set: set}
+	l.setState("a", service("svc", 1, 80))
+	mustEnsure(t, l, sidecar)
+	warnings := func() float64 {
+		return gaugeValue(t, l.cfg.Metrics.diagnostics, translator.DiagnosticSource, string(sources.SeverityWarning))
+	}
+	groupDiags := func() []sources.Diagnostic {
+		for _, g := range l.Status().Groups {
+			if g.Key == sidecar.Key() {
+				return g.Diagnostics
+			}
+		}
+		return nil
+	}
+	waitFor(t, "the missing collector to be reported, for the loop and the group", func() bool {
+		ds := l.Status().Translator.Diagnostics
+		return len(ds) == 1 && ds[0].Field == "spec.tracing.collector" && strings.HasPrefix(ds[0].Location, "mesh.yaml:") &&
+			len(groupDiags()) == 1
+	})
+	if got := warnings(); got != 1 {
+		t.Errorf("sluice_source_diagnostics{source=translator,severity=warning} = %v, want 1", got)
+	}
+
+	otel := service("otel", 1, 4317)
+	both := service("svc", 1, 80)
+	both.Services = append(both.Services, otel.Services...)
+	l.setState("a", both)
+	waitFor(t, "the diagnostic to clear", func() bool {
+		return len(l.Status().Translator.Diagnostics) == 0 && len(groupDiags()) == 0
+	})
+	if got := warnings(); got != 0 {
+		t.Errorf("warnings after the collector registered = %v, want 0", got)
+	}
 }

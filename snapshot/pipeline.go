@@ -33,6 +33,13 @@ type pipeline struct {
 	snap     *cache.Snapshot
 }
 
+// translated is one group's translation, built: its snapshot and the
+// translator's diagnostics.
+type translated struct {
+	snap  *cache.Snapshot
+	diags []sources.Diagnostic
+}
+
 // newPipelines returns pipelines that translate with tr's options and
 // observe each translation's duration in translateSeconds.
 func newPipelines(tr *translator.Translator, translateSeconds prometheus.Observer) *pipelines {
@@ -47,7 +54,7 @@ func newPipelines(tr *translator.Translator, translateSeconds prometheus.Observe
 // snapshot translates catalog and pol for p's group and builds the
 // group's snapshot: the very one built last time when the translation
 // did not change.
-func (ps *pipelines) snapshot(catalog sources.Catalog, pol *policy.Set, p translator.Proxy) (*cache.Snapshot, error) {
+func (ps *pipelines) snapshot(catalog sources.Catalog, pol *policy.Set, p translator.Proxy) (translated, error) {
 	pipe := ps.byKey[p.Key()]
 	if pipe == nil {
 		pipe = &pipeline{translator: ps.shared.NewIncremental(p), builder: ps.build.NewBuilder()}
@@ -57,17 +64,17 @@ func (ps *pipelines) snapshot(catalog sources.Catalog, pol *policy.Set, p transl
 	res, err := pipe.translator.Translate(catalog, pol)
 	ps.translateSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
-		return nil, err
+		return translated{}, err
 	}
 	if res.Revision != 0 && res.Revision == pipe.revision {
-		return pipe.snap, nil
+		return translated{pipe.snap, res.Diagnostics}, nil
 	}
 	snap, err := pipe.builder.Build(res.Resources)
 	if err != nil {
-		return nil, err
+		return translated{}, err
 	}
 	pipe.revision, pipe.snap = res.Revision, snap
-	return snap, nil
+	return translated{snap, res.Diagnostics}, nil
 }
 
 // drop forgets a group's pipeline.

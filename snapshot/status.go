@@ -1,6 +1,8 @@
 package snapshot
 
 import (
+	"context"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
@@ -15,11 +17,13 @@ import (
 
 // Status is the loop's state as the admin API shows it.
 type Status struct {
-	Ready     bool                    `json:"ready"`
-	Sources   map[string]SourceStatus `json:"sources"`
-	Policy    SourceStatus            `json:"policy"`
-	Groups    []GroupStatus           `json:"groups"`
-	LastError string                  `json:"last_error,omitempty"`
+	Ready   bool                    `json:"ready"`
+	Sources map[string]SourceStatus `json:"sources"`
+	Policy  SourceStatus            `json:"policy"`
+	// Translator has the translator's diagnostics over every group.
+	Translator SourceStatus  `json:"translator"`
+	Groups     []GroupStatus `json:"groups"`
+	LastError  string        `json:"last_error,omitempty"`
 }
 
 // SourceStatus is one source's state: the policy directory's, or a
@@ -44,6 +48,8 @@ type GroupStatus struct {
 	// service); Missing, those of them the catalog lacked then.
 	Dependencies policy.Dependencies `json:"dependencies"`
 	Missing      []string            `json:"missing_dependencies,omitempty"`
+	// Diagnostics are the translator's, for this group's snapshot.
+	Diagnostics []sources.Diagnostic `json:"diagnostics,omitempty"`
 }
 
 // Ready reports whether every source has synced and the merged catalog has
@@ -59,14 +65,14 @@ func (l *Loop) Ready() bool {
 func (l *Loop) Status() Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := Status{Ready: l.built && l.synced(), Sources: map[string]SourceStatus{}, Policy: l.policyStatus, LastError: l.lastError}
+	st := Status{Ready: l.built && l.synced(), Sources: map[string]SourceStatus{}, Policy: l.policyStatus, Translator: l.translatorStatus, LastError: l.lastError}
 	for name, s := range l.sources {
 		st.Sources[name] = *s
 	}
 	for key, g := range l.groups {
 		// The dependencies the group's snapshot was built for, like its
 		// versions: not the newest policy set's before it is built.
-		gs := GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err}
+		gs := GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err, Diagnostics: g.diags}
 		if g.versions != nil {
 			gs.Dependencies = translator.Dependencies(g.proxy, g.builtPolicy)
 			gs.Missing = missingServices(g.builtCatalog, gs.Dependencies)
@@ -117,4 +123,44 @@ func missingServices(catalog sources.Catalog, deps policy.Dependencies) []string
 		}
 	}
 	return out
+}
+
+// recordDiagnostics gathers the translator's diagnostics over the groups
+// (each once: most concern a service, and every group that sees it has
+// them) for the status and the metrics, and logs those that are new.
+func (l *Loop) recordDiagnostics() {
+	l.mu.Lock()
+	seen := map[string]bool{}
+	var all []sources.Diagnostic
+	add := func(ds []sources.Diagnostic) {
+		for _, d := range ds {
+			if k := d.String(); !seen[k] {
+				seen[k] = true
+				all = append(all, d)
+			}
+		}
+	}
+	add(l.defaultDiags)
+	for _, g := range l.groups {
+		add(g.diags)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].String() < all[j].String() })
+	was := map[string]bool{}
+	for _, d := range l.translatorStatus.Diagnostics {
+		was[d.String()] = true
+	}
+	l.translatorStatus.Diagnostics = all
+	l.translatorStatus.Synced = l.built
+	l.mu.Unlock()
+	for _, d := range all {
+		if was[d.String()] {
+			continue
+		}
+		level := slog.LevelWarn
+		if d.Severity == sources.SeverityError {
+			level = slog.LevelError
+		}
+		l.cfg.Log.Log(context.Background(), level, "translation problem", "location", d.Location, "field", d.Field, "error", d.Message)
+	}
+	l.cfg.Metrics.setDiagnostics(translator.DiagnosticSource, all)
 }

@@ -101,6 +101,11 @@ func wireForm(res *translator.Result) ([]byte, error) {
 			b.Write(data)
 		}
 	}
+	// The diagnostics are part of what Translate and Incremental must
+	// agree on.
+	for _, d := range res.Diagnostics {
+		fmt.Fprintf(&b, "== diagnostic %s: %s\n", d.Severity, d)
+	}
 	return b.Bytes(), nil
 }
 

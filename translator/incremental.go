@@ -98,8 +98,12 @@ func (m *Incremental) Translate(catalog sources.Catalog, pol *policy.Set) (*Resu
 	if m.proxy.Kind != KindGRPC {
 		own = m.ownPart(seg, pol)
 	}
+	diags := seg.diags
+	if own != nil && len(own.added.Diagnostics) > 0 {
+		diags = append(slices.Clip(diags), own.added.Diagnostics...)
+	}
 	if m.out != nil && seg == m.outSeg && seg.listRev == m.outRevs && own == m.outOwn {
-		return &Result{Resources: m.out, Revision: m.outRev}, nil
+		return &Result{Resources: m.out, Revision: m.outRev, Diagnostics: diags}, nil
 	}
 	out := map[resource.Type][]types.Resource{
 		resource.ClusterType:  seg.lists[listClusters],
@@ -123,7 +127,7 @@ func (m *Incremental) Translate(catalog sources.Catalog, pol *policy.Set) (*Resu
 	}
 	m.out, m.outSeg, m.outRevs, m.outOwn = out, seg, seg.listRev, own
 	m.outRev = s.nextRev()
-	return &Result{Resources: out, Revision: m.outRev}, nil
+	return &Result{Resources: out, Revision: m.outRev, Diagnostics: diags}, nil
 }
 
 func listOf(typ resource.Type) int {

@@ -1,6 +1,9 @@
 package translator
 
 import (
+	"fmt"
+	"strings"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -34,6 +37,64 @@ type serviceResources struct {
 	// configuration and API listeners for the service.
 	routes    *routev3.RouteConfiguration
 	listeners []*listenerv3.Listener
+}
+
+// DiagnosticSource is the Source of the diagnostics the translator reports.
+const DiagnosticSource = "translator"
+
+// validator is what go-control-plane generates for every Envoy message:
+// the field constraints Envoy and gRPC clients check too.
+type validator interface{ ValidateAll() error }
+
+// checkService validates every resource of a service. A service with an
+// invalid resource is left out whole, with an error diagnostic: its
+// cluster, load assignment, virtual host and listeners refer to each
+// other, and a client would reject the response that carries the invalid
+// one (every other service's resources with it).
+func checkService(svc string, res serviceResources, pol policy.Resolved) (serviceResources, []sources.Diagnostic) {
+	if bad := invalidResources(res); len(bad) > 0 {
+		return serviceResources{}, []sources.Diagnostic{serviceDiagnostic(svc, bad, pol)}
+	}
+	return res, nil
+}
+
+// invalidResources lists a service's resources that fail validation, with
+// why.
+func invalidResources(res serviceResources) []string {
+	var bad []string
+	check := func(kind, name string, m validator) {
+		if err := m.ValidateAll(); err != nil {
+			bad = append(bad, fmt.Sprintf("%s %s: %v", kind, name, err))
+		}
+	}
+	check("cluster", res.cluster.GetName(), res.cluster)
+	check("load assignment", res.endpoints.GetClusterName(), res.endpoints)
+	if res.vhost != nil {
+		check("virtual host", res.vhost.GetName(), res.vhost)
+	}
+	if res.routes != nil {
+		check("route configuration", res.routes.GetName(), res.routes)
+	}
+	for _, l := range res.listeners {
+		check("listener", l.GetName(), l)
+	}
+	return bad
+}
+
+// serviceDiagnostic reports a service left out for its invalid resources.
+func serviceDiagnostic(svc string, bad []string, pol policy.Resolved) sources.Diagnostic {
+	return sources.Diagnostic{
+		Severity: sources.SeverityError, Source: DiagnosticSource, Location: origins(pol),
+		Message: fmt.Sprintf("service %s is not served: %s", svc, strings.Join(bad, "; ")),
+	}
+}
+
+// origins is where a resolved policy came from, for a diagnostic.
+func origins(pol policy.Resolved) string {
+	if len(pol.Origins) == 0 {
+		return "built-in defaults"
+	}
+	return strings.Join(pol.Origins, ", ")
 }
 
 // service translates one service. It reads nothing but its arguments and

@@ -65,7 +65,10 @@ type serviceMemo struct {
 	domains             []string
 	built               bool
 	res                 serviceResources
-	// rev changes whenever res does.
+	// diags, when not nil, says why res is invalid: the service is left
+	// out of its segments.
+	diags []sources.Diagnostic
+	// rev changes whenever res or diags do.
 	rev uint64
 	// pass is the last pass that brought it up to date, used the last
 	// epoch that asked for it.
@@ -96,6 +99,8 @@ type segment struct {
 	vhosts      []*routev3.VirtualHost
 	rateLimited bool
 	outbound    *routev3.RouteConfiguration
+	// diags are the members' diagnostics, in member order.
+	diags []sources.Diagnostic
 	// pass is the last pass that brought it up to date, used the last
 	// epoch that asked for it.
 	pass, used uint64
@@ -206,6 +211,13 @@ func (s *Shared) service(vm *viewMemo, v serviceView, svc *sources.CatalogServic
 	}
 	sm.lineage, sm.catalogRev, sm.endpoints = s.catalog.Lineage, svc.Revision, svc.Endpoints
 	sm.built = true
+	sm.diags = nil
+	if bad := invalidResources(sm.res); len(bad) > 0 {
+		if resolved.Service == "" {
+			resolved = s.pol.Resolve(svc.Name)
+		}
+		sm.diags = []sources.Diagnostic{serviceDiagnostic(svc.Name, bad, resolved)}
+	}
 	sm.rev = s.nextRev()
 	return sm
 }
@@ -280,8 +292,13 @@ func (s *Shared) segment(v serviceView, key string, deps policy.Dependencies) *s
 	}
 	var raw [numLists][]types.Resource
 	var vhosts []*routev3.VirtualHost
+	var diags []sources.Diagnostic
 	rateLimited := false
 	for _, sm := range members {
+		if sm.diags != nil {
+			diags = append(diags, sm.diags...)
+			continue
+		}
 		raw[listClusters] = append(raw[listClusters], sm.res.cluster)
 		raw[listEndpoints] = append(raw[listEndpoints], sm.res.endpoints)
 		if sm.res.routes != nil {
@@ -314,6 +331,7 @@ func (s *Shared) segment(v serviceView, key string, deps policy.Dependencies) *s
 		seg.outbound = envoy.RouteConfiguration(OutboundRouteName, vhosts)
 	}
 	seg.rateLimited = rateLimited
+	seg.diags = diags
 	seg.members = members
 	seg.revs = make([]uint64, len(members))
 	for i, sm := range members {

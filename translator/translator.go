@@ -81,6 +81,11 @@ type Result struct {
 	// that the snapshot loop can skip building a group nothing of which
 	// changed. Translate leaves it 0 (unknown).
 	Revision uint64
+	// Diagnostics are the problems the translation met: a resource that
+	// failed validation (it is left out, with what depends on it; the
+	// rest is served), a tracing collector not in the catalog. In service
+	// order, then the group's own.
+	Diagnostics []sources.Diagnostic
 }
 
 // Translate builds the resources for in.Proxy. It does not modify in. It
@@ -104,7 +109,12 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 		if !deps.Includes(svc.Name) {
 			continue
 		}
-		sr := t.service(svc, in.Policy.Resolve(svc.Name), view)
+		resolved := in.Policy.Resolve(svc.Name)
+		sr, diags := checkService(svc.Name, t.service(svc, resolved, view), resolved)
+		res.Diagnostics = append(res.Diagnostics, diags...)
+		if sr.cluster == nil {
+			continue
+		}
 		res.add(resource.ClusterType, sr.cluster)
 		res.add(resource.EndpointType, sr.endpoints)
 		if sr.vhost != nil {
@@ -119,7 +129,12 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 		}
 	}
 	if in.Proxy.Kind != KindGRPC {
-		t.envoyListeners(res, in, services, deps, envoy.RouteConfiguration(OutboundRouteName, vhosts), rateLimited)
+		own := &Result{Resources: map[resource.Type][]types.Resource{}}
+		t.envoyListeners(own, in, services, deps, envoy.RouteConfiguration(OutboundRouteName, vhosts), rateLimited)
+		for typ, rs := range own.Resources {
+			res.Resources[typ] = append(res.Resources[typ], rs...)
+		}
+		res.Diagnostics = append(res.Diagnostics, own.Diagnostics...)
 	}
 	for _, rs := range res.Resources {
 		sortByName(rs)
@@ -181,6 +196,13 @@ func Dependencies(p Proxy, pol *policy.Set) policy.Dependencies {
 func (t *Translator) envoyListeners(res *Result, in Input, services []sources.CatalogService, deps policy.Dependencies, outbound *routev3.RouteConfiguration, rateLimited bool) {
 	own := in.Policy.Resolve(in.Proxy.Service)
 	tracing, collector := t.tracing(services, in.Proxy, own)
+	defer res.checkOwn(own)
+	if own.Tracing.Enabled && collector == nil {
+		res.Diagnostics = append(res.Diagnostics, sources.Diagnostic{
+			Severity: sources.SeverityWarning, Source: DiagnosticSource, Location: origins(own), Field: "spec.tracing.collector",
+			Message: fmt.Sprintf("the tracing collector %q is not a catalog service, and has no port to reach it at: proxies are served without tracing until it registers", own.Tracing.Collector),
+		})
+	}
 	if collector != nil {
 		res.add(resource.ClusterType, collector)
 		if eds := collector.GetEdsClusterConfig().GetServiceName(); eds != "" && !deps.Includes(eds) {
@@ -210,6 +232,49 @@ func (t *Translator) envoyListeners(res *Result, in Input, services []sources.Ca
 		res.add(resource.RouteType, ib.routes)
 		res.add(resource.ClusterType, ib.cluster)
 	}
+}
+
+// checkOwn validates a group's own resources (envoyListeners adds them to
+// r alone): an invalid one is left out with an error diagnostic. It should
+// never happen (the policy was validated); if it does, the snapshot's
+// reference check reports what depended on it.
+func (r *Result) checkOwn(pol policy.Resolved) {
+	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+		rs := r.Resources[typ]
+		var kept []types.Resource
+		dropped := false
+		for i, x := range rs {
+			if err := x.(validator).ValidateAll(); err != nil {
+				if !dropped {
+					kept, dropped = append([]types.Resource{}, rs[:i]...), true
+				}
+				r.Diagnostics = append(r.Diagnostics, sources.Diagnostic{
+					Severity: sources.SeverityError, Source: DiagnosticSource, Location: origins(pol),
+					Message: fmt.Sprintf("%s %s is not served: %v", kindName(typ), cache.GetResourceName(x), err),
+				})
+				continue
+			}
+			if dropped {
+				kept = append(kept, x)
+			}
+		}
+		if dropped {
+			r.Resources[typ] = kept
+		}
+	}
+}
+
+// kindName names a resource type in a message.
+func kindName(typ resource.Type) string {
+	switch typ {
+	case resource.ClusterType:
+		return "cluster"
+	case resource.EndpointType:
+		return "load assignment"
+	case resource.ListenerType:
+		return "listener"
+	}
+	return "route configuration"
 }
 
 func (r *Result) add(typ resource.Type, res types.Resource) {

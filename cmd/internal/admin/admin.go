@@ -72,7 +72,7 @@ func NewHandler(c Config) http.Handler {
 		if !st.Ready {
 			code = http.StatusServiceUnavailable
 		}
-		writeJSON(w, code, map[string]any{"ready": st.Ready, "sources": st.Sources, "policy": st.Policy, "last_error": st.LastError})
+		writeJSON(w, code, map[string]any{"ready": st.Ready, "sources": st.Sources, "policy": st.Policy, "translator": st.Translator, "last_error": st.LastError})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.Metrics, promhttp.HandlerOpts{Registry: c.Metrics}))
 	// Go profiles, for sizing and for reports of slow pushes.
