@@ -244,6 +244,15 @@ func (r *Result) checkOwn(pol policy.Resolved) {
 		var kept []types.Resource
 		dropped := false
 		for i, x := range rs {
+			if typ == resource.RouteType && cache.GetResourceName(x) == OutboundRouteName {
+				// Built from the services' virtual hosts, each checked
+				// with its service: validating it again would cost every
+				// group the whole mesh's virtual hosts.
+				if dropped {
+					kept = append(kept, x)
+				}
+				continue
+			}
 			if err := x.(validator).ValidateAll(); err != nil {
 				if !dropped {
 					kept, dropped = append([]types.Resource{}, rs[:i]...), true
