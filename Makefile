@@ -68,6 +68,7 @@ fuzz-smoke:
 	$(FUZZ) -fuzz '^FuzzParse$$' ./policy/
 	$(FUZZ) -fuzz '^FuzzParse$$' ./sources/file/
 	$(FUZZ) -fuzz '^FuzzParseEntry$$' ./sources/etcd/
+	$(FUZZ) -fuzz '^FuzzMapEntries$$' ./sources/consul/
 	$(FUZZ) -fuzz '^FuzzProxyFromNode$$' ./translator/
 
 ## bench-scale: 1,000 proxies, and sidecars in 1,000 groups, simulated by bin/sluice-load against sluice and a bare go-control-plane (BENCH_ROWS=classic|groups); writes docs/BENCHMARKS.md

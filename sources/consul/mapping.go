@@ -112,6 +112,10 @@ func mapEntry(service string, e *api.ServiceEntry, warningIsHealthy bool) (sourc
 		return sources.Instance{}, diag(sources.SeverityError, service, svc.ID,
 			"instance on node %q: %s %q is not an IP address (sluice does not resolve host names); skipped", node.Node, field, addr), false
 	}
+	if err := sources.CheckEndpointAddress(ip); err != nil {
+		return sources.Instance{}, diag(sources.SeverityError, service, svc.ID,
+			"instance on node %q: %s %q: %v; skipped", node.Node, field, addr, err), false
+	}
 	if svc.Port < 1 || svc.Port > 65535 {
 		return sources.Instance{}, diag(sources.SeverityError, service, svc.ID,
 			"instance on node %q: port %d is not in 1-65535; skipped", node.Node, svc.Port), false
