@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -301,17 +302,13 @@ func (c *collector) add(ev sources.Event) {
 		c.problem = fmt.Sprintf("event with State %v and Err %v: want exactly one", ev.State != nil, ev.Err)
 	case ev.State != nil:
 		// A State is sent only when it changed, unless an Err came between.
-		if n := len(c.events); n > 0 && c.events[n-1].State != nil && equalStates(c.events[n-1].State, ev.State) {
+		if n := len(c.events); n > 0 && c.events[n-1].State != nil && reflect.DeepEqual(c.events[n-1].State, ev.State) {
 			c.problem = fmt.Sprintf("State event %d repeats the previous State", n)
 		}
 	}
 	c.events = append(c.events, ev)
 	close(c.wake)
 	c.wake = make(chan struct{})
-}
-
-func equalStates(a, b *sources.State) bool {
-	return fmt.Sprintf("%+v", *a) == fmt.Sprintf("%+v", *b)
 }
 
 // snapshot returns the events so far and a channel closed on the next one.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,7 +178,7 @@ func TestWatchFollowsConsulsBlockingQueryRules(t *testing.T) {
 		t.Fatalf("watch returned %v, want the query's error", err)
 	}
 	wantAsked := []uint64{0, 10, 10, 12, 5, 1}
-	if !equalU64(asked, wantAsked) {
+	if !slices.Equal(asked, wantAsked) {
 		t.Errorf("indexes asked = %v, want %v", asked, wantAsked)
 	}
 	wantGot := []update[int]{{value: 1, index: 10}, {value: 2, index: 12}, {value: 3, index: 5, reset: true}, {value: 4, index: 1, reset: true}}
@@ -195,18 +196,6 @@ func TestWatchFollowsConsulsBlockingQueryRules(t *testing.T) {
 type recorder []update[int]
 
 func (r *recorder) put(u update[int]) { *r = append(*r, u) }
-
-func equalU64(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 func TestWatchRateLimits(t *testing.T) {
 	var starts []time.Time
