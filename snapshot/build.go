@@ -8,12 +8,10 @@ import (
 	"slices"
 	"strings"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/sluice-mesh/sluice/envoy"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -233,19 +231,9 @@ func newFacts(typ resource.Type, r types.Resource) (*resourceFacts, error) {
 	nh := fnv.New64a()
 	nh.Write([]byte(f.name))
 	f.nameMix = nh.Sum64()
-	switch typ {
-	case resource.ClusterType:
-		c := r.(*clusterv3.Cluster)
-		if c.GetType() == clusterv3.Cluster_EDS {
-			eds := c.GetEdsClusterConfig().GetServiceName()
-			if eds == "" {
-				eds = f.name
-			}
-			f.refs = []string{eds}
-		}
-	case resource.ListenerType:
-		if f.refs, err = listenerRoutes(r.(*listenerv3.Listener)); err != nil {
-			return nil, fmt.Errorf("listener %q: %w", f.name, err)
+	if k, ok := envoy.KindOf(typ); ok && k.Refs != nil {
+		if f.refs, err = k.Refs(r); err != nil {
+			return nil, fmt.Errorf("%s %q: %w", k.Noun, f.name, err)
 		}
 	}
 	for _, ref := range f.refs {
@@ -283,10 +271,11 @@ func putLen(b []byte, n int) {
 // go-control-plane's Consistent() does not follow). A client that got a
 // dangling reference would wait forever for the missing resource.
 func checkReferences(all map[resource.Type]*built) error {
-	for _, pair := range [...]struct{ from, to resource.Type }{
-		{resource.ClusterType, resource.EndpointType},
-		{resource.ListenerType, resource.RouteType},
-	} {
+	for _, k := range envoy.Kinds {
+		if k.RefersTo == "" {
+			continue
+		}
+		pair := struct{ from, to resource.Type }{k.Type, k.RefersTo}
 		var want []string
 		if b := all[pair.from]; b != nil {
 			for _, f := range b.facts {
@@ -330,42 +319,9 @@ func checkReferences(all map[resource.Type]*built) error {
 	return nil
 }
 
-func listenerRoutes(l *listenerv3.Listener) ([]string, error) {
-	var out []string
-	addHCM := func(hcm *hcmv3.HttpConnectionManager) {
-		if rds := hcm.GetRds(); rds != nil {
-			out = append(out, rds.GetRouteConfigName())
-		}
-	}
-	if api := l.GetApiListener().GetApiListener(); api != nil {
-		hcm := &hcmv3.HttpConnectionManager{}
-		if err := api.UnmarshalTo(hcm); err != nil {
-			return nil, fmt.Errorf("api listener: %w", err)
-		}
-		addHCM(hcm)
-	}
-	for _, fc := range l.GetFilterChains() {
-		for _, f := range fc.GetFilters() {
-			tc := f.GetTypedConfig()
-			if tc == nil || !tc.MessageIs(&hcmv3.HttpConnectionManager{}) {
-				continue
-			}
-			hcm := &hcmv3.HttpConnectionManager{}
-			if err := tc.UnmarshalTo(hcm); err != nil {
-				return nil, fmt.Errorf("filter %q: %w", f.GetName(), err)
-			}
-			addHCM(hcm)
-		}
-	}
-	return out, nil
-}
-
 func shortType(typ resource.Type) string {
-	switch typ {
-	case resource.EndpointType:
-		return "ClusterLoadAssignment"
-	case resource.RouteType:
-		return "RouteConfiguration"
+	if k, ok := envoy.KindOf(typ); ok {
+		return k.Noun
 	}
 	return typ
 }

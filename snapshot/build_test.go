@@ -184,14 +184,14 @@ func TestBuildChecksReferences(t *testing.T) {
 				resource.ClusterType:  {envoy.EDSCluster("a", timeout), envoy.EDSCluster("b", timeout)},
 				resource.EndpointType: {cla("a")},
 			},
-			wantErr: `inconsistent snapshot: ClusterLoadAssignment "b" is referenced but missing`,
+			wantErr: `inconsistent snapshot: load assignment "b" is referenced but missing`,
 		},
 		{
 			name: "missing load assignment of a cluster without service name",
 			resources: map[resource.Type][]types.Resource{
 				resource.ClusterType: {edsNoServiceName},
 			},
-			wantErr: `inconsistent snapshot: ClusterLoadAssignment "bare" is referenced but missing`,
+			wantErr: `inconsistent snapshot: load assignment "bare" is referenced but missing`,
 		},
 		{
 			name: "unreferenced load assignment",
@@ -199,7 +199,7 @@ func TestBuildChecksReferences(t *testing.T) {
 				resource.ClusterType:  {envoy.EDSCluster("a", timeout), staticCluster},
 				resource.EndpointType: {cla("a"), cla("static")},
 			},
-			wantErr: `inconsistent snapshot: ClusterLoadAssignment "static" is not referenced by anything`,
+			wantErr: `inconsistent snapshot: load assignment "static" is not referenced by anything`,
 		},
 		{
 			name: "route config missing for an API listener",
@@ -207,14 +207,14 @@ func TestBuildChecksReferences(t *testing.T) {
 				resource.ListenerType: {api("svc", "svc-routes")},
 				resource.RouteType:    {route("svc")},
 			},
-			wantErr: `RouteConfiguration "svc-routes" is referenced but missing`,
+			wantErr: `route configuration "svc-routes" is referenced but missing`,
 		},
 		{
 			name: "route config missing for an HTTP listener",
 			resources: map[resource.Type][]types.Resource{
 				resource.ListenerType: {hcm("outbound")},
 			},
-			wantErr: `inconsistent snapshot: RouteConfiguration "outbound" is referenced but missing`,
+			wantErr: `inconsistent snapshot: route configuration "outbound" is referenced but missing`,
 		},
 		{
 			name: "unreferenced route config",
@@ -222,7 +222,7 @@ func TestBuildChecksReferences(t *testing.T) {
 				resource.ListenerType: {api("svc", "svc")},
 				resource.RouteType:    {route("svc"), route("orphan")},
 			},
-			wantErr: `inconsistent snapshot: RouteConfiguration "orphan" is not referenced by anything`,
+			wantErr: `inconsistent snapshot: route configuration "orphan" is not referenced by anything`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -91,12 +91,10 @@ type Result struct {
 // Translate builds the resources for in.Proxy. It does not modify in. It
 // is the reference every faster path (Incremental) is tested against.
 func (t *Translator) Translate(in Input) (*Result, error) {
-	res := &Result{Resources: map[resource.Type][]types.Resource{
-		resource.ClusterType:  {},
-		resource.EndpointType: {},
-		resource.ListenerType: {},
-		resource.RouteType:    {},
-	}}
+	res := &Result{Resources: map[resource.Type][]types.Resource{}}
+	for _, k := range envoy.Kinds {
+		res.Resources[k.Type] = []types.Resource{}
+	}
 	services, err := sortedServices(in.Catalog.Services)
 	if err != nil {
 		return nil, err
@@ -239,7 +237,8 @@ func (t *Translator) envoyListeners(res *Result, in Input, services []sources.Ca
 // never happen (the policy was validated); if it does, the snapshot's
 // reference check reports what depended on it.
 func (r *Result) checkOwn(pol policy.Resolved) {
-	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+	for _, k := range envoy.Kinds {
+		typ := k.Type
 		rs := r.Resources[typ]
 		var kept []types.Resource
 		dropped := false
@@ -259,7 +258,7 @@ func (r *Result) checkOwn(pol policy.Resolved) {
 				}
 				r.Diagnostics = append(r.Diagnostics, sources.Diagnostic{
 					Severity: sources.SeverityError, Source: DiagnosticSource, Location: origins(pol),
-					Message: fmt.Sprintf("%s %s is not served: %v", kindName(typ), cache.GetResourceName(x), err),
+					Message: fmt.Sprintf("%s %s is not served: %v", k.Noun, cache.GetResourceName(x), err),
 				})
 				continue
 			}
@@ -271,19 +270,6 @@ func (r *Result) checkOwn(pol policy.Resolved) {
 			r.Resources[typ] = kept
 		}
 	}
-}
-
-// kindName names a resource type in a message.
-func kindName(typ resource.Type) string {
-	switch typ {
-	case resource.ClusterType:
-		return "cluster"
-	case resource.EndpointType:
-		return "load assignment"
-	case resource.ListenerType:
-		return "listener"
-	}
-	return "route configuration"
 }
 
 func (r *Result) add(typ resource.Type, res types.Resource) {

@@ -13,6 +13,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+
 	// The golden files render the Any-typed filter configs, so protojson must
 	// be able to resolve their types. The envoy package links them already;
 	// importing them here keeps the tests independent of that.
@@ -32,6 +33,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sluice-mesh/sluice/envoy"
 	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
@@ -47,15 +49,22 @@ const (
 
 // goldenTypes are the resource types Translate emits, with the file suffix of
 // their golden files.
-var goldenTypes = []struct {
+var goldenTypes = func() []struct {
 	typ  resource.Type
 	name string
-}{
-	{resource.ClusterType, "clusters"},
-	{resource.EndpointType, "endpoints"},
-	{resource.ListenerType, "listeners"},
-	{resource.RouteType, "routes"},
-}
+} {
+	var out []struct {
+		typ  resource.Type
+		name string
+	}
+	for _, k := range envoy.Kinds {
+		out = append(out, struct {
+			typ  resource.Type
+			name string
+		}{k.Type, k.Files})
+	}
+	return out
+}()
 
 // goldenInput is the format of testdata/in/<case>.yaml.
 type goldenInput struct {

@@ -13,6 +13,7 @@ import (
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/sluice-mesh/sluice/envoy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -24,11 +25,19 @@ import (
 // buffer of one and never waits for it, so a client that does not read
 // holds up nothing but its own updates, which coalesce meanwhile.
 
-// pushOrder is the order a wake-up looks at types in: clusters before
-// their load assignments, listeners before their routes, as the xDS
-// protocol advises so that a proxy never waits for a resource a response
-// names.
-var pushOrder = []types.ResponseType{types.Cluster, types.Endpoint, types.Listener, types.Route}
+// pushOrder is the order a wake-up looks at types in: envoy.Kinds', so
+// that clusters come before their load assignments and listeners before
+// their routes, as the xDS protocol advises; a proxy then never waits for
+// a resource a response names.
+var pushOrder = func() []types.ResponseType {
+	var out []types.ResponseType
+	for _, k := range envoy.Kinds {
+		if i, ok := typeIndex(k.Type); ok {
+			out = append(out, i)
+		}
+	}
+	return out
+}()
 
 // errStopping ends streams when the server stops.
 var errStopping = status.Error(codes.Unavailable, "sluice: the xDS server is stopping")
