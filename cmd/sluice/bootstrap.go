@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluice-mesh/sluice/envoy"
+	"github.com/sluice-mesh/sluice/sources/setting"
 	"github.com/sluice-mesh/sluice/translator"
 )
 
@@ -50,13 +51,13 @@ func (a *app) bootstrap() error {
 	v := a.v
 	service := v.GetString("service")
 	if service == "" {
-		return fmt.Errorf("--service is required")
+		return &setting.Error{Field: "--service", Reason: "is required"}
 	}
 	nodeID := v.GetString("node-id")
 	if nodeID == "" {
 		host, err := os.Hostname()
 		if err != nil {
-			return fmt.Errorf("--node-id not given and hostname unknown: %w", err)
+			return &setting.Error{Field: "--node-id", Reason: "is required when the hostname is unknown", Err: err}
 		}
 		nodeID = service + "-" + host
 	}
@@ -65,7 +66,7 @@ func (a *app) bootstrap() error {
 	case translator.RoleSidecar, translator.RoleGateway:
 		md[translator.MetaRole] = role
 	default:
-		return fmt.Errorf("--role: %q is not sidecar or gateway", role)
+		return &setting.Error{Field: "--role", Value: role, Reason: "must be sidecar or gateway"}
 	}
 	for _, a := range []struct{ flag, key string }{
 		{"outbound-address", translator.MetaOutboundAddress},
@@ -73,7 +74,7 @@ func (a *app) bootstrap() error {
 	} {
 		if addr := v.GetString(a.flag); addr != "" {
 			if net.ParseIP(addr) == nil {
-				return fmt.Errorf("--%s: %q is not an IP address", a.flag, addr)
+				return &setting.Error{Field: "--" + a.flag, Value: addr, Reason: "must be an IP address"}
 			}
 			md[a.key] = addr
 		}
@@ -85,7 +86,7 @@ func (a *app) bootstrap() error {
 	} {
 		n := v.GetUint64(p.flag)
 		if n > 65535 {
-			return fmt.Errorf("--%s: %d is not a port (1-65535)", p.flag, n)
+			return &setting.Error{Field: "--" + p.flag, Value: n, Reason: "must be a port (1-65535)"}
 		}
 		if n != 0 {
 			md[p.key] = strconv.FormatUint(n, 10)
@@ -93,7 +94,7 @@ func (a *app) bootstrap() error {
 	}
 	adminPort := v.GetUint64("admin-port")
 	if adminPort > 65535 {
-		return fmt.Errorf("--admin-port: %d is not a port", adminPort)
+		return &setting.Error{Field: "--admin-port", Value: adminPort, Reason: "must be a port (1-65535)"}
 	}
 	// Repeated flags, a comma-separated flag, or SLUICE_XDS_ADDR with
 	// commas: every form ends up as one list.
@@ -106,7 +107,7 @@ func (a *app) bootstrap() error {
 		}
 	}
 	if len(xdsAddrs) == 0 {
-		return fmt.Errorf("--xds-addr: at least one address is needed")
+		return &setting.Error{Field: "--xds-addr", Reason: "needs at least one address"}
 	}
 	var tlsOpts *envoy.XDSTLS
 	if ca := v.GetString("xds-ca"); ca != "" {
@@ -117,7 +118,7 @@ func (a *app) bootstrap() error {
 			}
 		}
 	} else if v.GetString("xds-cert") != "" || v.GetString("xds-key") != "" || v.GetString("xds-server-name") != "" {
-		return fmt.Errorf("--xds-cert, --xds-key and --xds-server-name need --xds-ca")
+		return &setting.Error{Field: "--xds-cert, --xds-key and --xds-server-name", Reason: "need", With: []string{"--xds-ca"}}
 	}
 	b, err := envoy.Bootstrap(envoy.BootstrapOptions{
 		NodeID: nodeID, Service: service, XDSAddrs: xdsAddrs,
@@ -141,7 +142,7 @@ func (a *app) bootstrap() error {
 			return fmt.Errorf("encoding bootstrap as YAML: %w", err)
 		}
 	default:
-		return fmt.Errorf("--format: %q is not yaml or json", f)
+		return &setting.Error{Field: "--format", Value: f, Reason: "must be yaml or json"}
 	}
 	if path := v.GetString("output"); path != "-" {
 		return os.WriteFile(path, out, 0o644)

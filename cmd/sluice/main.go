@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sluice-mesh/sluice/sources/setting"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -111,7 +112,7 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 func (a *app) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(a.v.GetString("log-level"))); err != nil {
-		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", a.v.GetString("log-level"))
+		return nil, &setting.Error{Field: "--log-level", Value: a.v.GetString("log-level"), Reason: "must be one of debug, info, warn, error"}
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch f := a.v.GetString("log-format"); f {
@@ -120,7 +121,7 @@ func (a *app) logger() (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(a.stderr, opts)), nil
 	default:
-		return nil, fmt.Errorf("--log-format: %q is not one of text, json", f)
+		return nil, &setting.Error{Field: "--log-format", Value: f, Reason: "must be one of text, json"}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/sources/etcd"
+	"github.com/sluice-mesh/sluice/sources/setting"
 )
 
 func (a *app) registerCommand() *cobra.Command {
@@ -44,15 +45,15 @@ func (a *app) register(cmd *cobra.Command, service, hostport string) error {
 	}
 	eo := a.etcdOptions()
 	if eo.format != etcd.FormatSluice {
-		return fmt.Errorf("--etcd-format: register writes the sluice layout only, not %q", eo.format)
+		return &setting.Error{Field: "--etcd-format", Value: eo.format, Reason: "must be sluice: register writes the sluice layout only"}
 	}
 	status := v.GetString("status")
 	if h, err := sources.ParseHealth(status); err != nil || h == sources.HealthUnknown {
-		return fmt.Errorf("--status: %q is not healthy, unhealthy or draining", status)
+		return &setting.Error{Field: "--status", Value: status, Reason: "must be healthy, unhealthy or draining"}
 	}
 	ttl := v.GetDuration("ttl")
 	if ttl < time.Second {
-		return fmt.Errorf("--ttl: must be at least 1s, got %s", ttl)
+		return &setting.Error{Field: "--ttl", Value: ttl, Reason: "must be at least 1s"}
 	}
 	log, err := a.logger()
 	if err != nil {

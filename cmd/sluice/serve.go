@@ -21,6 +21,7 @@ import (
 	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/sources/setting"
 	"github.com/sluice-mesh/sluice/translator"
 	"github.com/sluice-mesh/sluice/xds"
 	"github.com/sluice-mesh/sluice/xds/tlsfiles"
@@ -107,52 +108,52 @@ func (a *app) serveOptions() (serveOptions, error) {
 	}
 	for _, addr := range []struct{ flag, value string }{{"xds-addr", o.xdsAddr}, {"admin-addr", o.adminAddr}} {
 		if _, _, err := net.SplitHostPort(addr.value); err != nil {
-			return o, fmt.Errorf("--%s: %q is not host:port: %w", addr.flag, addr.value, err)
+			return o, &setting.Error{Field: "--" + addr.flag, Value: addr.value, Reason: "must be host:port", Err: err}
 		}
 	}
 	if o.holdOff <= 0 {
-		return o, fmt.Errorf("--debounce: must be positive, got %s", o.holdOff)
+		return o, &setting.Error{Field: "--debounce", Value: o.holdOff, Reason: "must be positive"}
 	}
 	if o.maxDelay < o.holdOff {
-		return o, fmt.Errorf("--max-delay: must be at least --debounce (%s), got %s", o.holdOff, o.maxDelay)
+		return o, &setting.Error{Field: "--max-delay", Value: o.maxDelay, Reason: fmt.Sprintf("must be at least --debounce (%s)", o.holdOff)}
 	}
 	port := v.GetUint64("outbound-port")
 	if port < 1 || port > 65535 {
-		return o, fmt.Errorf("--outbound-port: %q is not a port (1-65535)", v.GetString("outbound-port"))
+		return o, &setting.Error{Field: "--outbound-port", Value: v.GetString("outbound-port"), Reason: "must be a port (1-65535)"}
 	}
 	o.outboundPort = uint32(port)
 	if net.ParseIP(o.outboundAddress) == nil {
-		return o, fmt.Errorf("--outbound-address: %q is not an IP address", o.outboundAddress)
+		return o, &setting.Error{Field: "--outbound-address", Value: o.outboundAddress, Reason: "must be an IP address"}
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
-		return o, errors.New("--xds-tls-cert and --xds-tls-key must be given together")
+		return o, &setting.Error{Field: "--xds-tls-cert", Reason: "must be given together with", With: []string{"--xds-tls-key"}}
 	}
 	if o.tlsCA != "" && o.tlsCert == "" {
-		return o, errors.New("--xds-tls-client-ca needs --xds-tls-cert and --xds-tls-key")
+		return o, &setting.Error{Field: "--xds-tls-client-ca", Reason: "needs", With: []string{"--xds-tls-cert", "--xds-tls-key"}}
 	}
 	if o.policyDir != "" {
 		if fi, err := os.Stat(o.policyDir); err != nil || !fi.IsDir() {
-			return o, fmt.Errorf("--policy-dir: %q is not a directory", o.policyDir)
+			return o, &setting.Error{Field: "--policy-dir", Value: o.policyDir, Reason: "must be a directory", Err: err}
 		}
 	}
 	if o.maxRequestBytes < 64<<10 {
-		return o, fmt.Errorf("--xds-max-request-bytes: must be at least 65536, got %d", o.maxRequestBytes)
+		return o, &setting.Error{Field: "--xds-max-request-bytes", Value: o.maxRequestBytes, Reason: "must be at least 65536"}
 	}
 	if o.maxStreamsPerConn < 1 {
-		return o, fmt.Errorf("--xds-max-streams-per-connection: must be at least 1, got %d", o.maxStreamsPerConn)
+		return o, &setting.Error{Field: "--xds-max-streams-per-connection", Value: o.maxStreamsPerConn, Reason: "must be at least 1"}
 	}
 	if o.maxGroups < 1 {
-		return o, fmt.Errorf("--max-proxy-groups: must be at least 1, got %d", o.maxGroups)
+		return o, &setting.Error{Field: "--max-proxy-groups", Value: o.maxGroups, Reason: "must be at least 1"}
 	}
 	if o.groupRate <= 0 || math.IsNaN(o.groupRate) || math.IsInf(o.groupRate, 0) {
-		return o, fmt.Errorf("--proxy-group-rate: must be a positive number of groups a second, got %v", o.groupRate)
+		return o, &setting.Error{Field: "--proxy-group-rate", Value: o.groupRate, Reason: "must be a positive number of groups a second"}
 	}
 	if o.groupIdleTTL <= 0 {
-		return o, fmt.Errorf("--proxy-group-ttl: must be positive, got %s", o.groupIdleTTL)
+		return o, &setting.Error{Field: "--proxy-group-ttl", Value: o.groupIdleTTL, Reason: "must be positive"}
 	}
 	if o.otelEndpoint != "" {
 		if _, _, err := net.SplitHostPort(o.otelEndpoint); err != nil {
-			return o, fmt.Errorf("--otel-endpoint: %q is not host:port: %w", o.otelEndpoint, err)
+			return o, &setting.Error{Field: "--otel-endpoint", Value: o.otelEndpoint, Reason: "must be host:port", Err: err}
 		}
 	}
 	var err error
@@ -222,12 +223,12 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 
 	xdsLis, err := net.Listen("tcp", o.xdsAddr)
 	if err != nil {
-		return fmt.Errorf("--xds-addr: %w", err)
+		return &setting.Error{Field: "--xds-addr", Value: o.xdsAddr, Reason: "cannot be listened on", Err: err}
 	}
 	adminLis, err := net.Listen("tcp", o.adminAddr)
 	if err != nil {
 		_ = xdsLis.Close()
-		return fmt.Errorf("--admin-addr: %w", err)
+		return &setting.Error{Field: "--admin-addr", Value: o.adminAddr, Reason: "cannot be listened on", Err: err}
 	}
 	adminServer := &http.Server{
 		Handler: admin.NewHandler(admin.Config{
