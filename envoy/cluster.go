@@ -25,6 +25,34 @@ type ClusterPolicy struct {
 	CircuitBreaker *Thresholds
 	// OutlierDetection, when set, turns outlier detection on.
 	OutlierDetection *Outlier
+	// HealthyPanicThreshold, when set, replaces Envoy's panic threshold
+	// (50%).
+	HealthyPanicThreshold *float64
+	// SlowStart, when set, ramps new endpoints up (ROUND_ROBIN and
+	// LEAST_REQUEST; other policies ignore it).
+	SlowStart *SlowStart
+}
+
+// SlowStart is Envoy's slow start of a cluster's new endpoints.
+type SlowStart struct {
+	Window           time.Duration
+	Aggression       float64
+	MinWeightPercent float64
+}
+
+// slowStartAggressionKey is the runtime key of the aggression, which Envoy
+// reads the value from when its runtime sets it.
+const slowStartAggressionKey = "sluice.slow_start_aggression"
+
+func (s *SlowStart) config() *clusterv3.Cluster_SlowStartConfig {
+	if s == nil {
+		return nil
+	}
+	return &clusterv3.Cluster_SlowStartConfig{
+		SlowStartWindow:  durationpb.New(s.Window),
+		Aggression:       &corev3.RuntimeDouble{DefaultValue: s.Aggression, RuntimeKey: slowStartAggressionKey},
+		MinWeightPercent: &typev3.Percent{Value: s.MinWeightPercent},
+	}
 }
 
 // LB is a load-balancing algorithm with its settings.
@@ -77,11 +105,19 @@ func ServiceCluster(name string, connectTimeout time.Duration, p ClusterPolicy) 
 	c := EDSCluster(name, connectTimeout)
 	c.LbPolicy = p.LB.Policy
 	switch p.LB.Policy {
-	case clusterv3.Cluster_LEAST_REQUEST:
-		if p.LB.ChoiceCount != 0 {
-			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
-				ChoiceCount: wrapperspb.UInt32(p.LB.ChoiceCount),
+	case clusterv3.Cluster_ROUND_ROBIN:
+		if p.SlowStart != nil {
+			c.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{
+				SlowStartConfig: p.SlowStart.config(),
 			}}
+		}
+	case clusterv3.Cluster_LEAST_REQUEST:
+		if p.LB.ChoiceCount != 0 || p.SlowStart != nil {
+			lr := &clusterv3.Cluster_LeastRequestLbConfig{SlowStartConfig: p.SlowStart.config()}
+			if p.LB.ChoiceCount != 0 {
+				lr.ChoiceCount = wrapperspb.UInt32(p.LB.ChoiceCount)
+			}
+			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: lr}
 		}
 	case clusterv3.Cluster_RING_HASH:
 		rh := &clusterv3.Cluster_RingHashLbConfig{HashFunction: clusterv3.Cluster_RingHashLbConfig_XX_HASH}
@@ -92,6 +128,9 @@ func ServiceCluster(name string, connectTimeout time.Duration, p ClusterPolicy) 
 			rh.MaximumRingSize = wrapperspb.UInt64(p.LB.MaxRingSize)
 		}
 		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: rh}
+	}
+	if p.HealthyPanicThreshold != nil {
+		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: *p.HealthyPanicThreshold}}
 	}
 	if p.CircuitBreaker != nil {
 		c.CircuitBreakers = CircuitBreakers(*p.CircuitBreaker)

@@ -145,6 +145,24 @@ type HashOn struct {
 	SourceIP bool   `json:"sourceIP,omitempty"`
 }
 
+// SlowStart ramps a new instance's share of requests up over Window, as
+// Envoy's slow start does for round_robin and least_request: the weight
+// grows as (time since the instance appeared / Window) ^ (1 / Aggression),
+// never below MinWeightPercent of its full weight.
+type SlowStart struct {
+	Window           time.Duration `json:"window"`
+	Aggression       float64       `json:"aggression"`
+	MinWeightPercent float64       `json:"minWeightPercent"`
+}
+
+// Defaults of a slowStart block (Envoy's own).
+const (
+	DefaultSlowStartAggression       = 1.0
+	DefaultSlowStartMinWeightPercent = 10.0
+	// maxAggression bounds aggression: beyond it the ramp is a step.
+	maxAggression = 100.0
+)
+
 // CircuitBreaker bounds what a client sends to a service at once (Envoy's
 // cluster circuit-breaker thresholds, default priority).
 type CircuitBreaker struct {

@@ -18,10 +18,10 @@ var (
 	topFields      = []string{"apiVersion", "kind", "metadata", "spec"}
 	metadataFields = []string{"name", "labels", "annotations"}
 	meshSpecFields = []string{"defaults", "tracing"}
-	specFields     = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "retry", "rateLimit", "tracing", "routes", "dependencies"}
+	specFields     = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "healthyPanicThreshold", "slowStart", "retry", "rateLimit", "tracing", "routes", "dependencies"}
 	// defaultsFields are the fields of a MeshPolicy's spec.defaults: those
 	// of a ServicePolicy's spec except tracing, which is mesh-wide.
-	defaultsFields = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "retry", "rateLimit", "routes", "dependencies"}
+	defaultsFields = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "healthyPanicThreshold", "slowStart", "retry", "rateLimit", "routes", "dependencies"}
 	routeFields    = []string{"match", "timeout", "retry", "rateLimit"}
 	matchFields    = []string{"pathPrefix", "path", "methods", "headers"}
 )
@@ -216,6 +216,12 @@ func (p *parser) spec(n *yaml.Node, path string, s *Spec, mesh bool) {
 			s.CircuitBreaker = p.circuitBreaker(v, fp)
 		case "outlierDetection":
 			s.OutlierDetection = p.outlierDetection(v, fp)
+		case "healthyPanicThreshold":
+			if f, ok := p.percent(v, fp, false); ok {
+				s.HealthyPanicThreshold = &f
+			}
+		case "slowStart":
+			s.SlowStart = p.slowStart(v, fp)
 		case "retry":
 			s.Retry, s.RetryBudget = p.retry(v, fp, true)
 		case "rateLimit":
@@ -229,6 +235,7 @@ func (p *parser) spec(n *yaml.Node, path string, s *Spec, mesh bool) {
 		}
 	})
 	p.checkPerTryTimeout(path, s.Timeout, s.Retry)
+	p.checkSlowStart(path, s.LoadBalancer, s.SlowStart)
 }
 
 // checkPerTryTimeout enforces perTryTimeout ≤ timeout within one level.

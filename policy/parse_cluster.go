@@ -218,3 +218,61 @@ func (p *parser) outlierDetection(n *yaml.Node, path string) *OutlierDetectionSp
 	}
 	return od
 }
+
+// slowStart reads {window, aggression, minWeightPercent}; window is
+// required.
+func (p *parser) slowStart(n *yaml.Node, path string) *SlowStart {
+	ss := SlowStart{Aggression: DefaultSlowStartAggression, MinWeightPercent: DefaultSlowStartMinWeightPercent}
+	ok, windowSet := true, false
+	if !p.fields(n, path, []string{"window", "aggression", "minWeightPercent"}, nil, func(key string, v *yaml.Node) {
+		fp := strictyaml.Join(path, key)
+		switch key {
+		case "window":
+			d, dok := p.duration(v, fp, maxDuration)
+			ss.Window, windowSet, ok = d, dok, ok && dok
+		case "aggression":
+			a, aok := p.aggression(v, fp)
+			ss.Aggression, ok = a, ok && aok
+		case "minWeightPercent":
+			f, fok := p.percent(v, fp, false)
+			ss.MinWeightPercent, ok = f, ok && fok
+		}
+	}) {
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	if !windowSet {
+		p.Errorf(p.Deref(n).Line, path+".window", "required field is missing (a duration such as 30s: how long a new instance's share ramps up)")
+		return nil
+	}
+	return &ss
+}
+
+// aggression reads slow start's aggression: a number above 0 (1 ramps
+// linearly; more, faster at first).
+func (p *parser) aggression(v *yaml.Node, path string) (float64, bool) {
+	if v.Kind != yaml.ScalarNode || (v.Tag != "!!int" && v.Tag != "!!float") {
+		p.Errorf(v.Line, path, "expected a number above 0 and at most %g, got %s", maxAggression, strictyaml.KindName(v))
+		return 0, false
+	}
+	var f float64
+	if err := v.Decode(&f); err != nil || math.IsNaN(f) || f <= 0 || f > maxAggression {
+		p.Errorf(v.Line, path, "must be a number above 0 and at most %g, got %s", maxAggression, v.Value)
+		return 0, false
+	}
+	return f, true
+}
+
+// checkSlowStart refuses slow start next to a load balancer it does not
+// apply to (Envoy ramps round_robin and least_request only). Across levels
+// (a MeshPolicy's slowStart, a ServicePolicy's ring_hash) it is documented
+// to apply to those two policies only.
+func (p *parser) checkSlowStart(path string, lb *LoadBalancer, ss *SlowStart) {
+	if lb == nil || ss == nil || lb.Policy == RoundRobin || lb.Policy == LeastRequest {
+		return
+	}
+	fp := strictyaml.Join(path, "slowStart")
+	p.Errorf(p.Lines[fp], fp, "applies to load balancers %s and %s only, not %s", RoundRobin, LeastRequest, lb.Policy)
+}

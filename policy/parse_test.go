@@ -256,7 +256,7 @@ func TestParseErrors(t *testing.T) {
 		{"label not a string", lines("apiVersion: sluice.dev/v1", "kind: ServicePolicy", "metadata: {name: web, labels: {team: [a]}}", "spec: {}"), []wantDiag{{"p.yaml:3", "metadata.labels.team", "expected a string, got a list"}}},
 		{"missing spec", lines("apiVersion: sluice.dev/v1", "kind: ServicePolicy", "metadata: {name: web}"), []wantDiag{{"p.yaml:1", "spec", "required field is missing"}}},
 		{"spec not a mapping", svc("  - timeout: 1s"), []wantDiag{{"p.yaml:5", "spec", "expected a mapping, got a list"}}},
-		{"unknown spec field", svc("  timeout: 1s", "  timeouts: 2s"), []wantDiag{{"p.yaml:6", "spec.timeouts", "unknown field (known: loadBalancer, timeout, circuitBreaker, outlierDetection, retry, rateLimit, tracing, routes, dependencies)"}}},
+		{"unknown spec field", svc("  timeout: 1s", "  timeouts: 2s"), []wantDiag{{"p.yaml:6", "spec.timeouts", "unknown field (known: loadBalancer, timeout, circuitBreaker, outlierDetection, healthyPanicThreshold, slowStart, retry, rateLimit, tracing, routes, dependencies)"}}},
 		{"YAML merge key", svc("  retry:", "    <<: {attempts: 2}"), []wantDiag{{"p.yaml:6", "spec.retry.<<", "merge keys are not supported"}}},
 		{"error in second document", svc("  timeout: 1s") + "---\n" + svc("  timeout: 1"), []wantDiag{{"p.yaml:11", "spec.timeout", "a unit is required"}}},
 		{"errors in order", svc("  timeout: 1", "  retry: {attempts: 99}"), []wantDiag{{"p.yaml:5", "spec.timeout", "unit"}, {"p.yaml:6", "spec.retry.attempts", "from 0 to 10"}}},
@@ -376,6 +376,11 @@ func TestParseErrors(t *testing.T) {
 		{"route timeout invalid", svc("  routes:", "    - match: {pathPrefix: /}", "      timeout: 0ms"), []wantDiag{{"p.yaml:7", "spec.routes[0].timeout", "must be from 1ms to 24h"}}},
 		{"route rateLimit invalid", svc("  routes:", "    - match: {pathPrefix: /}", "      rateLimit: {requestsPerSecond: 5, burst: -1}"), []wantDiag{{"p.yaml:7", "spec.routes[0].rateLimit.burst", "at least 1, got -1"}}},
 		{"route retry attempts", svc("  routes:", "    - match: {pathPrefix: /}", "      retry:", "        attempts: 12"), []wantDiag{{"p.yaml:8", "spec.routes[0].retry.attempts", "from 0 to 10, got 12"}}},
+		{"panic threshold above 100", svc("  healthyPanicThreshold: 120"), []wantDiag{{"p.yaml:5", "spec.healthyPanicThreshold", "must be a percentage from 0 to 100, got 120"}}},
+		{"slow start without window", svc("  slowStart: {aggression: 2}"), []wantDiag{{"p.yaml:5", "spec.slowStart.window", "required field is missing"}}},
+		{"slow start aggression zero", svc("  slowStart: {window: 30s, aggression: 0}"), []wantDiag{{"p.yaml:5", "spec.slowStart.aggression", "above 0"}}},
+		{"slow start min weight", svc("  slowStart:", "    window: 30s", "    minWeightPercent: 101"), []wantDiag{{"p.yaml:7", "spec.slowStart.minWeightPercent", "percentage from 0 to 100"}}},
+		{"slow start with ring hash", svc("  loadBalancer: ring_hash", "  slowStart: {window: 30s}"), []wantDiag{{"p.yaml:6", "spec.slowStart", "applies to load balancers round_robin and least_request only, not ring_hash"}}},
 		{"second route error index", svc("  routes:", "    - match: {pathPrefix: /a}", "    - match: {pathPrefix: /b}", "      timeout: 1"), []wantDiag{{"p.yaml:8", "spec.routes[1].timeout", "a unit is required"}}},
 	}
 	seen := map[string]bool{}

@@ -26,6 +26,13 @@ type Resolved struct {
 	TimeoutSet       bool             `json:"timeoutSet,omitempty"`
 	CircuitBreaker   CircuitBreaker   `json:"circuitBreaker"`
 	OutlierDetection OutlierDetection `json:"outlierDetection"`
+	// HealthyPanicThreshold is the percentage of healthy instances below
+	// which Envoy ignores health and spreads requests over every instance;
+	// nil leaves Envoy's default (50).
+	HealthyPanicThreshold *float64 `json:"healthyPanicThreshold,omitempty"`
+	// SlowStart, when not nil, ramps new instances up (round_robin and
+	// least_request only).
+	SlowStart *SlowStart `json:"slowStart,omitempty"`
 	// Retry is the service-level retry policy: what requests that match no
 	// route get.
 	Retry       Retry       `json:"retry"`
@@ -105,6 +112,14 @@ func (s *Set) Resolve(service string) Resolved {
 		MaxRetries:         pick(DefaultMaxRetries, get(cbs, func(c *CircuitBreakerSpec) *uint32 { return c.MaxRetries })...),
 	}
 	r.OutlierDetection = resolveOutlier(get(levels, func(s *Spec) *OutlierDetectionSpec { return s.OutlierDetection }))
+	if ts := get(levels, func(s *Spec) *float64 { return s.HealthyPanicThreshold }); len(ts) > 0 {
+		v := *ts[0]
+		r.HealthyPanicThreshold = &v
+	}
+	if ss := get(levels, func(s *Spec) *SlowStart { return s.SlowStart }); len(ss) > 0 {
+		v := *ss[0]
+		r.SlowStart = &v
+	}
 
 	retries := get(levels, func(s *Spec) *RetrySpec { return s.Retry })
 	r.Retry = resolveRetry(retries)

@@ -341,3 +341,27 @@ func TestResolveRouteTimeoutBoundsInheritedPerTry(t *testing.T) {
 		}
 	}
 }
+
+// TestResolvePanicThresholdAndSlowStart: each resolves as a whole, the
+// ServicePolicy's over the MeshPolicy's defaults; unset, neither is
+// there (Envoy's own defaults apply).
+func TestResolvePanicThresholdAndSlowStart(t *testing.T) {
+	set := mustLoad(t,
+		"mesh.yaml", mesh("  defaults:", "    healthyPanicThreshold: 30", "    slowStart: {window: 1m}"),
+		"web.yaml", svc("  slowStart: {window: 20s, aggression: 2, minWeightPercent: 5}"),
+	)
+	web := set.Resolve("web")
+	if web.HealthyPanicThreshold == nil || *web.HealthyPanicThreshold != 30 {
+		t.Errorf("web's panic threshold %v, want the mesh's 30", web.HealthyPanicThreshold)
+	}
+	if got, want := web.SlowStart, (&SlowStart{Window: 20 * time.Second, Aggression: 2, MinWeightPercent: 5}); got == nil || *got != *want {
+		t.Errorf("web's slow start %+v, want its own %+v", got, want)
+	}
+	other := set.Resolve("other")
+	if got, want := other.SlowStart, (&SlowStart{Window: time.Minute, Aggression: DefaultSlowStartAggression, MinWeightPercent: DefaultSlowStartMinWeightPercent}); got == nil || *got != *want {
+		t.Errorf("other's slow start %+v, want the mesh's %+v", got, want)
+	}
+	if none := mustLoad(t, "web.yaml", svc("  timeout: 1s")).Resolve("web"); none.HealthyPanicThreshold != nil || none.SlowStart != nil {
+		t.Errorf("unset: panic threshold %v, slow start %v; want neither", none.HealthyPanicThreshold, none.SlowStart)
+	}
+}

@@ -64,7 +64,11 @@ type Spec struct {
 	Timeout          *time.Duration        `json:"timeout,omitempty"`
 	CircuitBreaker   *CircuitBreakerSpec   `json:"circuitBreaker,omitempty"`
 	OutlierDetection *OutlierDetectionSpec `json:"outlierDetection,omitempty"`
-	Retry            *RetrySpec            `json:"retry,omitempty"`
+	// HealthyPanicThreshold is spec.healthyPanicThreshold (percent).
+	HealthyPanicThreshold *float64 `json:"healthyPanicThreshold,omitempty"`
+	// SlowStart is spec.slowStart, complete.
+	SlowStart *SlowStart `json:"slowStart,omitempty"`
+	Retry     *RetrySpec `json:"retry,omitempty"`
 	// RetryBudget is spec.retry.retryBudget (a per-service setting).
 	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
 	RateLimit   *RateLimit   `json:"rateLimit,omitempty"`

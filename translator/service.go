@@ -192,6 +192,15 @@ func clusterPolicy(pol policy.Resolved, kind ProxyKind) envoy.ClusterPolicy {
 		}
 	}
 
+	// Envoy only: gRPC's xDS client has no panic mode and no slow start
+	// (docs/policies.md).
+	if !grpc {
+		p.HealthyPanicThreshold = pol.HealthyPanicThreshold
+		if ss := pol.SlowStart; ss != nil && (lb.Policy == policy.RoundRobin || lb.Policy == policy.LeastRequest) {
+			p.SlowStart = &envoy.SlowStart{Window: ss.Window, Aggression: ss.Aggression, MinWeightPercent: ss.MinWeightPercent}
+		}
+	}
+
 	od := pol.OutlierDetection
 	if !od.Enabled || grpc && od.ErrorPercent == 0 {
 		return p
