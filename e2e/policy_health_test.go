@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -60,5 +61,69 @@ func TestPolicyEnvoyHealthyPanicThreshold(t *testing.T) {
 	}
 	if got := down1.hits.Load() + down2.hits.Load() - downBefore; got != 0 {
 		t.Errorf("every instance unhealthy, threshold 0: %d requests reached them", got)
+	}
+}
+
+// TestPolicyEnvoySlowStart: a service with slow start over 8 s gets a
+// second instance; its share of round-robin requests, measured in buckets
+// of about 2 s, starts small and grows until it carries its half. (Envoy
+// applies the window to every endpoint from when it joined: the first
+// instance serves for longer than the window first, or both would ramp
+// together and share equally.)
+func TestPolicyEnvoySlowStart(t *testing.T) {
+	requireE2E(t)
+	envoyBinary(t)
+	old := startHTTPBackend(t, "old", answerName("old"))
+	fresh := startHTTPBackend(t, "new", answerName("new"))
+	reg := filepath.Join(t.TempDir(), "registry.yaml")
+	writeFile(t, reg, registryOf("warm", []string{old.addr}))
+	s := startSluice(t, "--registry-file", reg, "--policy-dir", policyDir(t,
+		servicePolicy("warm", "  slowStart: {window: 8s, aggression: 1, minWeightPercent: 1}")))
+	e := startEnvoy(t, s, "frontend", "frontend-1")
+	e.waitRoutes(t, "default/no-retry")
+	eventually(t, 30*time.Second, "the first instance to answer", func() error {
+		if c := statusCounts(t, e.OutboundAddr, http.MethodGet, "warm", "/", nil, 1); c[http.StatusOK] != 1 {
+			return fmt.Errorf("statuses %v", c)
+		}
+		return nil
+	})
+
+	// Traffic on the first instance alone until it is past its own window.
+	for end := time.Now().Add(9 * time.Second); time.Now().Before(end); {
+		if c := statusCounts(t, e.OutboundAddr, http.MethodGet, "warm", "/", nil, 1); c[http.StatusOK] != 1 {
+			t.Fatalf("a request failed: %v", c)
+		}
+	}
+	writeFile(t, reg, registryOf("warm", []string{old.addr, fresh.addr}))
+	eventually(t, 30*time.Second, "Envoy to get the new instance", func() error {
+		if f := e.healthFlags(t, "warm", fresh.addr); f != "healthy" {
+			return fmt.Errorf("health flags of the new instance: %q", f)
+		}
+		return nil
+	})
+	// Requests, one after another, in buckets of 2 s from the moment
+	// Envoy has the instance; five buckets cover the window and a little
+	// after.
+	var shares []float64
+	for range 5 {
+		end := time.Now().Add(2 * time.Second)
+		before, n := fresh.hits.Load(), 0
+		for time.Now().Before(end) {
+			if c := statusCounts(t, e.OutboundAddr, http.MethodGet, "warm", "/", nil, 1); c[http.StatusOK] != 1 {
+				t.Fatalf("a request failed: %v", c)
+			}
+			n++
+		}
+		shares = append(shares, float64(fresh.hits.Load()-before)/float64(n))
+	}
+	t.Logf("the new instance's share of requests in 2 s buckets: %.2f", shares)
+	if shares[0] > 0.30 {
+		t.Errorf("first bucket: the new instance got %.0f%% of the requests; slow start should hold it well below its half", 100*shares[0])
+	}
+	if shares[4] < 0.40 {
+		t.Errorf("after the window: the new instance got %.0f%% of the requests, want about half", 100*shares[4])
+	}
+	if shares[3]-shares[0] < 0.15 {
+		t.Errorf("the new instance's share did not ramp up: %.2f", shares)
 	}
 }
