@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -126,4 +129,54 @@ func TestPolicyEnvoySlowStart(t *testing.T) {
 	if shares[3]-shares[0] < 0.15 {
 		t.Errorf("the new instance's share did not ramp up: %.2f", shares)
 	}
+}
+
+// TestPolicyEnvoyActiveHealthCheck: two backends the registry calls
+// healthy, one of which fails its /healthz: with an HTTP health check,
+// Envoy sends it nothing; once its /healthz recovers, it gets traffic
+// again.
+func TestPolicyEnvoyActiveHealthCheck(t *testing.T) {
+	requireE2E(t)
+	var sickHealthy atomic.Bool
+	healthz := func(name string, ok func() bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/healthz" {
+				if !ok() {
+					http.Error(w, "not ready", http.StatusServiceUnavailable)
+				}
+				return
+			}
+			_, _ = io.WriteString(w, name)
+		}
+	}
+	good := startHTTPBackend(t, "good", healthz("good", func() bool { return true }))
+	sick := startHTTPBackend(t, "sick", healthz("sick", sickHealthy.Load))
+	_, e := startPolicyEnvoy(t, registryOf("checked", []string{good.addr, sick.addr}), servicePolicy("checked",
+		"  healthCheck: {interval: 200ms, timeout: 100ms, unhealthyThreshold: 1, healthyThreshold: 1, http: {path: /healthz}}"))
+	e.waitRoutes(t, "default/no-retry")
+
+	eventually(t, 30*time.Second, "Envoy's health check to fail the sick backend", func() error {
+		if f := e.healthFlags(t, "checked", sick.addr); !strings.Contains(f, "failed_active_hc") {
+			return fmt.Errorf("health flags of the sick backend: %q", f)
+		}
+		return nil
+	})
+	before := sick.hits.Load()
+	if c := statusCounts(t, e.OutboundAddr, http.MethodGet, "checked", "/", nil, 40); c[http.StatusOK] != 40 {
+		t.Fatalf("statuses %v, want all 200 from the good backend", c)
+	}
+	// Its health checks reach it meanwhile; requests do not.
+	if got := sick.hits.Load() - before; got > 40/4 {
+		t.Errorf("the backend failing its checks still got requests: %d hits during 40 requests", got)
+	}
+
+	sickHealthy.Store(true)
+	eventually(t, 30*time.Second, "the recovered backend to get traffic again", func() error {
+		before := sick.hits.Load()
+		statusCounts(t, e.OutboundAddr, http.MethodGet, "checked", "/", nil, 20)
+		if f := e.healthFlags(t, "checked", sick.addr); f != "healthy" || sick.hits.Load()-before < 5 {
+			return fmt.Errorf("health flags %q, %d hits in 20 requests", f, sick.hits.Load()-before)
+		}
+		return nil
+	})
 }

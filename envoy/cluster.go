@@ -31,6 +31,54 @@ type ClusterPolicy struct {
 	// SlowStart, when set, ramps new endpoints up (ROUND_ROBIN and
 	// LEAST_REQUEST; other policies ignore it).
 	SlowStart *SlowStart
+	// HealthCheck, when set, is an active health check of every endpoint.
+	HealthCheck *HealthCheck
+}
+
+// HealthCheck is an active health check: exactly one of HTTPPath (with
+// ExpectedStatuses and Host), GRPC (with GRPCService) and TCP.
+type HealthCheck struct {
+	Interval, Timeout, Jitter            time.Duration
+	UnhealthyThreshold, HealthyThreshold uint32
+	HTTPPath, Host                       string
+	ExpectedStatuses                     []uint32
+	GRPC                                 bool
+	GRPCService                          string
+	TCP                                  bool
+}
+
+func (h *HealthCheck) proto() *corev3.HealthCheck {
+	hc := &corev3.HealthCheck{
+		Timeout:  durationpb.New(h.Timeout),
+		Interval: durationpb.New(h.Interval),
+		// Envoy checks a cluster that has had no traffic yet only every
+		// 60 s by default: an instance that recovers would wait that long.
+		// The policy's interval is the interval.
+		NoTrafficInterval:  durationpb.New(h.Interval),
+		UnhealthyThreshold: wrapperspb.UInt32(h.UnhealthyThreshold),
+		HealthyThreshold:   wrapperspb.UInt32(h.HealthyThreshold),
+	}
+	if h.Jitter > 0 {
+		hc.IntervalJitter = durationpb.New(h.Jitter)
+	}
+	switch {
+	case h.GRPC:
+		hc.HealthChecker = &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{ServiceName: h.GRPCService}}
+	case h.TCP:
+		hc.HealthChecker = &corev3.HealthCheck_TcpHealthCheck_{TcpHealthCheck: &corev3.HealthCheck_TcpHealthCheck{}}
+	default:
+		http := &corev3.HealthCheck_HttpHealthCheck{Path: h.HTTPPath, Host: h.Host}
+		// Envoy's ranges are [start, end): consecutive statuses make one.
+		for _, c := range h.ExpectedStatuses {
+			if n := len(http.ExpectedStatuses); n > 0 && http.ExpectedStatuses[n-1].End == int64(c) {
+				http.ExpectedStatuses[n-1].End++
+				continue
+			}
+			http.ExpectedStatuses = append(http.ExpectedStatuses, &typev3.Int64Range{Start: int64(c), End: int64(c) + 1})
+		}
+		hc.HealthChecker = &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: http}
+	}
+	return hc
 }
 
 // SlowStart is Envoy's slow start of a cluster's new endpoints.
@@ -128,6 +176,15 @@ func ServiceCluster(name string, connectTimeout time.Duration, p ClusterPolicy) 
 			rh.MaximumRingSize = wrapperspb.UInt64(p.LB.MaxRingSize)
 		}
 		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: rh}
+	}
+	if p.HealthCheck != nil {
+		c.HealthChecks = []*corev3.HealthCheck{p.HealthCheck.proto()}
+		if p.HealthCheck.GRPC {
+			// Envoy refuses gRPC health checks of a cluster it does not
+			// speak HTTP/2 to; a service answering them is a gRPC server,
+			// which speaks HTTP/2 anyway.
+			c = WithUpstream(c, UpstreamHTTP2)
+		}
 	}
 	if p.HealthyPanicThreshold != nil {
 		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: *p.HealthyPanicThreshold}}

@@ -163,6 +163,45 @@ const (
 	maxAggression = 100.0
 )
 
+// HealthCheck is an active health check Envoy runs against every instance
+// of a service: an instance failing UnhealthyThreshold checks in a row gets
+// no traffic until it passes HealthyThreshold in a row. Registry health
+// still wins: an instance the registry marks unhealthy or draining gets no
+// traffic whatever its checks say. Exactly one of HTTP, GRPC and TCP is set.
+type HealthCheck struct {
+	Interval           time.Duration    `json:"interval"`
+	Timeout            time.Duration    `json:"timeout"`
+	Jitter             time.Duration    `json:"jitter,omitempty"`
+	UnhealthyThreshold uint32           `json:"unhealthyThreshold"`
+	HealthyThreshold   uint32           `json:"healthyThreshold"`
+	HTTP               *HTTPHealthCheck `json:"http,omitempty"`
+	GRPC               *GRPCHealthCheck `json:"grpc,omitempty"`
+	TCP                bool             `json:"tcp,omitempty"`
+}
+
+// HTTPHealthCheck checks with a GET of Path; ExpectedStatuses are the
+// statuses that pass (sorted). Host, when set, is the request's Host.
+type HTTPHealthCheck struct {
+	Path             string   `json:"path"`
+	ExpectedStatuses []uint32 `json:"expectedStatuses"`
+	Host             string   `json:"host,omitempty"`
+}
+
+// GRPCHealthCheck checks with grpc.health.v1.Health/Check for Service
+// ("" asks about the server as a whole).
+type GRPCHealthCheck struct {
+	Service string `json:"service"`
+}
+
+// Defaults of a healthCheck block.
+const (
+	DefaultHealthCheckInterval = 10 * time.Second
+	DefaultHealthCheckTimeout  = time.Second
+	DefaultUnhealthyThreshold  = 3
+	DefaultHealthyThreshold    = 2
+	maxHealthThreshold         = 100
+)
+
 // CircuitBreaker bounds what a client sends to a service at once (Envoy's
 // cluster circuit-breaker thresholds, default priority).
 type CircuitBreaker struct {

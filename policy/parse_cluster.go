@@ -2,6 +2,7 @@ package policy
 
 import (
 	"math"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -275,4 +276,105 @@ func (p *parser) checkSlowStart(path string, lb *LoadBalancer, ss *SlowStart) {
 	}
 	fp := strictyaml.Join(path, "slowStart")
 	p.Errorf(p.Lines[fp], fp, "applies to load balancers %s and %s only, not %s", RoundRobin, LeastRequest, lb.Policy)
+}
+
+// healthCheck reads spec.healthCheck: timing, thresholds, and exactly one
+// of http, grpc and tcp.
+func (p *parser) healthCheck(n *yaml.Node, path string) *HealthCheck {
+	hc := HealthCheck{
+		Interval: DefaultHealthCheckInterval, Timeout: DefaultHealthCheckTimeout,
+		UnhealthyThreshold: DefaultUnhealthyThreshold, HealthyThreshold: DefaultHealthyThreshold,
+	}
+	ok := true
+	var kinds []string
+	known := []string{"interval", "timeout", "unhealthyThreshold", "healthyThreshold", "jitter", "http", "grpc", "tcp"}
+	if !p.fields(n, path, known, nil, func(key string, v *yaml.Node) {
+		fp := strictyaml.Join(path, key)
+		var fok bool
+		switch key {
+		case "interval":
+			hc.Interval, fok = p.duration(v, fp, maxDuration)
+		case "timeout":
+			hc.Timeout, fok = p.duration(v, fp, maxDuration)
+		case "jitter":
+			hc.Jitter, fok = p.duration(v, fp, maxDuration)
+		case "unhealthyThreshold":
+			hc.UnhealthyThreshold, fok = p.count32(v, fp, 1, maxHealthThreshold)
+		case "healthyThreshold":
+			hc.HealthyThreshold, fok = p.count32(v, fp, 1, maxHealthThreshold)
+		case "http":
+			kinds = append(kinds, key)
+			hc.HTTP, fok = p.httpHealthCheck(v, fp)
+		case "grpc":
+			kinds = append(kinds, key)
+			hc.GRPC = &GRPCHealthCheck{}
+			fok = p.fields(v, fp, []string{"service"}, nil, func(_ string, sv *yaml.Node) {
+				s, sok := p.String(sv, fp+".service", "a gRPC service name (empty: the server as a whole)")
+				hc.GRPC.Service, fok = s, sok
+			})
+		case "tcp":
+			kinds = append(kinds, key)
+			hc.TCP = true
+			fok = p.fields(v, fp, nil, nil, func(string, *yaml.Node) {})
+		}
+		ok = ok && fok
+	}) {
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	line := p.Deref(n).Line
+	switch {
+	case len(kinds) == 0:
+		p.Errorf(line, path, "needs one of http, grpc and tcp: how to check an instance")
+		return nil
+	case len(kinds) > 1:
+		p.Errorf(line, path, "sets %s: give exactly one of http, grpc and tcp", strings.Join(kinds, " and "))
+		return nil
+	}
+	if hc.Timeout > hc.Interval {
+		l := p.Lines[path+".timeout"]
+		if l == 0 {
+			l = p.Lines[path+".interval"]
+		}
+		p.Errorf(l, path+".timeout", "(%s) is longer than the interval (%s)", fmtDuration(hc.Timeout), fmtDuration(hc.Interval))
+		return nil
+	}
+	return &hc
+}
+
+// httpHealthCheck reads {path, expectedStatuses, host}; path is required.
+func (p *parser) httpHealthCheck(n *yaml.Node, path string) (*HTTPHealthCheck, bool) {
+	h := &HTTPHealthCheck{ExpectedStatuses: []uint32{200}}
+	ok, pathSet := true, false
+	if !p.fields(n, path, []string{"path", "expectedStatuses", "host"}, nil, func(key string, v *yaml.Node) {
+		fp := strictyaml.Join(path, key)
+		switch key {
+		case "path":
+			s, sok := p.String(v, fp, "a path starting with /")
+			if sok && !validPath.MatchString(s) {
+				p.Errorf(v.Line, fp, "%q is not a path: it starts with / and has no spaces, ? or #", s)
+				sok = false
+			}
+			h.Path, pathSet, ok = s, sok, ok && sok
+		case "expectedStatuses":
+			codes, cok := p.statusCodes(v, fp)
+			h.ExpectedStatuses, ok = codes, ok && cok
+		case "host":
+			s, sok := p.String(v, fp, "a host name")
+			if sok && (s == "" || strings.ContainsAny(s, " /?#")) {
+				p.Errorf(v.Line, fp, "%q is not a host name", s)
+				sok = false
+			}
+			h.Host, ok = s, ok && sok
+		}
+	}) {
+		return nil, false
+	}
+	if ok && !pathSet {
+		p.Errorf(p.Deref(n).Line, path+".path", "required field is missing (the path to check, such as /healthz)")
+		return nil, false
+	}
+	return h, ok
 }

@@ -256,7 +256,7 @@ func TestParseErrors(t *testing.T) {
 		{"label not a string", lines("apiVersion: sluice.dev/v1", "kind: ServicePolicy", "metadata: {name: web, labels: {team: [a]}}", "spec: {}"), []wantDiag{{"p.yaml:3", "metadata.labels.team", "expected a string, got a list"}}},
 		{"missing spec", lines("apiVersion: sluice.dev/v1", "kind: ServicePolicy", "metadata: {name: web}"), []wantDiag{{"p.yaml:1", "spec", "required field is missing"}}},
 		{"spec not a mapping", svc("  - timeout: 1s"), []wantDiag{{"p.yaml:5", "spec", "expected a mapping, got a list"}}},
-		{"unknown spec field", svc("  timeout: 1s", "  timeouts: 2s"), []wantDiag{{"p.yaml:6", "spec.timeouts", "unknown field (known: loadBalancer, timeout, circuitBreaker, outlierDetection, healthyPanicThreshold, slowStart, retry, rateLimit, tracing, routes, dependencies)"}}},
+		{"unknown spec field", svc("  timeout: 1s", "  timeouts: 2s"), []wantDiag{{"p.yaml:6", "spec.timeouts", "unknown field (known: loadBalancer, timeout, circuitBreaker, outlierDetection, healthyPanicThreshold, slowStart, healthCheck, retry, rateLimit, tracing, routes, dependencies)"}}},
 		{"YAML merge key", svc("  retry:", "    <<: {attempts: 2}"), []wantDiag{{"p.yaml:6", "spec.retry.<<", "merge keys are not supported"}}},
 		{"error in second document", svc("  timeout: 1s") + "---\n" + svc("  timeout: 1"), []wantDiag{{"p.yaml:11", "spec.timeout", "a unit is required"}}},
 		{"errors in order", svc("  timeout: 1", "  retry: {attempts: 99}"), []wantDiag{{"p.yaml:5", "spec.timeout", "unit"}, {"p.yaml:6", "spec.retry.attempts", "from 0 to 10"}}},
@@ -381,6 +381,13 @@ func TestParseErrors(t *testing.T) {
 		{"slow start aggression zero", svc("  slowStart: {window: 30s, aggression: 0}"), []wantDiag{{"p.yaml:5", "spec.slowStart.aggression", "above 0"}}},
 		{"slow start min weight", svc("  slowStart:", "    window: 30s", "    minWeightPercent: 101"), []wantDiag{{"p.yaml:7", "spec.slowStart.minWeightPercent", "percentage from 0 to 100"}}},
 		{"slow start with ring hash", svc("  loadBalancer: ring_hash", "  slowStart: {window: 30s}"), []wantDiag{{"p.yaml:6", "spec.slowStart", "applies to load balancers round_robin and least_request only, not ring_hash"}}},
+		{"health check without a kind", svc("  healthCheck: {interval: 5s}"), []wantDiag{{"p.yaml:5", "spec.healthCheck", "needs one of http, grpc and tcp"}}},
+		{"health check with two kinds", svc("  healthCheck: {tcp: {}, grpc: {}}"), []wantDiag{{"p.yaml:5", "spec.healthCheck", "give exactly one of http, grpc and tcp"}}},
+		{"health check http without path", svc("  healthCheck:", "    http: {expectedStatuses: [200]}"), []wantDiag{{"p.yaml:6", "spec.healthCheck.http.path", "required field is missing"}}},
+		{"health check bad path", svc("  healthCheck:", "    http: {path: healthz}"), []wantDiag{{"p.yaml:6", "spec.healthCheck.http.path", "is not a path"}}},
+		{"health check bad status", svc("  healthCheck:", "    http: {path: /healthz, expectedStatuses: [200, 700]}"), []wantDiag{{"p.yaml:6", "spec.healthCheck.http.expectedStatuses[1]", "from 100 to 599"}}},
+		{"health check timeout above interval", svc("  healthCheck:", "    interval: 1s", "    timeout: 2s", "    tcp: {}"), []wantDiag{{"p.yaml:7", "spec.healthCheck.timeout", "longer than the interval"}}},
+		{"health check threshold zero", svc("  healthCheck: {tcp: {}, unhealthyThreshold: 0}"), []wantDiag{{"p.yaml:5", "spec.healthCheck.unhealthyThreshold", "from 1 to 100"}}},
 		{"second route error index", svc("  routes:", "    - match: {pathPrefix: /a}", "    - match: {pathPrefix: /b}", "      timeout: 1"), []wantDiag{{"p.yaml:8", "spec.routes[1].timeout", "a unit is required"}}},
 	}
 	seen := map[string]bool{}

@@ -33,6 +33,8 @@ type Resolved struct {
 	// SlowStart, when not nil, ramps new instances up (round_robin and
 	// least_request only).
 	SlowStart *SlowStart `json:"slowStart,omitempty"`
+	// HealthCheck, when not nil, is the active health check Envoy runs.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 	// Retry is the service-level retry policy: what requests that match no
 	// route get.
 	Retry       Retry       `json:"retry"`
@@ -115,6 +117,9 @@ func (s *Set) Resolve(service string) Resolved {
 	if ts := get(levels, func(s *Spec) *float64 { return s.HealthyPanicThreshold }); len(ts) > 0 {
 		v := *ts[0]
 		r.HealthyPanicThreshold = &v
+	}
+	if hs := get(levels, func(s *Spec) *HealthCheck { return s.HealthCheck }); len(hs) > 0 {
+		r.HealthCheck = hs[0] // never modified once parsed
 	}
 	if ss := get(levels, func(s *Spec) *SlowStart { return s.SlowStart }); len(ss) > 0 {
 		v := *ss[0]

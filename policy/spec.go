@@ -68,7 +68,9 @@ type Spec struct {
 	HealthyPanicThreshold *float64 `json:"healthyPanicThreshold,omitempty"`
 	// SlowStart is spec.slowStart, complete.
 	SlowStart *SlowStart `json:"slowStart,omitempty"`
-	Retry     *RetrySpec `json:"retry,omitempty"`
+	// HealthCheck is spec.healthCheck, complete.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	Retry       *RetrySpec   `json:"retry,omitempty"`
 	// RetryBudget is spec.retry.retryBudget (a per-service setting).
 	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
 	RateLimit   *RateLimit   `json:"rateLimit,omitempty"`

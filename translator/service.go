@@ -192,12 +192,25 @@ func clusterPolicy(pol policy.Resolved, kind ProxyKind) envoy.ClusterPolicy {
 		}
 	}
 
-	// Envoy only: gRPC's xDS client has no panic mode and no slow start
-	// (docs/policies.md).
+	// Envoy only: gRPC's xDS client has no panic mode, no slow start and
+	// no active health checks (docs/policies.md).
 	if !grpc {
 		p.HealthyPanicThreshold = pol.HealthyPanicThreshold
 		if ss := pol.SlowStart; ss != nil && (lb.Policy == policy.RoundRobin || lb.Policy == policy.LeastRequest) {
 			p.SlowStart = &envoy.SlowStart{Window: ss.Window, Aggression: ss.Aggression, MinWeightPercent: ss.MinWeightPercent}
+		}
+		if hc := pol.HealthCheck; hc != nil {
+			p.HealthCheck = &envoy.HealthCheck{
+				Interval: hc.Interval, Timeout: hc.Timeout, Jitter: hc.Jitter,
+				UnhealthyThreshold: hc.UnhealthyThreshold, HealthyThreshold: hc.HealthyThreshold,
+				TCP: hc.TCP,
+			}
+			if hc.HTTP != nil {
+				p.HealthCheck.HTTPPath, p.HealthCheck.Host, p.HealthCheck.ExpectedStatuses = hc.HTTP.Path, hc.HTTP.Host, hc.HTTP.ExpectedStatuses
+			}
+			if hc.GRPC != nil {
+				p.HealthCheck.GRPC, p.HealthCheck.GRPCService = true, hc.GRPC.Service
+			}
 		}
 	}
 
