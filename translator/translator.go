@@ -194,7 +194,7 @@ func Dependencies(p Proxy, pol *policy.Set) policy.Dependencies {
 func (t *Translator) envoyListeners(res *Result, in Input, services []sources.CatalogService, deps policy.Dependencies, outbound *routev3.RouteConfiguration, rateLimited bool) {
 	own := in.Policy.Resolve(in.Proxy.Service)
 	tracing, collector := t.tracing(services, in.Proxy, own)
-	defer res.checkOwn(own)
+	defer res.checkOwn(own, outbound)
 	if own.Tracing.Enabled && collector == nil {
 		res.Diagnostics = append(res.Diagnostics, sources.Diagnostic{
 			Severity: sources.SeverityWarning, Source: DiagnosticSource, Location: origins(own), Field: "spec.tracing.collector",
@@ -235,18 +235,18 @@ func (t *Translator) envoyListeners(res *Result, in Input, services []sources.Ca
 // checkOwn validates a group's own resources (envoyListeners adds them to
 // r alone): an invalid one is left out with an error diagnostic. It should
 // never happen (the policy was validated); if it does, the snapshot's
-// reference check reports what depended on it.
-func (r *Result) checkOwn(pol policy.Resolved) {
+// reference check reports what depended on it. The outbound route
+// configuration is not checked again: it is the segment's, built from
+// virtual hosts each checked with its service, and checking it per group
+// would cost every group the whole mesh's virtual hosts.
+func (r *Result) checkOwn(pol policy.Resolved, outbound *routev3.RouteConfiguration) {
 	for _, k := range envoy.Kinds {
 		typ := k.Type
 		rs := r.Resources[typ]
 		var kept []types.Resource
 		dropped := false
 		for i, x := range rs {
-			if typ == resource.RouteType && cache.GetResourceName(x) == OutboundRouteName {
-				// Built from the services' virtual hosts, each checked
-				// with its service: validating it again would cost every
-				// group the whole mesh's virtual hosts.
+			if x == types.Resource(outbound) {
 				if dropped {
 					kept = append(kept, x)
 				}

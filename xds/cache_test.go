@@ -752,7 +752,7 @@ func TestCacheRetiredGenerationsShareNothing(t *testing.T) {
 	// New clients answered from a retired generation (whole lists).
 	fresh := newCacheClient(t, c, resource.EndpointType, all...)
 	freshDelta := newDeltaClient(t, c, node, all...)
-	fresh.sess.sotwRequest(&discoveryv3.DiscoveryRequest{TypeUrl: fresh.typ, ResourceNames: all})
+	applySotw(&fresh.sess, &discoveryv3.DiscoveryRequest{TypeUrl: fresh.typ, ResourceNames: all})
 	freshDelta.sess.deltaRequest(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: freshDelta.typ, ResourceNamesSubscribe: all})
 	if r, _, _ := c.respondSotw(fresh.sub(), g2); len(r.GetResources()) != 50 {
 		t.Fatalf("new SotW client from a retired generation: %d resources", len(r.GetResources()))

@@ -54,7 +54,7 @@ func (cc *cacheClient) request(nack bool) *discoveryv3.DiscoveryResponse {
 	if cc.sub() == nil {
 		cc.c.attach(cc.key, cc.wake) // the stream is admitted
 	}
-	t, ok := cc.sess.sotwRequest(req)
+	t, ok := applySotw(&cc.sess, req)
 	if !ok || t.pending {
 		return nil
 	}
@@ -247,4 +247,12 @@ func newBothClient(t testing.TB, c *Cache, node *corev3.Node, delta bool, typ st
 		},
 		sub: cc.sub,
 	}
+}
+
+// applySotw applies a request whose names are decoded, as tests build
+// them.
+func applySotw(s *session, req *discoveryv3.DiscoveryRequest) (*typeSub, bool) {
+	names := requestNames{decoded: req.GetResourceNames(), n: len(req.GetResourceNames())}
+	t, ok, _ := s.sotwApply(req, &names) // decoded names do not fail
+	return t, ok
 }

@@ -24,7 +24,7 @@ type sotwRequest struct {
 // requestNames is the resource names of a state-of-the-world request.
 type requestNames struct {
 	// decoded is the names, once decoded (or when they never were
-	// encoded: a request built in a test).
+	// encoded: a request built in a test, see applySotw).
 	decoded []string
 	// raw is the names' encoding (their fields of a DiscoveryRequest), n
 	// their number and hash a hash of raw; hashed says raw and hash are
@@ -33,11 +33,6 @@ type requestNames struct {
 	n      int
 	hash   uint64
 	hashed bool
-}
-
-// namesOf wraps names that are already decoded.
-func namesOf(names []string) requestNames {
-	return requestNames{decoded: names, n: len(names)}
 }
 
 // list returns the names, decoding them if needed; a name that is not

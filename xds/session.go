@@ -236,17 +236,10 @@ func (s *session) nextNonce() string {
 	return strconv.FormatInt(s.nonce, 10)
 }
 
-// sotwRequest applies a state-of-the-world request; it reports false for
-// a request that is ignored (a stale nonce, or a type sluice does not
-// serve).
-func (s *session) sotwRequest(req *discoveryv3.DiscoveryRequest) (*typeSub, bool) {
-	names := namesOf(req.GetResourceNames())
-	t, ok, _ := s.sotwApply(req, &names) // decoded names do not fail
-	return t, ok
-}
-
-// sotwApply is sotwRequest for a request whose names may still be
-// encoded; an error (names that do not decode) ends the stream.
+// sotwApply applies a state-of-the-world request, whose names may still be
+// encoded (see sotwRequest in request.go); it reports false for a request that is
+// ignored (a stale nonce, or a type sluice does not serve). An error
+// (names that do not decode) ends the stream.
 func (s *session) sotwApply(req *discoveryv3.DiscoveryRequest, names *requestNames) (*typeSub, bool, error) {
 	t := s.typeSub(req.GetTypeUrl(), func(t *typeSub) {
 		t.wildcard = names.n == 0
