@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -60,11 +61,35 @@ type Proxy struct {
 	// listener binds; zero values take the translator's defaults.
 	InboundListenerAddress string `json:"inbound_listener_address,omitempty"`
 	InboundListenerPort    uint32 `json:"inbound_listener_port,omitempty"`
+	// Locality is where the client runs (node.locality, or the registry
+	// instance at its address); empty when unknown. A service with a
+	// locality policy gives clients of different localities different
+	// load assignments.
+	Locality Locality `json:"locality,omitzero"`
+}
+
+// Locality is a region and a zone, as in the registries and Envoy's
+// node.locality; either may be empty.
+type Locality struct {
+	Region string `json:"region,omitempty"`
+	Zone   string `json:"zone,omitempty"`
+}
+
+// Known reports whether anything of the locality is known.
+func (l Locality) Known() bool { return l.Region != "" || l.Zone != "" }
+
+// String is "region/zone", escaped so that distinct localities never give
+// the same string.
+func (l Locality) String() string {
+	return url.PathEscape(l.Region) + "/" + url.PathEscape(l.Zone)
 }
 
 // Key is a stable, readable identifier of the proxy's config group.
 func (p Proxy) Key() string {
 	if p.Kind == KindGRPC {
+		if p.Locality.Known() {
+			return string(KindGRPC) + "/loc=" + p.Locality.String()
+		}
 		return string(KindGRPC)
 	}
 	var b strings.Builder
@@ -79,6 +104,9 @@ func (p Proxy) Key() string {
 	}
 	if p.InboundListenerAddress != "" || p.InboundListenerPort != 0 {
 		fmt.Fprintf(&b, "/inl=%s:%d", p.InboundListenerAddress, p.InboundListenerPort)
+	}
+	if p.Locality.Known() {
+		b.WriteString("/loc=" + p.Locality.String())
 	}
 	return b.String()
 }
