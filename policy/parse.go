@@ -18,10 +18,10 @@ var (
 	topFields      = []string{"apiVersion", "kind", "metadata", "spec"}
 	metadataFields = []string{"name", "labels", "annotations"}
 	meshSpecFields = []string{"defaults", "tracing"}
-	specFields     = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "healthyPanicThreshold", "slowStart", "healthCheck", "retry", "rateLimit", "tracing", "routes", "dependencies"}
+	specFields     = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "healthyPanicThreshold", "slowStart", "healthCheck", "locality", "retry", "rateLimit", "tracing", "routes", "dependencies"}
 	// defaultsFields are the fields of a MeshPolicy's spec.defaults: those
 	// of a ServicePolicy's spec except tracing, which is mesh-wide.
-	defaultsFields = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "healthyPanicThreshold", "slowStart", "healthCheck", "retry", "rateLimit", "routes", "dependencies"}
+	defaultsFields = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "healthyPanicThreshold", "slowStart", "healthCheck", "locality", "retry", "rateLimit", "routes", "dependencies"}
 	routeFields    = []string{"match", "timeout", "retry", "rateLimit"}
 	matchFields    = []string{"pathPrefix", "path", "methods", "headers"}
 )
@@ -224,6 +224,8 @@ func (p *parser) spec(n *yaml.Node, path string, s *Spec, mesh bool) {
 			s.SlowStart = p.slowStart(v, fp)
 		case "healthCheck":
 			s.HealthCheck = p.healthCheck(v, fp)
+		case "locality":
+			s.Locality = p.locality(v, fp)
 		case "retry":
 			s.Retry, s.RetryBudget = p.retry(v, fp, true)
 		case "rateLimit":

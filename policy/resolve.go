@@ -35,6 +35,9 @@ type Resolved struct {
 	SlowStart *SlowStart `json:"slowStart,omitempty"`
 	// HealthCheck, when not nil, is the active health check Envoy runs.
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	// Locality, when not nil, makes callers prefer instances by locality;
+	// nil is mode off.
+	Locality *Locality `json:"locality,omitempty"`
 	// Retry is the service-level retry policy: what requests that match no
 	// route get.
 	Retry       Retry       `json:"retry"`
@@ -120,6 +123,9 @@ func (s *Set) Resolve(service string) Resolved {
 	}
 	if hs := get(levels, func(s *Spec) *HealthCheck { return s.HealthCheck }); len(hs) > 0 {
 		r.HealthCheck = hs[0] // never modified once parsed
+	}
+	if ls := get(levels, func(s *Spec) *Locality { return s.Locality }); len(ls) > 0 && ls[0].Mode != LocalityOff {
+		r.Locality = ls[0] // never modified once parsed
 	}
 	if ss := get(levels, func(s *Spec) *SlowStart { return s.SlowStart }); len(ss) > 0 {
 		v := *ss[0]

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -363,5 +364,78 @@ func TestResolvePanicThresholdAndSlowStart(t *testing.T) {
 	}
 	if none := mustLoad(t, "web.yaml", svc("  timeout: 1s")).Resolve("web"); none.HealthyPanicThreshold != nil || none.SlowStart != nil {
 		t.Errorf("unset: panic threshold %v, slow start %v; want neither", none.HealthyPanicThreshold, none.SlowStart)
+	}
+}
+
+// TestResolveLocality: locality resolves as a whole block; mode off at the
+// service level turns a mesh default off; Rule picks the most specific
+// entry for a caller.
+func TestResolveLocality(t *testing.T) {
+	set := mustLoad(t,
+		"mesh.yaml", mesh("  defaults:", "    locality:", "      mode: failover", "      failover: [{from: r1, to: r2}, {from: r1, to: r3}]"),
+		"svc.yaml", svc("  locality: {mode: 'off'}")+"---\n"+svcNamed("api",
+			"  locality:",
+			"    mode: distribute",
+			"    distribute:",
+			"      - from: '*'",
+			"        to: {r1: 100}",
+			"      - from: r1/a",
+			"        to: {r1/a: 80, r1/b: 20}",
+			"      - from: r2",
+			"        to: {r2/*: 70, '*': 30}"),
+	)
+	if l := set.Resolve("web").Locality; l != nil {
+		t.Errorf("web (mode off over a mesh default) resolved locality %+v, want none", l)
+	}
+	other := set.Resolve("other").Locality
+	want := []FailoverRule{{From: "r1", To: "r2"}, {From: "r1", To: "r3"}}
+	if other == nil || other.Mode != LocalityFailover || !slices.Equal(other.Failover, want) {
+		t.Errorf("other's locality = %+v, want the mesh default's failover %v", other, want)
+	}
+	api := set.Resolve("api").Locality
+	if api == nil || api.Mode != LocalityDistribute || len(api.Distribute) != 3 {
+		t.Fatalf("api's locality = %+v, want distribute with 3 entries", api)
+	}
+	for _, tc := range []struct {
+		region, zone string
+		want         string // the rule's from, "" for none
+	}{
+		{"r1", "a", "r1/a"},
+		{"r1", "b", "*"},
+		{"r2", "x", "r2/*"},
+		{"", "", "*"},
+	} {
+		got := ""
+		if r := api.Rule(tc.region, tc.zone); r != nil {
+			got = r.From.String()
+		}
+		if got != tc.want {
+			t.Errorf("Rule(%q, %q) = %q, want %q", tc.region, tc.zone, got, tc.want)
+		}
+	}
+	if got := api.Distribute[2].To; len(got) != 2 || got[0] != (LocalityWeight{LocalityPattern{"r2", "*"}, 70}) || got[1] != (LocalityWeight{LocalityPattern{"*", "*"}, 30}) {
+		t.Errorf("api's third entry's weights = %+v, in written order", got)
+	}
+	if set.Resolve("api").Hash() == set.Resolve("other").Hash() {
+		t.Error("different locality settings hash alike")
+	}
+}
+
+func TestLocalityPatternMatches(t *testing.T) {
+	for _, tc := range []struct {
+		pat          LocalityPattern
+		region, zone string
+		want         bool
+	}{
+		{LocalityPattern{"*", "*"}, "", "", true},
+		{LocalityPattern{"r1", "*"}, "r1", "a", true},
+		{LocalityPattern{"r1", "*"}, "r2", "a", false},
+		{LocalityPattern{"r1", "a"}, "r1", "a", true},
+		{LocalityPattern{"r1", "a"}, "r1", "b", false},
+		{LocalityPattern{"r1", "a"}, "", "a", false},
+	} {
+		if got := tc.pat.Matches(tc.region, tc.zone); got != tc.want {
+			t.Errorf("%s.Matches(%q, %q) = %v, want %v", tc.pat, tc.region, tc.zone, got, tc.want)
+		}
 	}
 }

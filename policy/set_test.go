@@ -157,6 +157,16 @@ func TestWarnings(t *testing.T) {
 		{"svc.yaml:6", "spec.tracing.samplingPercent", "has no effect: no MeshPolicy sets spec.tracing"},
 	}, sources.SeverityWarning)
 
+	// Locality without a way to see failures beyond the registry's.
+	set = mustLoad(t,
+		"mesh.yaml", mesh("  defaults:", "    locality: {mode: failover}"),
+		"svc.yaml", svc("  locality: {mode: failover}")+"---\n"+svcNamed("api", "  locality: {mode: failover}", "  outlierDetection: {}")+
+			"---\n"+svcNamed("db", "  locality: {mode: failover}", "  healthCheck: {tcp: {}}"))
+	checkDiags(t, set.Warnings([]string{"web", "api", "db"}), []wantDiag{
+		{"mesh.yaml:6", "spec.defaults.locality", "locality mode failover without outlierDetection or healthCheck"},
+		{"svc.yaml:5", "spec.locality", "locality mode failover without outlierDetection or healthCheck"},
+	}, sources.SeverityWarning)
+
 	var nilSet *Set
 	if w := nilSet.Warnings(nil); w != nil {
 		t.Errorf("nil Set Warnings() = %v", w)

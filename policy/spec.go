@@ -70,7 +70,9 @@ type Spec struct {
 	SlowStart *SlowStart `json:"slowStart,omitempty"`
 	// HealthCheck is spec.healthCheck, complete.
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
-	Retry       *RetrySpec   `json:"retry,omitempty"`
+	// Locality is spec.locality, complete.
+	Locality *Locality  `json:"locality,omitempty"`
+	Retry    *RetrySpec `json:"retry,omitempty"`
 	// RetryBudget is spec.retry.retryBudget (a per-service setting).
 	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
 	RateLimit   *RateLimit   `json:"rateLimit,omitempty"`

@@ -102,7 +102,7 @@ func policyOnlyWarnings(set *policy.Set) []sources.Diagnostic {
 	for i := range ws {
 		ws[i].Message += "; without a registry file, the known services are those with a ServicePolicy"
 	}
-	return ws
+	return append(ws, set.LocalityWarnings()...)
 }
 
 // isRegistryFile tells a registry file (a top-level services list) from a
