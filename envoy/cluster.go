@@ -33,6 +33,10 @@ type ClusterPolicy struct {
 	SlowStart *SlowStart
 	// HealthCheck, when set, is an active health check of every endpoint.
 	HealthCheck *HealthCheck
+	// LocalityWeighted makes Envoy split traffic between the localities
+	// of a priority by their load-balancing weights (without it, Envoy
+	// ignores them).
+	LocalityWeighted bool
 }
 
 // HealthCheck is an active health check: exactly one of HTTPPath (with
@@ -186,8 +190,16 @@ func ServiceCluster(name string, connectTimeout time.Duration, p ClusterPolicy) 
 			c = WithUpstream(c, UpstreamHTTP2)
 		}
 	}
-	if p.HealthyPanicThreshold != nil {
-		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: *p.HealthyPanicThreshold}}
+	if p.HealthyPanicThreshold != nil || p.LocalityWeighted {
+		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
+		if p.HealthyPanicThreshold != nil {
+			c.CommonLbConfig.HealthyPanicThreshold = &typev3.Percent{Value: *p.HealthyPanicThreshold}
+		}
+		if p.LocalityWeighted {
+			c.CommonLbConfig.LocalityConfigSpecifier = &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+				LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{},
+			}
+		}
 	}
 	if p.CircuitBreaker != nil {
 		c.CircuitBreakers = CircuitBreakers(*p.CircuitBreaker)

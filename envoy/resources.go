@@ -65,48 +65,61 @@ type Endpoint struct {
 type Locality struct {
 	Region, Zone string
 	Endpoints    []Endpoint
+	// Priority is the locality's EDS priority (0 is tried first; clients
+	// move traffic to the next as the healthy share of one falls).
+	Priority uint32
+	// Weight, when not 0, is the locality's load-balancing weight, in
+	// place of HealthyWeight.
+	Weight uint32
 }
 
 // maxLocalityWeight keeps the sum of all locality weights of a cluster within
 // uint32, which Envoy requires.
 const maxLocalityWeight = 1 << 24
 
+// HealthyWeight is the sum of the weights of the locality's endpoints that
+// can take traffic (healthy or unknown; an endpoint without a weight counts
+// 1), at most maxLocalityWeight.
+func (l Locality) HealthyWeight() uint32 {
+	var total uint32
+	for _, ep := range l.Endpoints {
+		if ep.Health == corev3.HealthStatus_HEALTHY || ep.Health == corev3.HealthStatus_UNKNOWN {
+			total = min(total+max(ep.Weight, 1), maxLocalityWeight)
+		}
+	}
+	return total
+}
+
 // LoadAssignment builds a ClusterLoadAssignment. Every locality gets a
 // Locality message and a load-balancing weight: gRPC's xDS client rejects an
-// assignment without them. The weight is the sum of the weights of the
-// endpoints that can take traffic (healthy or unknown), at least 1, so a zone
-// whose instances are failing does not keep its share of traffic.
+// assignment without them. The weight is the locality's own when it has one,
+// else its HealthyWeight, at least 1, so a zone whose instances are failing
+// does not keep its share of traffic.
 func LoadAssignment(cluster string, localities []Locality) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
 	for _, l := range localities {
 		lle := &endpointv3.LocalityLbEndpoints{
 			Locality: &corev3.Locality{Region: l.Region, Zone: l.Zone},
+			Priority: l.Priority,
 		}
-		var total uint32
 		for _, ep := range l.Endpoints {
-			w := ep.Weight
-			if w == 0 {
-				w = 1
-			}
-			if ep.Health == corev3.HealthStatus_HEALTHY || ep.Health == corev3.HealthStatus_UNKNOWN {
-				total = min(total+w, maxLocalityWeight)
-			}
 			lbe := &endpointv3.LbEndpoint{
 				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 					Address: SocketAddress(ep.Address, ep.Port),
 				}},
 				HealthStatus:        ep.Health,
-				LoadBalancingWeight: wrapperspb.UInt32(w),
+				LoadBalancingWeight: wrapperspb.UInt32(max(ep.Weight, 1)),
 			}
 			if len(ep.Metadata) > 0 {
 				lbe.Metadata = stringMetadata(EndpointMetadataNamespace, ep.Metadata)
 			}
 			lle.LbEndpoints = append(lle.LbEndpoints, lbe)
 		}
-		if total == 0 {
-			total = 1
+		w := l.Weight
+		if w == 0 {
+			w = l.HealthyWeight()
 		}
-		lle.LoadBalancingWeight = wrapperspb.UInt32(total)
+		lle.LoadBalancingWeight = wrapperspb.UInt32(min(max(w, 1), maxLocalityWeight))
 		cla.Endpoints = append(cla.Endpoints, lle)
 	}
 	return cla

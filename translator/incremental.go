@@ -102,18 +102,21 @@ func (m *Incremental) Translate(catalog sources.Catalog, pol *policy.Set) (*Resu
 	if own != nil && len(own.added.Diagnostics) > 0 {
 		diags = append(slices.Clip(diags), own.added.Diagnostics...)
 	}
-	if m.out != nil && seg == m.outSeg && seg.listRev == m.outRevs && own == m.outOwn {
+	revs := seg.listRev
+	eds, edsRev := s.endpoints(seg, m.proxy.Locality)
+	revs[listEndpoints] = edsRev
+	if m.out != nil && seg == m.outSeg && revs == m.outRevs && own == m.outOwn {
 		return &Result{Resources: m.out, Revision: m.outRev, Diagnostics: diags}, nil
 	}
 	out := map[resource.Type][]types.Resource{
 		resource.ClusterType:  seg.lists[listClusters],
-		resource.EndpointType: seg.lists[listEndpoints],
+		resource.EndpointType: eds,
 		resource.ListenerType: seg.lists[listListeners],
 		resource.RouteType:    seg.lists[listRoutes],
 	}
 	if own != nil {
 		for typ, rs := range own.added.Resources {
-			if m.out != nil && seg == m.outSeg && own == m.outOwn && seg.listRev[listOf(typ)] == m.outRevs[listOf(typ)] {
+			if m.out != nil && seg == m.outSeg && own == m.outOwn && revs[listOf(typ)] == m.outRevs[listOf(typ)] {
 				out[typ] = m.out[typ]
 				continue
 			}
@@ -125,7 +128,7 @@ func (m *Incremental) Translate(catalog sources.Catalog, pol *policy.Set) (*Resu
 			out[typ] = []types.Resource{}
 		}
 	}
-	m.out, m.outSeg, m.outRevs, m.outOwn = out, seg, seg.listRev, own
+	m.out, m.outSeg, m.outRevs, m.outOwn = out, seg, revs, own
 	m.outRev = s.nextRev()
 	return &Result{Resources: out, Revision: m.outRev, Diagnostics: diags}, nil
 }

@@ -66,6 +66,11 @@ func mutate(rng *rand.Rand, states map[string]sources.State) string {
 	case op == 2:
 		// A new port: the service's domains (its virtual host) change.
 		ins = append(ins, sources.Instance{Address: fmt.Sprintf("10.8.%d.%d", i, len(ins)), Port: uint32(7000 + rng.Intn(3)), Health: sources.HealthHealthy})
+	case op == 3 && len(ins) > 0:
+		// Another locality: locality policies order it differently.
+		in := &ins[rng.Intn(len(ins))]
+		in.Region = []string{"", "r1", "r2", "r3"}[rng.Intn(4)]
+		in.Zone = []string{"", "z0", "z1", "z2"}[rng.Intn(4)]
 	case len(ins) > 0:
 		in := &ins[rng.Intn(len(ins))]
 		in.Health = sources.Health(rng.Intn(4))

@@ -196,6 +196,8 @@ func clusterPolicy(pol policy.Resolved, kind ProxyKind) envoy.ClusterPolicy {
 	// no active health checks (docs/policies.md).
 	if !grpc {
 		p.HealthyPanicThreshold = pol.HealthyPanicThreshold
+		// gRPC always weighs localities; Envoy only when told to.
+		p.LocalityWeighted = pol.Locality != nil && pol.Locality.Mode == policy.LocalityDistribute
 		if ss := pol.SlowStart; ss != nil && (lb.Policy == policy.RoundRobin || lb.Policy == policy.LeastRequest) {
 			p.SlowStart = &envoy.SlowStart{Window: ss.Window, Aggression: ss.Aggression, MinWeightPercent: ss.MinWeightPercent}
 		}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
@@ -68,7 +69,12 @@ type serviceMemo struct {
 	// diags, when not nil, says why res is invalid: the service is left
 	// out of its segments.
 	diags []sources.Diagnostic
-	// rev changes whenever res or diags do.
+	// locality is the service's locality policy (nil: off), and local its
+	// load assignments for callers of known localities, built as groups
+	// ask for them.
+	locality *policy.Locality
+	local    map[Locality]*localAssignment
+	// rev changes whenever res, diags or locality do.
 	rev uint64
 	// pass is the last pass that brought it up to date, used the last
 	// epoch that asked for it.
@@ -101,9 +107,30 @@ type segment struct {
 	outbound    *routev3.RouteConfiguration
 	// diags are the members' diagnostics, in member order.
 	diags []sources.Diagnostic
+	// localized says a member has a locality policy: callers of known
+	// localities then get load assignments of their own (local).
+	localized bool
+	local     map[Locality]*localList
 	// pass is the last pass that brought it up to date, used the last
 	// epoch that asked for it.
 	pass, used uint64
+}
+
+// localAssignment is a service's load assignment for callers of one
+// locality, built at its memo's revision rev.
+type localAssignment struct {
+	cla       *endpointv3.ClusterLoadAssignment
+	rev, used uint64
+}
+
+// localList is a segment's list of load assignments for callers of one
+// locality: each member's own for that locality when it has a locality
+// policy, its plain one otherwise.
+type localList struct {
+	raw, list []types.Resource
+	rev       uint64
+	pass      uint64
+	used      uint64
 }
 
 // NewShared returns an empty Shared translating with t's options.
@@ -142,9 +169,22 @@ func (s *Shared) Sweep() {
 				delete(vm.services, name)
 			}
 		}
+		for _, sm := range vm.services {
+			for loc, la := range sm.local {
+				if la.used < s.epoch {
+					delete(sm.local, loc)
+				}
+			}
+		}
 		for key, seg := range vm.segments {
 			if seg.used < s.epoch {
 				delete(vm.segments, key)
+				continue
+			}
+			for loc, ll := range seg.local {
+				if ll.used < s.epoch {
+					delete(seg.local, loc)
+				}
 			}
 		}
 		if len(vm.services) == 0 && len(vm.segments) == 0 {
@@ -200,6 +240,7 @@ func (s *Shared) service(vm *viewMemo, v serviceView, svc *sources.CatalogServic
 		}
 		if !policyOK {
 			sm.policySet, sm.policyHash = s.pol, resolved.Hash()
+			sm.locality = resolved.Locality
 		}
 		endpoints := sm.res.endpoints
 		sm.res = s.t.serviceConfig(svc.Name, doms, resolved, v)
@@ -293,12 +334,13 @@ func (s *Shared) segment(v serviceView, key string, deps policy.Dependencies) *s
 	var raw [numLists][]types.Resource
 	var vhosts []*routev3.VirtualHost
 	var diags []sources.Diagnostic
-	rateLimited := false
+	rateLimited, localized := false, false
 	for _, sm := range members {
 		if sm.diags != nil {
 			diags = append(diags, sm.diags...)
 			continue
 		}
+		localized = localized || sm.locality != nil
 		raw[listClusters] = append(raw[listClusters], sm.res.cluster)
 		raw[listEndpoints] = append(raw[listEndpoints], sm.res.endpoints)
 		if sm.res.routes != nil {
@@ -331,6 +373,7 @@ func (s *Shared) segment(v serviceView, key string, deps policy.Dependencies) *s
 		seg.outbound = envoy.RouteConfiguration(OutboundRouteName, vhosts)
 	}
 	seg.rateLimited = rateLimited
+	seg.localized = localized
 	seg.diags = diags
 	seg.members = members
 	seg.revs = make([]uint64, len(members))
@@ -338,6 +381,73 @@ func (s *Shared) segment(v serviceView, key string, deps policy.Dependencies) *s
 		seg.revs[i] = sm.rev
 	}
 	return seg
+}
+
+// endpoints returns seg's load assignments for a caller in caller, and
+// the list's revision: the segment's own list unless a member has a
+// locality policy and the caller's locality is known. Lists and the
+// load assignments in them are shared by every group of the segment
+// whose callers are in the same locality.
+func (s *Shared) endpoints(seg *segment, caller Locality) ([]types.Resource, uint64) {
+	if !seg.localized || !caller.Known() {
+		return seg.lists[listEndpoints], seg.listRev[listEndpoints]
+	}
+	ll := seg.local[caller]
+	if ll == nil {
+		if seg.local == nil {
+			seg.local = map[Locality]*localList{}
+		}
+		ll = &localList{}
+		seg.local[caller] = ll
+	}
+	if ll.used != s.epoch {
+		// Its load assignments are in use as long as it is (see Sweep).
+		ll.used = s.epoch
+		for _, sm := range seg.members {
+			if la := sm.local[caller]; la != nil {
+				la.used = s.epoch
+			}
+		}
+	}
+	if ll.pass == s.pass {
+		return ll.list, ll.rev
+	}
+	ll.pass = s.pass
+	raw := make([]types.Resource, 0, len(seg.raw[listEndpoints]))
+	for _, sm := range seg.members {
+		switch {
+		case sm.diags != nil:
+		case sm.locality != nil:
+			raw = append(raw, s.localAssignment(sm, caller))
+		default:
+			raw = append(raw, sm.res.endpoints)
+		}
+	}
+	if ll.rev == 0 || !samePointers(raw, ll.raw) {
+		ll.raw, ll.list = raw, raw
+		if !isSortedByName(raw) {
+			ll.list = slices.Clone(raw)
+			sortByName(ll.list)
+		}
+		ll.rev = s.nextRev()
+	}
+	return ll.list, ll.rev
+}
+
+// localAssignment returns sm's load assignment for callers in caller,
+// built once per revision of the memo.
+func (s *Shared) localAssignment(sm *serviceMemo, caller Locality) *endpointv3.ClusterLoadAssignment {
+	la := sm.local[caller]
+	if la == nil || la.rev != sm.rev {
+		if sm.local == nil {
+			sm.local = map[Locality]*localAssignment{}
+		}
+		name := sm.res.endpoints.GetClusterName()
+		la = &localAssignment{rev: sm.rev, cla: envoy.LoadAssignment(name, localized(localities(sm.endpoints), sm.locality, caller))}
+		sm.local[caller] = la
+	}
+	la.used = s.epoch
+	return la.cla
 }
 
 // same reports whether members are the segment's members at the revisions

@@ -18,8 +18,9 @@ import (
 
 // sharedPolicies are the policy sets TestSharedMatchesTranslate swaps
 // between: none; dependencies for some services with a mesh-wide default;
-// and a mesh-wide tracing collector that is a catalog service some groups
-// do not depend on (its load assignment must still reach them).
+// a mesh-wide tracing collector that is a catalog service some groups
+// do not depend on (its load assignment must still reach them); and
+// locality policies of every mode.
 func sharedPolicies(t *testing.T) []*policy.Set {
 	t.Helper()
 	docs := []string{
@@ -58,6 +59,35 @@ spec:
   dependencies: [svc-0, svc-7]
   rateLimit: {requestsPerSecond: 5}
 `,
+		`apiVersion: sluice.dev/v1
+kind: MeshPolicy
+metadata: {name: mesh}
+spec:
+  defaults:
+    locality:
+      mode: failover
+      failover: [{from: r1, to: r3}, {from: r1, to: r2}]
+    outlierDetection: {}
+---
+apiVersion: sluice.dev/v1
+kind: ServicePolicy
+metadata: {name: svc-2}
+spec:
+  locality:
+    mode: distribute
+    distribute:
+      - from: r1/z0
+        to: {r1/z0: 70, r2: 30}
+      - from: "*"
+        to: {r1/*: 100}
+---
+apiVersion: sluice.dev/v1
+kind: ServicePolicy
+metadata: {name: svc-3}
+spec:
+  dependencies: [svc-2, svc-3]
+  locality: {mode: "off"}
+`,
 	}
 	sets := []*policy.Set{nil}
 	for i, d := range docs {
@@ -82,7 +112,11 @@ func TestSharedMatchesTranslate(t *testing.T) {
 	for s := range 8 {
 		svc := sources.Service{Name: fmt.Sprintf("svc-%d", s)}
 		for i := range 3 {
-			svc.Instances = append(svc.Instances, sources.Instance{Address: fmt.Sprintf("10.0.%d.%d", s, i), Port: 8080, Health: sources.HealthHealthy, Zone: fmt.Sprintf("z%d", i%2)})
+			region := "r1"
+			if i == 2 {
+				region = "r2"
+			}
+			svc.Instances = append(svc.Instances, sources.Instance{Address: fmt.Sprintf("10.0.%d.%d", s, i), Port: 8080, Health: sources.HealthHealthy, Region: region, Zone: fmt.Sprintf("z%d", i)})
 		}
 		st.Services = append(st.Services, svc)
 	}
@@ -97,6 +131,19 @@ func TestSharedMatchesTranslate(t *testing.T) {
 		proxies = append(proxies, translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: fmt.Sprintf("svc-%d", s), InboundPort: uint32(9000 + s)})
 	}
 	proxies = append(proxies, translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "svc-0", OutboundPort: 16001})
+	// Callers of known localities: groups of one view and dependency set
+	// in several localities, and several views in one.
+	r1z0, r2z2 := translator.Locality{Region: "r1", Zone: "z0"}, translator.Locality{Region: "r2", Zone: "z2"}
+	proxies = append(proxies,
+		translator.Proxy{Kind: translator.KindGRPC, Locality: r1z0},
+		translator.Proxy{Kind: translator.KindGRPC, Locality: r2z2},
+		translator.Proxy{Kind: translator.KindGRPC, Locality: translator.Locality{Zone: "z1"}},
+		translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleGateway, Service: "edge", Locality: translator.Locality{Region: "r1", Zone: "z1"}},
+		translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "svc-1", Locality: r1z0},
+		translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "svc-1", Locality: r2z2},
+		translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "svc-3", Locality: r1z0},
+		translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "svc-3", Locality: translator.Locality{Region: "r3"}},
+	)
 
 	rng := rand.New(rand.NewSource(12))
 	tr := translator.New()

@@ -108,7 +108,11 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 			continue
 		}
 		resolved := in.Policy.Resolve(svc.Name)
-		sr, diags := checkService(svc.Name, t.service(svc, resolved, view), resolved)
+		sr := t.service(svc, resolved, view)
+		if localizes(resolved.Locality, in.Proxy.Locality) {
+			sr.endpoints = localEndpoints(svc, resolved.Locality, in.Proxy.Locality)
+		}
+		sr, diags := checkService(svc.Name, sr, resolved)
 		res.Diagnostics = append(res.Diagnostics, diags...)
 		if sr.cluster == nil {
 			continue
