@@ -111,18 +111,28 @@ func flipHealth(st sources.State, s int) sources.State {
 // and only the groups whose translation changed built and published.
 // "deps=all" groups get the whole mesh; "deps=10" groups depend on ten
 // services each (the ten after their own), so most groups do not see the
-// change.
+// change. "zones=3" puts the groups' proxies in three zones (group i in
+// zone-(i mod 3), where the instances are too) under a mesh-wide
+// locality failover policy: every service's load assignment differs by
+// the caller's zone.
 //
 //	go test -run '^$' -bench ChangeManyGroups -benchmem ./snapshot/
 func BenchmarkChangeManyGroups(b *testing.B) {
 	for _, deps := range []int{0, 10} {
-		for _, groups := range []int{1, 10, 100, 1000} {
+		for _, groups := range []int{1, 10, 100, 1000, -100, -1000} {
+			zones := 0
+			if groups < 0 {
+				groups, zones = -groups, 3
+			}
 			name := fmt.Sprintf("deps=all/groups=%d", groups)
 			if deps > 0 {
 				name = fmt.Sprintf("deps=%d/groups=%d", deps, groups)
 			}
+			if zones > 0 {
+				name += fmt.Sprintf("/zones=%d", zones)
+			}
 			b.Run(name, func(b *testing.B) {
-				pol := dependencyPolicies(b, groups, deps, 1000)
+				pol := dependencyPolicies(b, groups, deps, 1000, zones > 0)
 				var merger sources.Merger
 				c := xds.NewCache(nil)
 				shared, sharedBuild := translator.New().NewShared(), NewShared()
@@ -136,6 +146,9 @@ func BenchmarkChangeManyGroups(b *testing.B) {
 				var pipes []*pipe
 				for g := range groups {
 					p := translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: fmt.Sprintf("svc-%04d", g), InboundPort: 8080}
+					if zones > 0 {
+						p.Locality = translator.Locality{Zone: fmt.Sprintf("zone-%d", g%zones)}
+					}
 					pipes = append(pipes, &pipe{inc: shared.NewIncremental(p), bld: sharedBuild.NewBuilder(), key: p.Key()})
 				}
 				changeLoop(b, func(st sources.State) {
@@ -174,14 +187,21 @@ func BenchmarkChangeManyGroups(b *testing.B) {
 }
 
 // dependencyPolicies is a policy set in which each of the first groups
-// services svc-i depends on the deps services after it (of services); nil
-// for deps 0 (every service).
-func dependencyPolicies(tb testing.TB, groups, deps, services int) *policy.Set {
-	if deps == 0 {
+// services svc-i depends on the deps services after it (of services); none
+// for deps 0 (every service). With locality, a MeshPolicy makes every
+// service fail over by locality. nil when it has no documents.
+func dependencyPolicies(tb testing.TB, groups, deps, services int, locality bool) *policy.Set {
+	var files []policy.File
+	if locality {
+		files = append(files, policy.File{Name: "mesh.yaml", Data: []byte("apiVersion: sluice.dev/v1\nkind: MeshPolicy\nmetadata: {name: mesh}\nspec:\n  defaults:\n    locality: {mode: failover}\n    outlierDetection: {}\n")})
+	}
+	if deps == 0 && !locality {
 		return nil
 	}
-	var files []policy.File
 	for g := range groups {
+		if deps == 0 {
+			break
+		}
 		var names []string
 		for d := 1; d <= deps; d++ {
 			names = append(names, fmt.Sprintf("svc-%04d", (g+d)%services))

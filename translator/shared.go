@@ -413,24 +413,38 @@ func (s *Shared) endpoints(seg *segment, caller Locality) ([]types.Resource, uin
 		return ll.list, ll.rev
 	}
 	ll.pass = s.pass
-	raw := make([]types.Resource, 0, len(seg.raw[listEndpoints]))
+	pick := func(sm *serviceMemo) types.Resource {
+		if sm.locality != nil {
+			return s.localAssignment(sm, caller)
+		}
+		return sm.res.endpoints
+	}
+	// Most passes change none of the list: compare before allocating.
+	same, n := ll.rev != 0, 0
 	for _, sm := range seg.members {
-		switch {
-		case sm.diags != nil:
-		case sm.locality != nil:
-			raw = append(raw, s.localAssignment(sm, caller))
-		default:
-			raw = append(raw, sm.res.endpoints)
+		if sm.diags != nil {
+			continue
+		}
+		if x := pick(sm); same && (n >= len(ll.raw) || ll.raw[n] != x) {
+			same = false
+		}
+		n++
+	}
+	if same && n == len(ll.raw) {
+		return ll.list, ll.rev
+	}
+	raw := make([]types.Resource, 0, n)
+	for _, sm := range seg.members {
+		if sm.diags == nil {
+			raw = append(raw, pick(sm))
 		}
 	}
-	if ll.rev == 0 || !samePointers(raw, ll.raw) {
-		ll.raw, ll.list = raw, raw
-		if !isSortedByName(raw) {
-			ll.list = slices.Clone(raw)
-			sortByName(ll.list)
-		}
-		ll.rev = s.nextRev()
+	ll.raw, ll.list = raw, raw
+	if !isSortedByName(raw) {
+		ll.list = slices.Clone(raw)
+		sortByName(ll.list)
 	}
+	ll.rev = s.nextRev()
 	return ll.list, ll.rev
 }
 
