@@ -23,6 +23,10 @@ type goldenCase struct {
 		Role                string `json:"role"`
 		InboundPort         uint32 `json:"inbound_port"`
 		InboundListenerPort uint32 `json:"inbound_listener_port"`
+		Locality            struct {
+			Region string `json:"region"`
+			Zone   string `json:"zone"`
+		} `json:"locality"`
 	} `json:"proxy"`
 	Catalog struct {
 		Services []struct {
@@ -31,6 +35,9 @@ type goldenCase struct {
 				Address string `json:"address"`
 				Port    uint32 `json:"port"`
 				Health  string `json:"health"`
+				Weight  uint32 `json:"weight"`
+				Region  string `json:"region"`
+				Zone    string `json:"zone"`
 			} `json:"endpoints"`
 		} `json:"services"`
 	} `json:"catalog"`
@@ -70,11 +77,20 @@ func (c goldenCase) registry() string {
 	for _, s := range c.Catalog.Services {
 		var ins []string
 		for _, ep := range s.Endpoints {
-			extra := ""
+			var extra []string
 			if ep.Health != "" {
-				extra = "health: " + ep.Health
+				extra = append(extra, "health: "+ep.Health)
 			}
-			ins = append(ins, instance(net.JoinHostPort(ep.Address, strconv.Itoa(int(ep.Port))), extra))
+			if ep.Weight != 0 {
+				extra = append(extra, "weight: "+strconv.Itoa(int(ep.Weight)))
+			}
+			if ep.Region != "" {
+				extra = append(extra, "region: "+ep.Region)
+			}
+			if ep.Zone != "" {
+				extra = append(extra, "zone: "+ep.Zone)
+			}
+			ins = append(ins, instance(net.JoinHostPort(ep.Address, strconv.Itoa(int(ep.Port))), strings.Join(extra, ", ")))
 		}
 		b.WriteString(serviceEntry(s.Name, ins...))
 	}
@@ -107,6 +123,9 @@ func TestPolicyGoldensAcceptedByClients(t *testing.T) {
 					args = append(args, "--inbound-port", strconv.Itoa(int(c.Proxy.InboundPort)),
 						"--inbound-listener-address", "127.0.0.1", "--inbound-listener-port", strconv.Itoa(listenerPort(t)))
 				}
+				if l := c.Proxy.Locality; l.Region != "" || l.Zone != "" {
+					args = append(args, "--region", l.Region, "--zone", l.Zone)
+				}
 				service := c.Proxy.Service
 				if service == "" {
 					service = "unnamed"
@@ -115,7 +134,7 @@ func TestPolicyGoldensAcceptedByClients(t *testing.T) {
 				s.noNACKs(t, 1)
 			case "grpc":
 				for _, svc := range c.Catalog.Services {
-					client := dialXDS(t, s.XDSAddr, svc.Name)
+					client := dialXDSIn(t, s.XDSAddr, svc.Name, c.Proxy.Locality.Region, c.Proxy.Locality.Zone)
 					go touch(client)
 				}
 				s.noNACKs(t, len(c.Catalog.Services))

@@ -212,13 +212,17 @@ func putZonedInstance(t *testing.T, cli *clientv3.Client, service, addr, status,
 }
 
 // dialXDSIn is dialXDS for a client whose bootstrap places it in
-// region/zone.
+// region/zone (none when both are empty).
 func dialXDSIn(t *testing.T, xdsAddr, target, region, zone string) testgrpc.TestServiceClient {
 	t.Helper()
+	locality := ""
+	if region != "" || zone != "" {
+		locality = fmt.Sprintf(`, "locality": {"region": %q, "zone": %q}`, region, zone)
+	}
 	bootstrap := fmt.Sprintf(`{
 		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-		"node": {"id": "grpc-%s-%s", "locality": {"region": %q, "zone": %q}}
-	}`, xdsAddr, region, zone, region, zone)
+		"node": {"id": "grpc-e2e-client"%s}
+	}`, xdsAddr, locality)
 	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 	if err != nil {
 		t.Fatalf("xds resolver: %v", err)
