@@ -301,6 +301,29 @@ func TestValidateDependencyWarnings(t *testing.T) {
 	}
 }
 
+// TestValidateLocalityWarning: a locality mode without outlier detection
+// or health checks is a warning (traffic only fails over when the
+// registry notices), with or without a registry file; with either, none.
+func TestValidateLocalityWarning(t *testing.T) {
+	dir := t.TempDir()
+	bare := filepath.Join(dir, "bare.yaml")
+	writeTestFile(t, bare, "apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: web}\nspec:\n  locality: {mode: failover}\n")
+	checked := filepath.Join(dir, "checked.yaml")
+	writeTestFile(t, checked, "apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: api}\nspec:\n  locality: {mode: failover}\n  healthCheck: {tcp: {}}\n")
+	registry := filepath.Join(t.TempDir(), "registry.yaml")
+	writeTestFile(t, registry, "services:\n  - name: web\n    instances: [{address: 10.0.0.1, port: 80}]\n  - name: api\n    instances: [{address: 10.0.0.2, port: 80}]\n")
+	want := bare + ":5: spec.locality: locality mode failover without outlierDetection or healthCheck: clients only learn that instances are down from the registry, so traffic stays on failing instances of the preferred locality until the registry marks them (warning)\n"
+	for _, args := range [][]string{{dir}, {dir, registry}} {
+		out, _, err := run(t, nil, append([]string{"validate"}, args...)...)
+		if err != nil {
+			t.Fatalf("validate %v: %v, want exit status 0", args, err)
+		}
+		if out != want {
+			t.Errorf("validate %v output:\n%s\nwant:\n%s", args, out, want)
+		}
+	}
+}
+
 func writeTestFile(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
