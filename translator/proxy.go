@@ -194,9 +194,9 @@ func localityOf(node *corev3.Node) (Locality, error) {
 	for _, f := range []struct{ name, value string }{{"region", l.Region}, {"zone", l.Zone}} {
 		if err := CheckLocalityPart(f.value); err != nil {
 			if len(f.value) > MaxLocalityBytes {
-				return Locality{}, fmt.Errorf("node.locality.%s: %v, got %d bytes", f.name, err, len(f.value))
+				return Locality{}, fmt.Errorf("node.locality.%s: %w, got %d bytes", f.name, err, len(f.value))
 			}
-			return Locality{}, fmt.Errorf("node.locality.%s: %v, got %q", f.name, err, f.value)
+			return Locality{}, fmt.Errorf("node.locality.%s: %w, got %q", f.name, err, f.value)
 		}
 	}
 	return l, nil
