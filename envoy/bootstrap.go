@@ -51,6 +51,11 @@ type BootstrapOptions struct {
 	// Metadata is copied into node.metadata; sluice reads proxy_type, role,
 	// outbound_address, outbound_port and inbound_port from it.
 	Metadata map[string]string
+	// Region and Zone, when either is set, are node.locality: where the
+	// proxy runs, which sluice's locality-aware load assignments follow.
+	// Without them sluice takes the locality of the registry instance at
+	// the proxy's address, if it can tell.
+	Region, Zone string
 }
 
 // XDSTLS is how Envoy verifies sluice's xDS server, and the client
@@ -170,8 +175,12 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		}
 		xdsCluster.TransportSocket = o.TLS.transportSocket()
 	}
+	node := &corev3.Node{Id: o.NodeID, Cluster: o.Service, Metadata: md}
+	if o.Region != "" || o.Zone != "" {
+		node.Locality = &corev3.Locality{Region: o.Region, Zone: o.Zone}
+	}
 	return &bootstrapv3.Bootstrap{
-		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Service, Metadata: md},
+		Node: node,
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
 				ApiType:                   apiType,

@@ -56,3 +56,27 @@ func TestBootstrapReconnectsPromptly(t *testing.T) {
 		t.Errorf("xDS reconnect backoff starts at %v, want a positive interval below the maximum", got)
 	}
 }
+
+// TestBootstrapLocality: a region or a zone makes node.locality; neither
+// leaves it out, for sluice to look the proxy up in the registry.
+func TestBootstrapLocality(t *testing.T) {
+	for _, c := range []struct{ region, zone string }{{"eu-west-1", "eu-west-1a"}, {"", "z1"}, {"eu", ""}, {"", ""}} {
+		b, err := Bootstrap(BootstrapOptions{NodeID: "n", Service: "web", XDSAddr: "127.0.0.1:18000", AdminAddress: "127.0.0.1", AdminPort: 9901, Region: c.region, Zone: c.zone})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.ValidateAll(); err != nil {
+			t.Fatal(err)
+		}
+		loc := b.GetNode().GetLocality()
+		if c.region == "" && c.zone == "" {
+			if loc != nil {
+				t.Errorf("no region or zone: node.locality %v, want none", loc)
+			}
+			continue
+		}
+		if loc.GetRegion() != c.region || loc.GetZone() != c.zone || loc.GetSubZone() != "" {
+			t.Errorf("region %q, zone %q: node.locality %v", c.region, c.zone, loc)
+		}
+	}
+}

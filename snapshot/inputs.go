@@ -85,6 +85,7 @@ func (l *Loop) mergeCatalog() {
 		states[name] = *s.state
 	}
 	l.catalog = l.merger.Merge(states)
+	l.localities = nil // indexed again when next asked (locality.go)
 	l.dirty = false
 	l.policyWarnings()
 	l.cfg.Metrics.catalogMerged(l.catalog)

@@ -54,6 +54,9 @@ type Loop struct {
 	merger           sources.Merger
 	catalog          sources.Catalog
 	dirty            bool
+	// localities indexes catalog by address for LocalityAt; nil until
+	// asked after each merge.
+	localities localityIndex
 	// Groups (groups.go). groupRate paces the making of new groups;
 	// evicted are groups forgotten to make room, whose pipelines and
 	// cache entries the loop's goroutine drops.

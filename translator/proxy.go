@@ -1,12 +1,15 @@
 package translator
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -126,10 +129,16 @@ func ProxyFromNode(node *corev3.Node) (Proxy, error) {
 	default:
 		return Proxy{}, fmt.Errorf("node metadata %q: %q is not a proxy type (want envoy or grpc)", MetaProxyType, t)
 	}
-	if p.Kind == KindGRPC {
-		// gRPC clients share one config; their service and ports don't matter.
-		return Proxy{Kind: KindGRPC}, nil
+	loc, err := localityOf(node)
+	if err != nil {
+		return Proxy{}, err
 	}
+	if p.Kind == KindGRPC {
+		// gRPC clients share one config (per locality); their service and
+		// ports don't matter.
+		return Proxy{Kind: KindGRPC, Locality: loc}, nil
+	}
+	p.Locality = loc
 	switch r := stringField(md, MetaRole); r {
 	case "", RoleSidecar:
 		p.Role = RoleSidecar
@@ -138,7 +147,6 @@ func ProxyFromNode(node *corev3.Node) (Proxy, error) {
 	default:
 		return Proxy{}, fmt.Errorf("node metadata %q: %q is not a role (want sidecar or gateway)", MetaRole, r)
 	}
-	var err error
 	if p.OutboundAddress, err = addressField(md, MetaOutboundAddress); err != nil {
 		return Proxy{}, err
 	}
@@ -155,6 +163,43 @@ func ProxyFromNode(node *corev3.Node) (Proxy, error) {
 		return Proxy{}, err
 	}
 	return p, nil
+}
+
+// MaxLocalityBytes bounds a locality's region and zone: they become part of
+// a proxy group's key, which is kept and shown for as long as the group
+// lives.
+const MaxLocalityBytes = 128
+
+// CheckLocalityPart says what is wrong with s as a region or a zone, or
+// returns nil: it must be valid UTF-8 of at most MaxLocalityBytes bytes,
+// without control characters. The error is a reason without the value
+// ("must be valid UTF-8"), for the caller to name the setting and show
+// the value.
+func CheckLocalityPart(s string) error {
+	switch {
+	case len(s) > MaxLocalityBytes:
+		return fmt.Errorf("must be at most %d bytes", MaxLocalityBytes)
+	case !utf8.ValidString(s):
+		return errors.New("must be valid UTF-8")
+	case strings.IndexFunc(s, unicode.IsControl) >= 0:
+		return errors.New("must not hold control characters")
+	}
+	return nil
+}
+
+// localityOf reads node.locality: its region and zone (sub_zone is not
+// used).
+func localityOf(node *corev3.Node) (Locality, error) {
+	l := Locality{Region: node.GetLocality().GetRegion(), Zone: node.GetLocality().GetZone()}
+	for _, f := range []struct{ name, value string }{{"region", l.Region}, {"zone", l.Zone}} {
+		if err := CheckLocalityPart(f.value); err != nil {
+			if len(f.value) > MaxLocalityBytes {
+				return Locality{}, fmt.Errorf("node.locality.%s: %w, got %d bytes", f.name, err, len(f.value))
+			}
+			return Locality{}, fmt.Errorf("node.locality.%s: %w, got %q", f.name, err, f.value)
+		}
+	}
+	return l, nil
 }
 
 func isGRPCAgent(ua string) bool {

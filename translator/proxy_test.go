@@ -23,6 +23,11 @@ func node(cluster, userAgent string, md map[string]any) *corev3.Node {
 	return n
 }
 
+func located(n *corev3.Node, region, zone, subZone string) *corev3.Node {
+	n.Locality = &corev3.Locality{Region: region, Zone: zone, SubZone: subZone}
+	return n
+}
+
 func TestProxyFromNode(t *testing.T) {
 	sidecar := func(p translator.Proxy) translator.Proxy {
 		p.Kind, p.Role = translator.KindEnvoy, translator.RoleSidecar
@@ -76,6 +81,21 @@ func TestProxyFromNode(t *testing.T) {
 		{name: "fractional port", node: node("", "", map[string]any{"outbound_port": 80.5}), wantErr: `"outbound_port"`},
 		{name: "port not a number", node: node("", "", map[string]any{"outbound_port": "http"}), wantErr: `"outbound_port": "http"`},
 		{name: "port of the wrong type", node: node("", "", map[string]any{"inbound_port": true}), wantErr: `"inbound_port": want a port number`},
+		{
+			name: "envoy locality, sub_zone ignored",
+			node: located(node("web", "envoy", nil), "eu-west-1", "eu-west-1a", "rack-7"),
+			want: sidecar(translator.Proxy{Service: "web", Locality: translator.Locality{Region: "eu-west-1", Zone: "eu-west-1a"}}),
+		},
+		{
+			name: "grpc locality",
+			node: located(node("web", "gRPC Go", nil), "eu-west-1", "eu-west-1b", ""),
+			want: translator.Proxy{Kind: translator.KindGRPC, Locality: translator.Locality{Region: "eu-west-1", Zone: "eu-west-1b"}},
+		},
+		{name: "zone only", node: located(node("web", "envoy", nil), "", "z1", ""), want: sidecar(translator.Proxy{Service: "web", Locality: translator.Locality{Zone: "z1"}})},
+		{name: "region not UTF-8", node: located(node("", "", nil), "eu\xff", "", ""), wantErr: `node.locality.region: must be valid UTF-8, got "eu\xff"`},
+		{name: "zone with a control character", node: located(node("", "gRPC Go", nil), "eu", "a\nb", ""), wantErr: `node.locality.zone: must not hold control characters, got "a\nb"`},
+		{name: "zone too long", node: located(node("", "", nil), "eu", strings.Repeat("z", 129), ""), wantErr: `node.locality.zone: must be at most 128 bytes, got 129 bytes`},
+		{name: "longest zone", node: located(node("", "", nil), "", strings.Repeat("é", 64), ""), want: sidecar(translator.Proxy{Locality: translator.Locality{Zone: strings.Repeat("é", 64)}})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,6 +136,18 @@ func TestProxyKey(t *testing.T) {
 			translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web", InboundPort: 8080, InboundListenerPort: 15007},
 			"envoy/sidecar/web/in=8080/inl=:15007",
 		},
+		{
+			translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web", InboundPort: 8080, Locality: translator.Locality{Region: "eu", Zone: "eu-a"}},
+			"envoy/sidecar/web/in=8080/loc=eu/eu-a",
+		},
+		{translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web", Locality: translator.Locality{Zone: "z"}}, "envoy/sidecar/web/loc=/z"},
+		{translator.Proxy{Kind: translator.KindGRPC, Locality: translator.Locality{Region: "eu", Zone: "eu-a"}}, "grpc/loc=eu/eu-a"},
+		// Escaped: a slash in a region or a zone cannot move the border
+		// between them.
+		{translator.Proxy{Kind: translator.KindGRPC, Locality: translator.Locality{Region: "a/b", Zone: "c"}}, "grpc/loc=a%2Fb/c"},
+		{translator.Proxy{Kind: translator.KindGRPC, Locality: translator.Locality{Region: "a", Zone: "b/c"}}, "grpc/loc=a/b%2Fc"},
+		{translator.Proxy{Kind: translator.KindGRPC, Locality: translator.Locality{Region: "a/", Zone: ""}}, "grpc/loc=a%2F/"},
+		{translator.Proxy{Kind: translator.KindGRPC, Locality: translator.Locality{Region: "a", Zone: "/"}}, "grpc/loc=a/%2F"},
 	}
 	seen := map[string]bool{}
 	for _, tt := range tests {

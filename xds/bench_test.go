@@ -41,7 +41,7 @@ func BenchmarkFanOut(b *testing.B) {
 			ctx := context.Background()
 			c := NewCache(nil)
 			node := &corev3.Node{Id: "n1", Cluster: "web"}
-			key := NodeHash{}.ID(node)
+			key := nodeKey(node)
 			rs := make([]types.Resource, services)
 			names := make([]string, services)
 			for i := range rs {

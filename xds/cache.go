@@ -16,31 +16,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-
-	"github.com/sluice-mesh/sluice/translator"
 )
-
-// NodeHash maps a node to its config group, so every proxy with the same
-// identity shares one snapshot.
-type NodeHash struct{}
-
-// ID returns the group key of a node. Nodes whose metadata is invalid are
-// refused by the callbacks before they reach the cache; "invalid" keeps them
-// apart from everyone else should one slip through.
-func (NodeHash) ID(node *corev3.Node) string {
-	p, err := translator.ProxyFromNode(node)
-	if err != nil {
-		return "invalid"
-	}
-	return p.Key()
-}
 
 // Cache holds what sluice serves: each proxy group's current generation of
 // each type, shared between groups. It is built for many proxies sharing
@@ -62,8 +44,7 @@ func (NodeHash) ID(node *corev3.Node) string {
 // changes; each works out its own responses, in its own goroutine, from
 // the group's current generations. Publishing never waits for a stream.
 type Cache struct {
-	log  *slog.Logger
-	hash NodeHash
+	log *slog.Logger
 	// shared holds the encodings of resource lists many responses carry;
 	// the server's codec reuses them.
 	shared *sharedEncodings

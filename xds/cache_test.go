@@ -63,7 +63,7 @@ func deltaNames(r *discoveryv3.DeltaDiscoveryResponse) []string {
 	return out
 }
 
-func webKey() string { return NodeHash{}.ID(&corev3.Node{Cluster: "web"}) }
+func webKey() string { return nodeKey(&corev3.Node{Cluster: "web"}) }
 
 // TestCacheSotwSendsOnlyWhatChanged: the first request gets everything; an
 // ACK gets nothing; a change to one load assignment sends only that one; a
@@ -194,7 +194,7 @@ func TestCacheDelta(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	node := &corev3.Node{Cluster: "web"}
-	key := NodeHash{}.ID(node)
+	key := nodeKey(node)
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestCacheDeltaResubscribe(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	node := &corev3.Node{Cluster: "web"}
-	if err := c.SetSnapshot(ctx, NodeHash{}.ID(node), edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
+	if err := c.SetSnapshot(ctx, nodeKey(node), edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
 	dc := newDeltaClient(t, c, node, "a", "b")
@@ -367,7 +367,7 @@ func TestCacheDeltaWildcardUnsubscribe(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	node := &corev3.Node{Cluster: "web"}
-	if err := c.SetSnapshot(ctx, NodeHash{}.ID(node), edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
+	if err := c.SetSnapshot(ctx, nodeKey(node), edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
 	dc := newDeltaClient(t, c, node, "*", "b")
@@ -390,7 +390,7 @@ func TestCacheDeltaManyClientsShareDiff(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	node := &corev3.Node{Cluster: "web"}
-	key := NodeHash{}.ID(node)
+	key := nodeKey(node)
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1, "c": 1})); err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +454,7 @@ func fiftyServices(t *testing.T, c *Cache, key string) (ports map[string]uint32,
 func TestCacheWholeGenerationHolding(t *testing.T) {
 	c := NewCache(nil)
 	node := &corev3.Node{Id: "n1", Cluster: "web"}
-	key := NodeHash{}.ID(node)
+	key := nodeKey(node)
 	ports, all, publish := fiftyServices(t, c, key)
 	sotw := newCacheClient(t, c, resource.EndpointType, all...)
 	delta := newDeltaClient(t, c, node, all...)
@@ -526,7 +526,7 @@ func TestCacheSlowClientStaysIncremental(t *testing.T) {
 	const changes = 40
 	c := NewCache(nil)
 	node := &corev3.Node{Id: "n1", Cluster: "web"}
-	ports, all, publish := fiftyServices(t, c, NodeHash{}.ID(node))
+	ports, all, publish := fiftyServices(t, c, nodeKey(node))
 	sotw := newCacheClient(t, c, resource.EndpointType, all...)
 	delta := newDeltaClient(t, c, node, all...)
 	sotw.request(false)
@@ -588,7 +588,7 @@ func TestCacheNackRestoresBefore(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := NewCache(nil)
 			node := &corev3.Node{Id: "n1", Cluster: "web"}
-			key := NodeHash{}.ID(node)
+			key := nodeKey(node)
 			publish := func(a, b, cc uint32) *generation {
 				t.Helper()
 				if err := c.SetSnapshot(context.Background(), key, edsSnapshot(t, map[string]uint32{"a": a, "b": b, "c": cc})); err != nil {
@@ -674,7 +674,7 @@ func TestCacheNackRestoresBefore(t *testing.T) {
 func TestCacheRetiredGenerationsShareNothing(t *testing.T) {
 	c := NewCache(nil)
 	node := &corev3.Node{Id: "n1", Cluster: "web"}
-	key := NodeHash{}.ID(node)
+	key := nodeKey(node)
 	ports, all, publish := fiftyServices(t, c, key)
 	count := func() (n int) {
 		c.shared.sotw.Range(func(any, any) bool { n++; return true })
@@ -804,7 +804,7 @@ func TestCacheUnchangedTypeKeepsItsGeneration(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	node := &corev3.Node{Id: "n1", Cluster: "web"}
-	key := NodeHash{}.ID(node)
+	key := nodeKey(node)
 	publish := func(clusters []string, port uint32) {
 		t.Helper()
 		if err := c.SetSnapshot(ctx, key, twoTypeSnapshot(t, clusters, port)); err != nil {
@@ -877,7 +877,7 @@ func TestCacheDroppedNames(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	node := &corev3.Node{Id: "n1", Cluster: "web"}
-	key := NodeHash{}.ID(node)
+	key := nodeKey(node)
 	all := []string{"a", "b", "c", "d"}
 	publish := func(clusters []string) {
 		t.Helper()
@@ -981,7 +981,7 @@ func TestCacheDeltaForeignInitialVersions(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	node := &corev3.Node{Cluster: "web"}
-	key := NodeHash{}.ID(node)
+	key := nodeKey(node)
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}
@@ -1005,7 +1005,7 @@ func TestCacheGroupsShareGenerations(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	web, api := &corev3.Node{Cluster: "web"}, &corev3.Node{Cluster: "api"}
-	kWeb, kAPI, kIdle := NodeHash{}.ID(web), NodeHash{}.ID(api), "idle"
+	kWeb, kAPI, kIdle := nodeKey(web), nodeKey(api), "idle"
 	eds, _ := typeIndex(resource.EndpointType)
 	publish := func(key string, ports map[string]uint32) {
 		t.Helper()
@@ -1117,7 +1117,7 @@ func TestCacheSubscribeAfterNack(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := NewCache(nil)
 			node := &corev3.Node{Id: "n1", Cluster: "web"}
-			key := NodeHash{}.ID(node)
+			key := nodeKey(node)
 			idx, _ := typeIndex(tc.typ)
 			publish := func(a uint32) *generation {
 				t.Helper()
@@ -1183,7 +1183,7 @@ func TestCacheResubscribeAfterNack(t *testing.T) {
 	ctx := context.Background()
 	c := NewCache(nil)
 	node := &corev3.Node{Id: "n1", Cluster: "web"}
-	key := NodeHash{}.ID(node)
+	key := nodeKey(node)
 	if err := c.SetSnapshot(ctx, key, edsSnapshot(t, map[string]uint32{"a": 1, "b": 1})); err != nil {
 		t.Fatal(err)
 	}

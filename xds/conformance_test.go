@@ -664,6 +664,19 @@ type confGroups struct{}
 func (confGroups) EnsureGroup(translator.Proxy) error { return nil }
 func (confGroups) ReleaseGroup(translator.Proxy)      {}
 
+// nodeGroups keys groups as sluice's tracker does when the node says all
+// there is to say (confGroups looks up no localities): by the proxy's
+// Key. It is the reference cache's NodeHash too.
+type nodeGroups struct{}
+
+func (nodeGroups) ID(node *corev3.Node) string {
+	p, err := translator.ProxyFromNode(node)
+	if err != nil {
+		return "invalid"
+	}
+	return p.Key()
+}
+
 func newConfRun(t *testing.T, sc confScenario, delta bool) *confRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -690,7 +703,7 @@ func newConfRun(t *testing.T, sc confScenario, delta bool) *confRun {
 
 	// The reference: go-control-plane's server and snapshot cache, keying
 	// groups as sluice does.
-	refCache := cache.NewSnapshotCache(!sc.refWithoutADS, xds.NodeHash{}, nil)
+	refCache := cache.NewSnapshotCache(!sc.refWithoutADS, nodeGroups{}, nil)
 	gs := grpc.NewServer()
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, refCache, nil))
 	refLis := listen()
@@ -717,7 +730,7 @@ func newConfRun(t *testing.T, sc confScenario, delta bool) *confRun {
 			service := []string{"web", "api", "db"}[n]
 			node := &corev3.Node{Id: service + "-1", Cluster: service, UserAgentName: "envoy"}
 			if i == 0 {
-				r.keys = append(r.keys, xds.NodeHash{}.ID(node))
+				r.keys = append(r.keys, nodeGroups{}.ID(node))
 			}
 			c := &confClient{
 				side: side.name, node: node, delta: delta, follow: sc.follow, ads: ads, responses: side.responses,

@@ -36,7 +36,7 @@ type cacheClient struct {
 }
 
 func newCacheClient(t testing.TB, c *Cache, typ string, names ...string) *cacheClient {
-	return &cacheClient{t: t, c: c, key: NodeHash{}.ID(&corev3.Node{Id: "n1", Cluster: "web"}), typ: typ, wake: newWaker(), names: names}
+	return &cacheClient{t: t, c: c, key: nodeKey(&corev3.Node{Id: "n1", Cluster: "web"}), typ: typ, wake: newWaker(), names: names}
 }
 
 // request sends a request (an ACK of the last response, or a NACK) and
@@ -118,7 +118,7 @@ type deltaClient struct {
 }
 
 func newDeltaClient(t testing.TB, c *Cache, node *corev3.Node, names ...string) *deltaClient {
-	return &deltaClient{t: t, c: c, key: NodeHash{}.ID(node), typ: resource.EndpointType, wake: newWaker(), first: names}
+	return &deltaClient{t: t, c: c, key: nodeKey(node), typ: resource.EndpointType, wake: newWaker(), first: names}
 }
 
 // request sends req (nil: an ACK of the last response, or the first
@@ -222,7 +222,7 @@ func newBothClient(t testing.TB, c *Cache, node *corev3.Node, delta bool, typ st
 		}
 	}
 	cc := newCacheClient(t, c, typ, names...)
-	cc.key = NodeHash{}.ID(node)
+	cc.key = nodeKey(node)
 	str := func(r *discoveryv3.DiscoveryResponse) string {
 		if r == nil {
 			return "-"

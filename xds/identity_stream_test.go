@@ -16,6 +16,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 )
 
 // certADSStream is an in-memory ADS stream whose context carries a client
@@ -32,11 +33,23 @@ func (s *certADSStream) SetHeader(metadata.MD) error  { return nil }
 func (s *certADSStream) SendHeader(metadata.MD) error { return nil }
 func (s *certADSStream) SetTrailer(metadata.MD)       {}
 func (s *certADSStream) SendMsg(any) error            { return nil }
-func (s *certADSStream) RecvMsg(any) error            { return nil }
 func (s *certADSStream) Send(r *discoveryv3.DiscoveryResponse) error {
 	s.resp <- r
 	return nil
 }
+
+// RecvMsg is how the server receives SotW requests (see sotwRequest).
+func (s *certADSStream) RecvMsg(m any) error {
+	r, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	req := m.(*sotwRequest)
+	proto.Merge(&req.DiscoveryRequest, r)
+	req.names = requestNames{decoded: r.GetResourceNames()}
+	return nil
+}
+
 func (s *certADSStream) Recv() (*discoveryv3.DiscoveryRequest, error) {
 	select {
 	case r := <-s.reqs:
@@ -66,7 +79,7 @@ func TestTrackerRefusesNodeChangeOnStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetSnapshot(ctx, NodeHash{}.ID(payments), snap); err != nil {
+	if err := c.SetSnapshot(ctx, nodeKey(payments), snap); err != nil {
 		t.Fatal(err)
 	}
 

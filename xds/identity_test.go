@@ -60,7 +60,7 @@ func TestTrackerBindsIdentityToCertificate(t *testing.T) {
 			tr := NewTracker(&groupRecorder{}, slog.New(slog.DiscardHandler), nil, nil)
 			tr.bindIdentity = true
 			tr.open(c.ctx, 1, false)
-			err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: resource.ClusterType})
+			_, err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: resource.ClusterType})
 			if got := grpcstatus.Code(err); got != c.want {
 				t.Fatalf("%v, want %v", err, c.want)
 			}
@@ -72,7 +72,7 @@ func TestTrackerBindsIdentityToCertificate(t *testing.T) {
 	// Without client certificates required, nothing is checked.
 	tr := NewTracker(&groupRecorder{}, slog.New(slog.DiscardHandler), nil, nil)
 	tr.open(context.Background(), 1, false)
-	if err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "a", Cluster: "payments"}, TypeUrl: resource.ClusterType}); err != nil {
+	if _, err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "a", Cluster: "payments"}, TypeUrl: resource.ClusterType}); err != nil {
 		t.Fatalf("without mTLS: %v", err)
 	}
 }

@@ -131,14 +131,17 @@ func (st *adsStream) checkType(typeURL *string) error {
 }
 
 // admitted attaches the stream to its group once its client is admitted.
-func (st *adsStream) admitted(node *corev3.Node) {
+// key is the group the tracker admitted the client to: it depends on more
+// than the node (a locality from the registry, looked up by the client's
+// address), so it is not worked out again from the node here.
+func (st *adsStream) admitted(node *corev3.Node, key string) {
 	if st.key != "" {
 		return
 	}
 	if node != nil {
 		st.node = node
 	}
-	st.key = st.srv.Cache.hash.ID(st.node)
+	st.key = key
 	st.srv.Cache.attach(st.key, st.wake)
 }
 
@@ -175,10 +178,11 @@ func (s *Server) serveSotw(str grpc.BidiStreamingServer[discoveryv3.DiscoveryReq
 		if err := st.checkType(&req.TypeUrl); err != nil {
 			return err
 		}
-		if err := s.Tracker.requestSotw(st.id, req); err != nil {
+		key, err := s.Tracker.requestSotw(st.id, req)
+		if err != nil {
 			return err
 		}
-		st.admitted(req.Node)
+		st.admitted(req.Node, key)
 		t, ok, err := st.sess.sotwApply(req, &r.names)
 		if err != nil {
 			return status.Errorf(codes.InvalidArgument, "sluice: %v", err)
@@ -213,10 +217,11 @@ func (s *Server) serveDelta(str grpc.BidiStreamingServer[discoveryv3.DeltaDiscov
 		if err := st.checkType(&req.TypeUrl); err != nil {
 			return err
 		}
-		if err := s.Tracker.requestDelta(st.id, req); err != nil {
+		key, err := s.Tracker.requestDelta(st.id, req)
+		if err != nil {
 			return err
 		}
-		st.admitted(req.Node)
+		st.admitted(req.Node, key)
 		t, ok := st.sess.deltaRequest(req)
 		if !ok {
 			return nil

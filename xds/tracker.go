@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sort"
 	"sync"
@@ -62,12 +63,19 @@ type streamKey struct {
 }
 
 type streamState struct {
-	id         int64
-	delta      bool
-	opened     time.Time
-	node       *corev3.Node
-	proxy      translator.Proxy
-	identified bool
+	id     int64
+	delta  bool
+	opened time.Time
+	node   *corev3.Node
+	// peer is the client's IP address, invalid when unknown.
+	peer netip.Addr
+	// claimed is the identity the client's node gives; proxy is the one
+	// the stream was admitted with: claimed, with the locality of the
+	// registry instance at peer when the node names none. localitySource
+	// says where proxy's locality came from ("" when unknown).
+	claimed, proxy translator.Proxy
+	localitySource string
+	identified     bool
 	// certIDs are the identities of the client's certificate (its URI
 	// and DNS SANs), nil without one.
 	certIDs *certIdentity
@@ -158,10 +166,10 @@ func NewTracker(groups GroupRegistrar, log *slog.Logger, m *Metrics, tracer trac
 }
 
 func (t *Tracker) open(ctx context.Context, id int64, delta bool) {
-	ids := peerIdentity(ctx)
+	ids, addr := peerIdentity(ctx), peerAddr(ctx)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[streamKey{delta, id}] = &streamState{id: id, delta: delta, opened: t.now(), certIDs: ids, types: map[string]*typeState{}, nonces: map[string]sent{}}
+	t.streams[streamKey{delta, id}] = &streamState{id: id, delta: delta, opened: t.now(), peer: addr, certIDs: ids, types: map[string]*typeState{}, nonces: map[string]sent{}}
 }
 
 func (t *Tracker) closed(id int64, delta bool) {
@@ -185,51 +193,50 @@ func (t *Tracker) closed(id int64, delta bool) {
 }
 
 // request handles any request: identify the client on its first one, then
-// classify it as initial request, ACK or NACK.
-func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, version, nonce string, errDetail error) error {
+// classify it as initial request, ACK or NACK. It returns the key of the
+// stream's config group: the group of the identity the tracker made out,
+// which may hold more than the node says (the locality of the registry
+// instance at the client's address).
+func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, version, nonce string, errDetail error) (string, error) {
 	t.mu.Lock()
 	s := t.streams[streamKey{delta, id}]
-	if s == nil {
-		t.mu.Unlock()
-		return status.Error(codes.Internal, "unknown stream")
+	var identified bool
+	if s != nil {
+		identified = s.identified
 	}
+	t.mu.Unlock()
+	if s == nil {
+		return "", status.Error(codes.Internal, "unknown stream")
+	}
+	// A stream's requests come one at a time (its handler's goroutine),
+	// so nothing identifies it meanwhile; identify runs unlocked, as the
+	// registry lookup takes the registrar's lock.
 	var register *translator.Proxy
-	if s.identified && node != nil && node != s.node {
+	if !identified {
+		claimed, p, source, err := t.identify(s, node)
+		if err != nil {
+			return "", err
+		}
+		t.mu.Lock()
+		s.node, s.claimed, s.proxy, s.localitySource, s.identified = node, claimed, p, source, true
+		t.inGroup[p.Key()]++
+		t.metrics.connected.WithLabelValues(string(p.Kind)).Inc()
+		t.mu.Unlock()
+		register = &p
+	}
+	t.mu.Lock()
+	if identified && node != nil && node != s.node {
 		// A request may carry a node after the first: a stream must keep
 		// the identity it was admitted with, or a client could switch to
 		// a group its certificate does not name, or make groups past the
-		// limits.
-		if p, err := translator.ProxyFromNode(node); err != nil || p != s.proxy {
+		// limits. The node is compared with what the first node said,
+		// before any locality was filled in from the registry.
+		if p, err := translator.ProxyFromNode(node); err != nil || p != s.claimed {
 			t.mu.Unlock()
 			t.metrics.rejected.Inc()
 			t.log.Warn("refusing xDS request: the node changed on an open stream", "node_id", truncateDetail(node.GetId()), "was", s.proxy.Key())
-			return status.Errorf(codes.InvalidArgument, "sluice: a stream's node may not change its identity (it was admitted as %s)", s.proxy.Key())
+			return "", status.Errorf(codes.InvalidArgument, "sluice: a stream's node may not change its identity (it was admitted as %s)", s.proxy.Key())
 		}
-	}
-	if !s.identified {
-		if n := proto.Size(node); n > MaxNodeBytes {
-			t.mu.Unlock()
-			t.metrics.rejected.Inc()
-			t.log.Warn("refusing xDS client with an oversized node", "node_id", truncateDetail(node.GetId()), "bytes", n)
-			return status.Errorf(codes.InvalidArgument, "sluice: the node (identity and metadata) is %d bytes, more than %d", n, MaxNodeBytes)
-		}
-		p, err := translator.ProxyFromNode(node)
-		if err != nil {
-			t.mu.Unlock()
-			t.metrics.rejected.Inc()
-			t.log.Warn("refusing xDS client with invalid node", "node_id", node.GetId(), "err", err)
-			return status.Errorf(codes.InvalidArgument, "sluice: %v", err)
-		}
-		if err := t.checkIdentity(s, p); err != nil {
-			t.mu.Unlock()
-			t.metrics.rejected.Inc()
-			t.log.Warn("refusing xDS client: its certificate does not name the service it claims", "node_id", node.GetId(), "service", p.Service, "err", err)
-			return status.Errorf(codes.PermissionDenied, "sluice: %v", err)
-		}
-		s.node, s.proxy, s.identified = node, p, true
-		t.inGroup[p.Key()]++
-		t.metrics.connected.WithLabelValues(string(p.Kind)).Inc()
-		register = &p
 	}
 	ts := s.typeState(typeURL)
 	if nonce != "" {
@@ -258,15 +265,42 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 			t.metrics.ackSeconds.WithLabelValues(shortTypeName(typeURL)).Observe(t.now().Sub(answered.at).Seconds())
 		}
 	}
+	key := s.proxy.Key()
 	t.mu.Unlock()
 	if register != nil {
 		if err := t.groups.EnsureGroup(*register); err != nil {
 			t.unidentify(s)
-			t.log.Warn("refusing xDS client: its proxy group cannot be made", "node_id", node.GetId(), "group", register.Key(), "err", err)
-			return status.Errorf(codes.ResourceExhausted, "sluice: %v", err)
+			t.log.Warn("refusing xDS client: its proxy group cannot be made", "node_id", node.GetId(), "group", key, "err", err)
+			return "", status.Errorf(codes.ResourceExhausted, "sluice: %v", err)
 		}
 	}
-	return nil
+	return key, nil
+}
+
+// identify works out the identity of a stream's client from its first
+// request: the node's, checked against the client certificate, with the
+// locality of the registry instance at the client's address when the node
+// names none (withLocality). claimed is the identity the node itself
+// gives, which later nodes on the stream must keep.
+func (t *Tracker) identify(s *streamState, node *corev3.Node) (claimed, p translator.Proxy, localitySource string, err error) {
+	if n := proto.Size(node); n > MaxNodeBytes {
+		t.metrics.rejected.Inc()
+		t.log.Warn("refusing xDS client with an oversized node", "node_id", truncateDetail(node.GetId()), "bytes", n)
+		return claimed, p, "", status.Errorf(codes.InvalidArgument, "sluice: the node (identity and metadata) is %d bytes, more than %d", n, MaxNodeBytes)
+	}
+	claimed, err = translator.ProxyFromNode(node)
+	if err != nil {
+		t.metrics.rejected.Inc()
+		t.log.Warn("refusing xDS client with invalid node", "node_id", node.GetId(), "err", err)
+		return claimed, p, "", status.Errorf(codes.InvalidArgument, "sluice: %v", err)
+	}
+	if err := t.checkIdentity(s, claimed); err != nil {
+		t.metrics.rejected.Inc()
+		t.log.Warn("refusing xDS client: its certificate does not name the service it claims", "node_id", node.GetId(), "service", claimed.Service, "err", err)
+		return claimed, p, "", status.Errorf(codes.PermissionDenied, "sluice: %v", err)
+	}
+	p, localitySource = t.withLocality(claimed, s.peer)
+	return claimed, p, localitySource, nil
 }
 
 // unidentify undoes the identification of a stream whose group was
@@ -329,12 +363,12 @@ func (s *streamState) typeState(typeURL string) *typeState {
 }
 
 // requestSotw handles a state-of-the-world request (see request).
-func (t *Tracker) requestSotw(id int64, req *discoveryv3.DiscoveryRequest) error {
+func (t *Tracker) requestSotw(id int64, req *discoveryv3.DiscoveryRequest) (string, error) {
 	return t.request(id, false, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
 }
 
 // requestDelta handles a delta request (see request).
-func (t *Tracker) requestDelta(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+func (t *Tracker) requestDelta(id int64, req *discoveryv3.DeltaDiscoveryRequest) (string, error) {
 	return t.request(id, true, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
 }
 
@@ -360,15 +394,20 @@ func statusErr(st interface {
 
 // ProxyStatus is one connected stream as the admin API shows it.
 type ProxyStatus struct {
-	Stream    int64                `json:"stream"`
-	NodeID    string               `json:"node_id"`
-	Cluster   string               `json:"cluster,omitempty"`
-	UserAgent string               `json:"user_agent,omitempty"`
-	Group     string               `json:"group"`
-	Proxy     translator.Proxy     `json:"proxy"`
-	Delta     bool                 `json:"delta"`
-	Connected time.Time            `json:"connected"`
-	Types     map[string]typeState `json:"types"`
+	Stream    int64            `json:"stream"`
+	NodeID    string           `json:"node_id"`
+	Cluster   string           `json:"cluster,omitempty"`
+	UserAgent string           `json:"user_agent,omitempty"`
+	Group     string           `json:"group"`
+	Proxy     translator.Proxy `json:"proxy"`
+	// LocalitySource says where Proxy.Locality came from: "node"
+	// (node.locality) or "registry" (the instance at the client's
+	// address, looked up when the stream was identified); empty when
+	// the locality is unknown.
+	LocalitySource string               `json:"locality_source,omitempty"`
+	Delta          bool                 `json:"delta"`
+	Connected      time.Time            `json:"connected"`
+	Types          map[string]typeState `json:"types"`
 }
 
 // Proxies returns every identified stream, ordered by node id and stream.
@@ -383,7 +422,8 @@ func (t *Tracker) Proxies() []ProxyStatus {
 		ps := ProxyStatus{
 			Stream: s.id, NodeID: s.node.GetId(), Cluster: s.node.GetCluster(),
 			UserAgent: s.node.GetUserAgentName(), Group: s.proxy.Key(), Proxy: s.proxy,
-			Delta: s.delta, Connected: s.opened, Types: map[string]typeState{},
+			LocalitySource: s.localitySource,
+			Delta:          s.delta, Connected: s.opened, Types: map[string]typeState{},
 		}
 		for typ, ts := range s.types {
 			c := *ts

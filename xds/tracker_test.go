@@ -17,27 +17,18 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sluice-mesh/sluice/translator"
 )
 
-func TestNodeHash(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		node *corev3.Node
-		want string
-	}{
-		{"envoy sidecar", &corev3.Node{Id: "n1", Cluster: "web", UserAgentName: "envoy"}, "envoy/sidecar/web"},
-		{"gRPC client", &corev3.Node{Id: "g1", Cluster: "web", UserAgentName: "gRPC Go"}, "grpc"},
-		{"invalid metadata", &corev3.Node{Id: "bad", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"outbound_port": structpb.NewStringValue("abc"),
-		}}}, "invalid"},
-	} {
-		if got := (NodeHash{}).ID(tc.node); got != tc.want {
-			t.Errorf("%s: NodeHash.ID = %q, want %q", tc.name, got, tc.want)
-		}
+// nodeKey is the group key of a client whose node says all there is to
+// say (no registry locality): the proxy's Key.
+func nodeKey(node *corev3.Node) string {
+	p, err := translator.ProxyFromNode(node)
+	if err != nil {
+		panic(err)
 	}
+	return p.Key()
 }
 
 // groupRecorder records what a Tracker tells the loop.
@@ -73,10 +64,10 @@ func TestTrackerReleasesGroupWithLastStream(t *testing.T) {
 	ctx := context.Background()
 	tr.open(ctx, 1, false)
 	tr.open(ctx, 1, true)
-	if err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+	if _, err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.requestDelta(1, &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+	if _, err := tr.requestDelta(1, &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
 		t.Fatal(err)
 	}
 	tr.closed(1, false)
@@ -99,13 +90,13 @@ func TestTrackerBoundsNacks(t *testing.T) {
 	node := &corev3.Node{Id: "n", Cluster: "web", UserAgentName: "envoy"}
 	ctx := context.Background()
 	tr.open(ctx, 1, false)
-	if err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+	if _, err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
 		t.Fatal(err)
 	}
 	huge := strings.Repeat("é", 1<<19) // 1 MiB
 	nack := func(nonce string) {
 		t.Helper()
-		if err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResponseNonce: nonce,
+		if _, err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResponseNonce: nonce,
 			ErrorDetail: &status.Status{Code: 3, Message: huge}}); err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +154,7 @@ func TestTrackerRefusesWhenGroupsAreRefused(t *testing.T) {
 	tr := NewTracker(rec, slog.New(slog.DiscardHandler), nil, nil)
 	node := &corev3.Node{Id: "n", Cluster: "made-up-1", UserAgentName: "envoy"}
 	tr.open(context.Background(), 1, false)
-	err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType})
+	_, err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType})
 	if gs, _ := grpcstatus.FromError(err); gs.Code() != codes.ResourceExhausted || !strings.Contains(gs.Message(), "too many proxy groups") {
 		t.Fatalf("refused group: %v, want ResourceExhausted with the reason", err)
 	}
@@ -182,7 +173,7 @@ func TestTrackerBoundsPendingNonces(t *testing.T) {
 	node := &corev3.Node{Id: "n", Cluster: "web", UserAgentName: "envoy"}
 	ctx := context.Background()
 	tr.open(ctx, 1, false)
-	if err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+	if _, err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 10000 {
@@ -192,7 +183,7 @@ func TestTrackerBoundsPendingNonces(t *testing.T) {
 	if len(s.nonces) > maxPendingNonces || len(s.order) > 2*maxPendingNonces+1 {
 		t.Fatalf("10,000 unanswered responses left %d nonces and %d in order, want at most %d", len(s.nonces), len(s.order), maxPendingNonces)
 	}
-	if err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, VersionInfo: "9999", ResponseNonce: "n9999"}); err != nil {
+	if _, err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, VersionInfo: "9999", ResponseNonce: "n9999"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := tr.Proxies()[0].Types[resource.ClusterType].Acked; got != "9999" {

@@ -37,6 +37,8 @@ func (a *app) bootstrapCommand() *cobra.Command {
 	f.Uint32("inbound-port", 0, "port of the local application that Envoy's inbound listener fronts (127.0.0.1:PORT); a sidecar with one gets an inbound listener")
 	f.String("inbound-listener-address", "", "address of Envoy's inbound listener (default: 0.0.0.0)")
 	f.Uint32("inbound-listener-port", 0, "port of Envoy's inbound listener (default: 15006)")
+	f.String("region", "", "the region this Envoy runs in (node.locality.region); without --region and --zone, sluice takes the locality of the registry instance at Envoy's address when it connects")
+	f.String("zone", "", "the zone this Envoy runs in (node.locality.zone)")
 	f.Bool("delta", false, "use incremental (delta) ADS instead of state-of-the-world")
 	f.String("xds-ca", "", "reach sluice over TLS, verifying its certificate with this CA (PEM file path, read by Envoy)")
 	f.String("xds-cert", "", "client certificate (PEM file path) Envoy presents to sluice, for mutual TLS; needs --xds-ca")
@@ -92,6 +94,15 @@ func (a *app) bootstrap() error {
 			md[p.key] = strconv.FormatUint(n, 10)
 		}
 	}
+	region, zone := v.GetString("region"), v.GetString("zone")
+	for _, l := range []struct{ flag, value string }{{"region", region}, {"zone", zone}} {
+		if err := translator.CheckLocalityPart(l.value); err != nil {
+			if len(l.value) > translator.MaxLocalityBytes {
+				return &setting.Error{Field: "--" + l.flag, Reason: fmt.Sprintf("%v (it is %d)", err, len(l.value))}
+			}
+			return &setting.Error{Field: "--" + l.flag, Value: l.value, Reason: err.Error()}
+		}
+	}
 	adminPort := v.GetUint64("admin-port")
 	if adminPort > 65535 {
 		return &setting.Error{Field: "--admin-port", Value: adminPort, Reason: "must be a port (1-65535)"}
@@ -124,6 +135,7 @@ func (a *app) bootstrap() error {
 		NodeID: nodeID, Service: service, XDSAddrs: xdsAddrs,
 		AdminAddress: v.GetString("admin-address"), AdminPort: uint32(adminPort),
 		Delta: v.GetBool("delta"), Metadata: md, TLS: tlsOpts,
+		Region: region, Zone: zone,
 	})
 	if err != nil {
 		return err

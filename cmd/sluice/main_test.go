@@ -14,6 +14,9 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
+
+	"github.com/sluice-mesh/sluice/sources/setting"
+	"github.com/sluice-mesh/sluice/translator"
 )
 
 func run(t *testing.T, env map[string]string, args ...string) (string, string, error) {
@@ -121,6 +124,7 @@ func TestBootstrapIsValid(t *testing.T) {
 			"--outbound-address", "0.0.0.0", "--outbound-port", "8080", "--inbound-port", "9090", "--format", "json"},
 		{"--service", "web", "--node-id", "web-1", "--xds-addr", "sluice.mesh.svc:18000",
 			"--xds-ca", "/etc/sluice/ca.crt", "--xds-cert", "/etc/envoy/tls.crt", "--xds-key", "/etc/envoy/tls.key"},
+		{"--service", "web", "--node-id", "web-1", "--region", "eu-west-1", "--zone", "eu-west-1a"},
 	} {
 		out, _, err := run(t, nil, append([]string{"bootstrap"}, args...)...)
 		if err != nil {
@@ -145,6 +149,14 @@ func TestBootstrapIsValid(t *testing.T) {
 		if b.GetDynamicResources().GetAdsConfig() == nil || b.GetDynamicResources().GetCdsConfig().GetAds() == nil {
 			t.Errorf("%v: not ADS: %v", args, b.GetDynamicResources())
 		}
+		// What sluice makes of the node is what the flags said.
+		p, err := translator.ProxyFromNode(b.GetNode())
+		if err != nil {
+			t.Fatalf("%v: sluice refuses the node: %v", args, err)
+		}
+		if want := flagValue(args, "--zone"); p.Locality.Zone != want || p.Locality.Region != flagValue(args, "--region") {
+			t.Errorf("%v: locality %+v", args, p.Locality)
+		}
 	}
 	for _, bad := range [][]string{
 		{},
@@ -159,6 +171,30 @@ func TestBootstrapIsValid(t *testing.T) {
 			t.Errorf("bootstrap %v: no error", bad)
 		}
 	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--zone", "a\tb"}, `--zone: must not hold control characters, got "a\tb"`},
+		{[]string{"--region", "eu\xff"}, `--region: must be valid UTF-8, got "eu\xff"`},
+		{[]string{"--region", strings.Repeat("r", 129)}, `--region: must be at most 128 bytes (it is 129)`},
+	} {
+		_, _, err := run(t, nil, append([]string{"bootstrap", "--node-id", "n", "--service", "web"}, c.args...)...)
+		var se *setting.Error
+		if !errors.As(err, &se) || err.Error() != c.want {
+			t.Errorf("bootstrap %q: %v, want a setting error %q", c.args, err, c.want)
+		}
+	}
+}
+
+// flagValue returns the value that follows flag in args, "" without one.
+func flagValue(args []string, flag string) string {
+	for i, a := range args[:max(0, len(args)-1)] {
+		if a == flag {
+			return args[i+1]
+		}
+	}
+	return ""
 }
 
 // TestValidateExitCodes: validate prints file:line: field: message and
