@@ -332,21 +332,36 @@ type RouteMatch struct {
 	// Methods, when not empty, restricts the match to these upper-case HTTP
 	// methods (sorted).
 	Methods []string `json:"methods,omitempty"`
-	// Headers must all be present with exactly these values (sorted by
-	// name).
+	// Headers must all match (sorted by name).
 	Headers []HeaderMatch `json:"headers,omitempty"`
+	// QueryParams must all match (sorted by name); gRPC calls have none.
+	QueryParams []HeaderMatch `json:"queryParams,omitempty"`
 }
 
-// HeaderMatch requires a request header to have an exact value.
+// HeaderMatch requires a request header (or query parameter) to be
+// present (Present), to match the RE2 expression Regex as a whole, or else
+// to have exactly the value Exact.
 type HeaderMatch struct {
-	Name  string `json:"name"`
-	Exact string `json:"exact"`
+	Name    string `json:"name"`
+	Exact   string `json:"exact"`
+	Regex   string `json:"regex,omitempty"`
+	Present bool   `json:"present,omitempty"`
+}
+
+func (h HeaderMatch) String() string {
+	switch {
+	case h.Present:
+		return h.Name + " present"
+	case h.Regex != "":
+		return h.Name + "~" + h.Regex
+	}
+	return h.Name + "=" + h.Exact
 }
 
 // key is equal for two matches exactly when they select the same requests
 // (methods and headers are kept sorted).
 func (m RouteMatch) key() string {
-	return fmt.Sprintf("%q %q %q %q", m.PathPrefix, m.Path, m.Methods, m.Headers)
+	return fmt.Sprintf("%q %q %q %q %q", m.PathPrefix, m.Path, m.Methods, m.Headers, m.QueryParams)
 }
 
 func (m RouteMatch) String() string {
@@ -358,7 +373,10 @@ func (m RouteMatch) String() string {
 		s += " methods " + strings.Join(m.Methods, ",")
 	}
 	for _, h := range m.Headers {
-		s += " header " + h.Name + "=" + h.Exact
+		s += " header " + h.String()
+	}
+	for _, q := range m.QueryParams {
+		s += " query " + q.String()
 	}
 	return s
 }

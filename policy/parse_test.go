@@ -194,7 +194,7 @@ func TestParseNormalizes(t *testing.T) {
 	if *s.Retry.IdempotencyHeader != "x-idempotency-key" {
 		t.Errorf("idempotencyHeader = %q, want it lower-cased", *s.Retry.IdempotencyHeader)
 	}
-	want := RouteMatch{Path: "/a", Methods: []string{"GET", "POST"}, Headers: []HeaderMatch{{"x-a", "1"}, {"x-b", "2"}}}
+	want := RouteMatch{Path: "/a", Methods: []string{"GET", "POST"}, Headers: []HeaderMatch{{Name: "x-a", Exact: "1"}, {Name: "x-b", Exact: "2"}}}
 	if diff := cmp.Diff(want, s.Routes[0].Match); diff != "" {
 		t.Errorf("match not normalized (-want +got):\n%s", diff)
 	}

@@ -46,6 +46,13 @@ type Resolved struct {
 	// routes that do not set their own.
 	RateLimit RateLimit `json:"rateLimit"`
 	Tracing   Tracing   `json:"tracing"`
+	// Subsets are the service's subsets, by name; Split, Mirror and Fault
+	// its service-level release settings (what the catch-all route
+	// gets). Split is nil when requests go to every instance.
+	Subsets []Subset         `json:"subsets,omitempty"`
+	Split   []WeightedSubset `json:"split,omitempty"`
+	Mirror  *Mirror          `json:"mirror,omitempty"`
+	Fault   *Fault           `json:"fault,omitempty"`
 	// Routes are the per-route overrides, most specific first (see
 	// RouteVariants for the order).
 	Routes []ResolvedRoute `json:"routes,omitempty"`
@@ -71,6 +78,10 @@ type ResolvedRoute struct {
 	// service's shared one (Resolved.RateLimit).
 	RateLimit    RateLimit `json:"rateLimit"`
 	OwnRateLimit bool      `json:"ownRateLimit,omitempty"`
+	// Split, Mirror and Fault are the route's own, else the service's.
+	Split  []WeightedSubset `json:"split,omitempty"`
+	Mirror *Mirror          `json:"mirror,omitempty"`
+	Fault  *Fault           `json:"fault,omitempty"`
 	// Origin is "file:line" of the route (provenance only; Hash ignores it).
 	Origin string `json:"origin,omitempty"`
 }
@@ -329,6 +340,7 @@ func compareMatch(a, b RouteMatch) int {
 func cloneMatch(m RouteMatch) RouteMatch {
 	m.Methods = slices.Clone(m.Methods)
 	m.Headers = slices.Clone(m.Headers)
+	m.QueryParams = slices.Clone(m.QueryParams)
 	return m
 }
 

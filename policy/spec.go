@@ -79,6 +79,14 @@ type Spec struct {
 	// SamplingPercent is a ServicePolicy's spec.tracing.samplingPercent.
 	SamplingPercent *float64    `json:"samplingPercent,omitempty"`
 	Routes          []RouteSpec `json:"routes,omitempty"`
+	// Subsets is a ServicePolicy's spec.subsets, sorted by name.
+	Subsets []Subset `json:"subsets,omitempty"`
+	// Split is spec.split (or a route's split, or its subset as a split
+	// of one); Mirror and Fault are spec.mirror and spec.fault. A route's
+	// own replace the service's.
+	Split  []WeightedSubset `json:"split,omitempty"`
+	Mirror *Mirror          `json:"mirror,omitempty"`
+	Fault  *Fault           `json:"fault,omitempty"`
 	// Dependencies is spec.dependencies, complete (Origin is the
 	// document's location); it resolves as a whole, through
 	// Set.Dependencies, and is not part of Resolved.
@@ -126,4 +134,9 @@ type RouteSpec struct {
 	Timeout   *time.Duration `json:"timeout,omitempty"`
 	Retry     *RetrySpec     `json:"retry,omitempty"`
 	RateLimit *RateLimit     `json:"rateLimit,omitempty"`
+	// Split is the route's split, or its subset as a split of one
+	// (weight 100); Mirror and Fault its own.
+	Split  []WeightedSubset `json:"split,omitempty"`
+	Mirror *Mirror          `json:"mirror,omitempty"`
+	Fault  *Fault           `json:"fault,omitempty"`
 }

@@ -50,6 +50,10 @@ type RouteVariant struct {
 	Retry        Retry     `json:"retry"`
 	RateLimit    RateLimit `json:"rateLimit"`
 	OwnRateLimit bool      `json:"ownRateLimit,omitempty"`
+	// Split, Mirror and Fault are the route's (ResolvedRoute).
+	Split  []WeightedSubset `json:"split,omitempty"`
+	Mirror *Mirror          `json:"mirror,omitempty"`
+	Fault  *Fault           `json:"fault,omitempty"`
 }
 
 // DefaultRouteName names the catch-all route of a service.
@@ -84,6 +88,9 @@ func (r Resolved) RouteVariants() []RouteVariant {
 			TimeoutSet: r.TimeoutSet,
 			Retry:      r.Retry,
 			RateLimit:  r.RateLimit,
+			Split:      r.Split,
+			Mirror:     r.Mirror,
+			Fault:      r.Fault,
 		})
 	}
 	var out []RouteVariant
@@ -94,7 +101,7 @@ func (r Resolved) RouteVariants() []RouteVariant {
 }
 
 func matchesEverything(m RouteMatch) bool {
-	return m.PathPrefix == "/" && len(m.Methods) == 0 && len(m.Headers) == 0
+	return m.PathPrefix == "/" && len(m.Methods) == 0 && len(m.Headers) == 0 && len(m.QueryParams) == 0
 }
 
 func routeVariants(rr ResolvedRoute) []RouteVariant {
@@ -105,6 +112,7 @@ func routeVariants(rr ResolvedRoute) []RouteVariant {
 			Name: rr.Name + "/" + string(kind), Kind: kind, Route: rr.Name,
 			Match: m, Timeout: rr.Timeout, TimeoutSet: rr.TimeoutSet, Retry: cloneRetry(retry),
 			RateLimit: rr.RateLimit, OwnRateLimit: rr.OwnRateLimit,
+			Split: rr.Split, Mirror: rr.Mirror, Fault: rr.Fault,
 		}
 	}
 	restricted := len(rr.Match.Methods) > 0

@@ -165,7 +165,7 @@ func TestRouteVariantsCarrySettings(t *testing.T) {
 			if v.Timeout != 9e9 || v.RateLimit != (RateLimit{Enabled: true, RequestsPerSecond: 5, Burst: 10}) || !v.OwnRateLimit {
 				t.Errorf("%s: timeout %v, rate limit %+v own %v; want the route's", v.Name, v.Timeout, v.RateLimit, v.OwnRateLimit)
 			}
-			if diff := cmp.Diff([]HeaderMatch{{"x-tenant", "acme"}}, v.Match.Headers); diff != "" {
+			if diff := cmp.Diff([]HeaderMatch{{Name: "x-tenant", Exact: "acme"}}, v.Match.Headers); diff != "" {
 				t.Errorf("%s: headers (-want +got):\n%s", v.Name, diff)
 			}
 		case DefaultRouteName:
