@@ -4,6 +4,7 @@ import (
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -30,8 +31,15 @@ type RouteOptions struct {
 	// Name shows in Envoy's config dump and access logs.
 	Name  string
 	Match Match
-	// Cluster is where matching requests go.
+	// Cluster is where matching requests go, unless WeightedClusters is
+	// set.
 	Cluster string
+	// WeightedClusters, when set, splits requests between clusters by
+	// weight.
+	WeightedClusters []WeightedCluster
+	// Mirrors copy a share of requests to other clusters, discarding
+	// the answers (Envoy only).
+	Mirrors []Mirror
 	// Timeout is Envoy's route timeout: nil leaves Envoy's default (15s),
 	// 0 disables it.
 	Timeout *time.Duration
@@ -51,13 +59,27 @@ type RouteOptions struct {
 	RateLimitKey *HeaderValue
 }
 
+// WeightedCluster is one cluster's weight in a split.
+type WeightedCluster struct {
+	Name   string
+	Weight uint32
+}
+
+// Mirror sends a copy of Percent of the requests to Cluster.
+type Mirror struct {
+	Cluster string
+	Percent float64
+}
+
 // Match selects requests. Exactly one of Prefix and Path is set.
 type Match struct {
 	Prefix, Path string
 	// Methods, when set, restricts the match to these HTTP methods.
 	Methods []string
-	// Headers must be present with exactly these values.
-	Headers []HeaderValue
+	// Headers must all match.
+	Headers []ValueMatch
+	// Query parameters must all match.
+	Query []ValueMatch
 	// Present headers must be present with any value.
 	Present []string
 	// GRPC requires a content-type starting with application/grpc.
@@ -66,6 +88,21 @@ type Match struct {
 
 // HeaderValue is a header name with a value.
 type HeaderValue struct{ Name, Value string }
+
+// ValueMatch matches a header or query parameter: Present (any value),
+// Regex (an RE2 expression the whole value matches), or else the exact
+// value Exact.
+type ValueMatch struct {
+	Name, Exact, Regex string
+	Present            bool
+}
+
+func (v ValueMatch) stringMatcher() *matcherv3.StringMatcher {
+	if v.Regex != "" {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: v.Regex}}}
+	}
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v.Exact}}
+}
 
 // Retry is a route's retry policy.
 type Retry struct {
@@ -91,6 +128,21 @@ type Hash struct {
 // Route builds a route.
 func Route(o RouteOptions) *routev3.Route {
 	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: o.Cluster}}
+	if len(o.WeightedClusters) > 0 {
+		wc := &routev3.WeightedCluster{}
+		for _, c := range o.WeightedClusters {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: c.Name, Weight: wrapperspb.UInt32(c.Weight)})
+		}
+		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	for _, m := range o.Mirrors {
+		action.RequestMirrorPolicies = append(action.RequestMirrorPolicies, &routev3.RouteAction_RequestMirrorPolicy{
+			Cluster: m.Cluster,
+			RuntimeFraction: &corev3.RuntimeFractionalPercent{
+				DefaultValue: FractionalPercent(m.Percent),
+			},
+		})
+	}
 	if o.Timeout != nil {
 		action.Timeout = durationpb.New(*o.Timeout)
 	}
@@ -146,9 +198,23 @@ func RouteMatch(m Match) *routev3.RouteMatch {
 		}))
 	}
 	for _, h := range m.Headers {
-		rm.Headers = append(rm.Headers, stringHeader(h.Name, &matcherv3.StringMatcher{
-			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: h.Value},
-		}))
+		if h.Present {
+			rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{
+				Name:                 h.Name,
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true},
+			})
+			continue
+		}
+		rm.Headers = append(rm.Headers, stringHeader(h.Name, h.stringMatcher()))
+	}
+	for _, q := range m.Query {
+		qm := &routev3.QueryParameterMatcher{Name: q.Name}
+		if q.Present {
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true}
+		} else {
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_StringMatch{StringMatch: q.stringMatcher()}
+		}
+		rm.QueryParameters = append(rm.QueryParameters, qm)
 	}
 	for _, name := range m.Present {
 		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{

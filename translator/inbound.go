@@ -62,7 +62,7 @@ func (t *Translator) inbound(p Proxy, pol policy.Resolved, tracing *hcmv3.HttpCo
 		var noTimeout time.Duration // the caller's timeout applies
 		routes = append(routes, envoy.Route(envoy.RouteOptions{
 			Name:            rr.Name,
-			Match:           envoy.Match{Prefix: rr.Match.PathPrefix, Path: rr.Match.Path, Methods: rr.Match.Methods, Headers: headerValues(rr.Match.Headers)},
+			Match:           envoy.Match{Prefix: rr.Match.PathPrefix, Path: rr.Match.Path, Methods: rr.Match.Methods, Headers: valueMatches(rr.Match.Headers), Query: valueMatches(rr.Match.QueryParams)},
 			Cluster:         local,
 			Timeout:         &noTimeout,
 			PerFilterConfig: perFilter,

@@ -54,9 +54,9 @@ type Incremental struct {
 type ownMemo struct {
 	policySet *policy.Set
 	// tracing is the group's service's tracing under policySet.
-	tracing     policy.Tracing
-	outbound    *routev3.RouteConfiguration // the segment's
-	rateLimited bool
+	tracing  policy.Tracing
+	outbound *routev3.RouteConfiguration // the segment's
+	filters  outboundFilters
 	// collector is the catalog entry of a tracing collector that is a
 	// catalog service, by revision (or value, see serviceMemo.current).
 	collectorName string
@@ -184,17 +184,17 @@ func (m *Incremental) ownPart(seg *segment, pol *policy.Set) *ownMemo {
 			collector = s.services[i]
 		}
 	}
-	if o != nil && o.policySet == pol && o.outbound == seg.outbound && o.rateLimited == seg.rateLimited &&
+	if o != nil && o.policySet == pol && o.outbound == seg.outbound && o.filters == seg.filters &&
 		o.collectorName == collector.Name && m.sameCollector(o, collector) {
 		return o
 	}
 	o = &ownMemo{
-		policySet: pol, tracing: tr, outbound: seg.outbound, rateLimited: seg.rateLimited,
+		policySet: pol, tracing: tr, outbound: seg.outbound, filters: seg.filters,
 		collectorName: collector.Name, collector: collector, lineage: s.catalog.Lineage,
 		added: &Result{Resources: map[resource.Type][]types.Resource{}},
 	}
 	in := Input{Catalog: s.catalog, Policy: pol, Proxy: m.proxy}
-	s.t.envoyListeners(o.added, in, s.services, m.deps, seg.outbound, seg.rateLimited)
+	s.t.envoyListeners(o.added, in, s.services, m.deps, seg.outbound, seg.filters)
 	for _, rs := range o.added.Resources {
 		sortByName(rs)
 	}

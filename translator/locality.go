@@ -17,10 +17,16 @@ func localizes(lp *policy.Locality, caller Locality) bool {
 	return lp != nil && caller.Known()
 }
 
-// localEndpoints is svc's load assignment for a caller in caller under lp
-// (see localizes).
-func localEndpoints(svc sources.CatalogService, lp *policy.Locality, caller Locality) *endpointv3.ClusterLoadAssignment {
-	return envoy.LoadAssignment(ClusterName(svc.Name), localized(localities(svc.Endpoints), lp, caller))
+// localEndpoints is svc's load assignment, and its subsets', for a caller
+// in caller under pol's locality policy (see localizes).
+func localEndpoints(svc sources.CatalogService, pol policy.Resolved, caller Locality) (*endpointv3.ClusterLoadAssignment, []*endpointv3.ClusterLoadAssignment) {
+	lp := pol.Locality
+	main := envoy.LoadAssignment(ClusterName(svc.Name), localized(localities(svc.Endpoints), lp, caller))
+	subsets := make([]*endpointv3.ClusterLoadAssignment, 0, len(pol.Subsets))
+	for _, ss := range pol.Subsets {
+		subsets = append(subsets, envoy.LoadAssignment(SubsetClusterName(svc.Name, ss.Name), localized(localities(subsetOf(svc.Endpoints, ss)), lp, caller)))
+	}
+	return main, subsets
 }
 
 // localized returns locs (the localities of a service, in order) with the

@@ -12,9 +12,11 @@ import (
 )
 
 // envoyRoutes maps the service's route variants one to one onto Envoy
-// routes, in order, each with its timeout and retry policy, the service's
-// trace sampling, and its part in the rate limits (gateways).
-func envoyRoutes(cluster string, pol policy.Resolved, v serviceView, limits rateLimits) []*routev3.Route {
+// routes, in order, each with its target (the service, a subset or a
+// split; see routeTarget), mirror and faults, its timeout and retry
+// policy, the service's trace sampling, and its part in the rate limits
+// (gateways). empty are the service's subsets without instances.
+func envoyRoutes(pol policy.Resolved, v serviceView, limits rateLimits, empty []string) []*routev3.Route {
 	hash := hashPolicies(pol.LoadBalancer, v.kind)
 	var sampling *float64
 	if pol.Tracing.Enabled {
@@ -24,18 +26,27 @@ func envoyRoutes(cluster string, pol policy.Resolved, v serviceView, limits rate
 	out := make([]*routev3.Route, 0, len(variants))
 	for _, rv := range variants {
 		timeout := rv.Timeout
+		cluster, weighted := routeTarget(pol.Service, rv.Split, empty)
 		o := envoy.RouteOptions{
-			Name:            rv.Name,
-			Match:           variantMatch(rv),
-			Cluster:         cluster,
-			Timeout:         &timeout,
-			Retry:           envoyRetry(rv.Retry),
-			Hash:            hash,
-			TracingSampling: sampling,
-			RateLimitKey:    limits.routeKeys[rv.Route],
+			Name:             rv.Name,
+			Match:            variantMatch(rv),
+			Cluster:          cluster,
+			WeightedClusters: weighted,
+			Mirrors:          routeMirrors(pol.Service, rv.Mirror, empty),
+			Timeout:          &timeout,
+			Retry:            envoyRetry(rv.Retry),
+			Hash:             hash,
+			TracingSampling:  sampling,
+			RateLimitKey:     limits.routeKeys[rv.Route],
 		}
 		if limits.optOut[rv.Route] {
 			o.PerFilterConfig = map[string]*anypb.Any{envoy.LocalRateLimitName: envoy.DisabledFilter()}
+		}
+		if fc := faultConfig(rv.Fault); fc != nil {
+			if o.PerFilterConfig == nil {
+				o.PerFilterConfig = map[string]*anypb.Any{}
+			}
+			o.PerFilterConfig[envoy.FaultFilterName] = fc
 		}
 		out = append(out, envoy.Route(o))
 	}
@@ -48,7 +59,8 @@ func variantMatch(rv policy.RouteVariant) envoy.Match {
 		Path:    rv.Match.Path,
 		Methods: rv.Match.Methods,
 		GRPC:    rv.GRPC,
-		Headers: headerValues(rv.Match.Headers),
+		Headers: valueMatches(rv.Match.Headers),
+		Query:   valueMatches(rv.Match.QueryParams),
 	}
 	if rv.RequireHeader != "" {
 		m.Present = []string{rv.RequireHeader}
@@ -56,10 +68,10 @@ func variantMatch(rv policy.RouteVariant) envoy.Match {
 	return m
 }
 
-func headerValues(hs []policy.HeaderMatch) []envoy.HeaderValue {
-	var out []envoy.HeaderValue
+func valueMatches(hs []policy.HeaderMatch) []envoy.ValueMatch {
+	var out []envoy.ValueMatch
 	for _, h := range hs {
-		out = append(out, envoy.HeaderValue{Name: h.Name, Value: h.Exact})
+		out = append(out, envoy.ValueMatch{Name: h.Name, Exact: h.Exact, Regex: h.Regex, Present: h.Present})
 	}
 	return out
 }
@@ -105,12 +117,13 @@ func hashPolicies(lb policy.LoadBalancer, kind ProxyKind) []envoy.Hash {
 }
 
 // grpcRoutes is what a proxyless gRPC client gets: one route per policy
-// route that a gRPC call can match (calls are always POST, and gRPC's
-// route matching sees neither :method nor the idempotency rules), carrying
-// the route's gRPC variant: retries only on gRPC status codes, and the
-// timeout as max_stream_duration (gRPC ignores the route timeout and
-// per_try_timeout).
-func grpcRoutes(cluster string, pol policy.Resolved) []*routev3.Route {
+// route that a gRPC call can match (calls are always POST and have no
+// query parameters, and gRPC's route matching sees neither :method nor
+// the idempotency rules), carrying the route's gRPC variant: retries only
+// on gRPC status codes, the timeout as max_stream_duration (gRPC ignores
+// the route timeout and per_try_timeout), its target and its faults (no
+// mirror: gRPC has none).
+func grpcRoutes(pol policy.Resolved, empty []string) []*routev3.Route {
 	hash := hashPolicies(pol.LoadBalancer, KindGRPC)
 	var out []*routev3.Route
 	done := map[string]bool{}
@@ -121,22 +134,28 @@ func grpcRoutes(cluster string, pol policy.Resolved) []*routev3.Route {
 		// A route's gRPC variant comes first; a route without one either
 		// does not retry (a single no-retry variant) or does not admit
 		// POST, and then no gRPC call can match it.
-		if rv.Kind != policy.VariantGRPC && (rv.Kind != policy.VariantNoRetry || !admitsPOST(rv.Match.Methods)) {
+		if rv.Kind != policy.VariantGRPC && (rv.Kind != policy.VariantNoRetry || !admitsPOST(rv.Match.Methods)) || len(rv.Match.QueryParams) > 0 {
 			continue
 		}
 		done[rv.Route] = true
-		out = append(out, envoy.Route(envoy.RouteOptions{
+		cluster, weighted := routeTarget(pol.Service, rv.Split, empty)
+		o := envoy.RouteOptions{
 			Name: rv.Route,
 			Match: envoy.Match{
 				Prefix:  rv.Match.PathPrefix,
 				Path:    rv.Match.Path,
-				Headers: headerValues(rv.Match.Headers),
+				Headers: valueMatches(rv.Match.Headers),
 			},
 			Cluster:           cluster,
+			WeightedClusters:  weighted,
 			MaxStreamDuration: grpcDeadline(rv),
 			Retry:             grpcRetry(rv.Retry),
 			Hash:              hash,
-		}))
+		}
+		if fc := faultConfig(rv.Fault); fc != nil {
+			o.PerFilterConfig = map[string]*anypb.Any{envoy.FaultFilterName: fc}
+		}
+		out = append(out, envoy.Route(o))
 	}
 	return out
 }

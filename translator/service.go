@@ -8,6 +8,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/sluice-mesh/sluice/envoy"
 	"github.com/sluice-mesh/sluice/policy"
@@ -29,10 +30,15 @@ type serviceView struct {
 type serviceResources struct {
 	cluster   *clusterv3.Cluster
 	endpoints *endpointv3.ClusterLoadAssignment
+	// subsetClusters and subsetEndpoints are the clusters and load
+	// assignments of its subsets, in subset order.
+	subsetClusters  []*clusterv3.Cluster
+	subsetEndpoints []*endpointv3.ClusterLoadAssignment
 	// vhost is the service's virtual host on Envoy's outbound route
-	// configuration; rateLimited when it enforces rate limits (gateways).
-	vhost       *routev3.VirtualHost
-	rateLimited bool
+	// configuration; filters are the HTTP filters its routes need in
+	// that connection manager.
+	vhost   *routev3.VirtualHost
+	filters outboundFilters
 	// routes and listeners are a proxyless gRPC client's route
 	// configuration and API listeners for the service.
 	routes    *routev3.RouteConfiguration
@@ -69,6 +75,12 @@ func invalidResources(res serviceResources) []string {
 	}
 	check("cluster", res.cluster.GetName(), res.cluster)
 	check("load assignment", res.endpoints.GetClusterName(), res.endpoints)
+	for _, c := range res.subsetClusters {
+		check("cluster", c.GetName(), c)
+	}
+	for _, e := range res.subsetEndpoints {
+		check("load assignment", e.GetClusterName(), e)
+	}
 	if res.vhost != nil {
 		check("virtual host", res.vhost.GetName(), res.vhost)
 	}
@@ -100,8 +112,9 @@ func origins(pol policy.Resolved) string {
 // service translates one service. It reads nothing but its arguments and
 // the translator's options.
 func (t *Translator) service(svc sources.CatalogService, pol policy.Resolved, v serviceView) serviceResources {
-	out := t.serviceConfig(svc.Name, domains(svc), pol, v)
+	out := t.serviceConfig(svc.Name, domains(svc), pol, v, emptySubsets(svc, pol.Subsets))
 	out.endpoints = serviceEndpoints(svc)
+	out.subsetEndpoints = subsetEndpoints(svc, pol.Subsets)
 	return out
 }
 
@@ -111,21 +124,34 @@ func serviceEndpoints(svc sources.CatalogService) *endpointv3.ClusterLoadAssignm
 	return envoy.LoadAssignment(ClusterName(svc.Name), localities(svc.Endpoints))
 }
 
-// serviceConfig is every resource of a service but its load assignment,
-// from its name and domains (see domains).
-func (t *Translator) serviceConfig(svcName string, doms []string, pol policy.Resolved, v serviceView) serviceResources {
+// serviceConfig is every resource of a service but its load assignments,
+// from its name and domains (see domains), and the subsets that have no
+// instances (empty; routes send nothing to them).
+func (t *Translator) serviceConfig(svcName string, doms []string, pol policy.Resolved, v serviceView, empty []string) serviceResources {
 	name := ClusterName(svcName)
+	cp := clusterPolicy(pol, v.kind)
 	out := serviceResources{
-		cluster: envoy.ServiceCluster(name, t.ConnectTimeout, clusterPolicy(pol, v.kind)),
+		cluster: envoy.ServiceCluster(name, t.ConnectTimeout, cp),
 	}
+	// A subset's cluster balances like the service's (its own outlier
+	// detection and circuit breakers: a canary's failures count against
+	// the canary).
+	for _, ss := range pol.Subsets {
+		out.subsetClusters = append(out.subsetClusters, envoy.ServiceCluster(SubsetClusterName(svcName, ss.Name), t.ConnectTimeout, cp))
+	}
+	faults := hasFaults(pol)
 	if v.kind == KindGRPC {
 		// One API listener per name a client may dial: xds:///name and
 		// xds:///name:port. gRPC picks the virtual host by that name, so
 		// the shared route configuration lists them all as domains.
-		vh := envoy.VirtualHostRoutes(svcName, doms, grpcRoutes(name, pol), nil)
+		vh := envoy.VirtualHostRoutes(svcName, doms, grpcRoutes(pol, empty), nil)
 		out.routes = envoy.RouteConfiguration(svcName, []*routev3.VirtualHost{vh})
+		hcm := envoy.HCMOptions{StatPrefix: svcName, RouteConfig: svcName}
+		if faults {
+			hcm.Filters = []*hcmv3.HttpFilter{envoy.FaultFilter()}
+		}
 		for _, d := range doms {
-			out.listeners = append(out.listeners, envoy.APIListener(d, envoy.HTTPConnectionManager(svcName, svcName)))
+			out.listeners = append(out.listeners, envoy.APIListener(d, envoy.HCM(hcm)))
 		}
 		return out
 	}
@@ -135,8 +161,30 @@ func (t *Translator) serviceConfig(svcName string, doms []string, pol policy.Res
 	if v.gateway {
 		limits = gatewayRateLimits(pol)
 	}
-	out.vhost = envoy.VirtualHostRoutes(svcName, doms, envoyRoutes(name, pol, v, limits), limits.vhost)
-	out.rateLimited = limits.vhost != nil
+	out.vhost = envoy.VirtualHostRoutes(svcName, doms, envoyRoutes(pol, v, limits, empty), limits.vhost)
+	out.filters = outboundFilters{rateLimit: limits.vhost != nil, fault: faults}
+	return out
+}
+
+// outboundFilters are the HTTP filters an Envoy's outbound connection
+// manager runs for the services it routes to: the local rate limit when a
+// gateway enforces limits, the fault filter when a route injects faults.
+type outboundFilters struct{ rateLimit, fault bool }
+
+func (f outboundFilters) or(g outboundFilters) outboundFilters {
+	return outboundFilters{rateLimit: f.rateLimit || g.rateLimit, fault: f.fault || g.fault}
+}
+
+// list is the filters in the order they run, before the router: a
+// request refused by a rate limit gets no injected fault.
+func (f outboundFilters) list() []*hcmv3.HttpFilter {
+	var out []*hcmv3.HttpFilter
+	if f.rateLimit {
+		out = append(out, envoy.LocalRateLimitFilter())
+	}
+	if f.fault {
+		out = append(out, envoy.FaultFilter())
+	}
 	return out
 }
 

@@ -69,6 +69,13 @@ type serviceMemo struct {
 	// diags, when not nil, says why res is invalid: the service is left
 	// out of its segments.
 	diags []sources.Diagnostic
+	// warnings are about the service's subsets without instances (see
+	// subsetWarnings); they do not leave it out.
+	warnings []sources.Diagnostic
+	// subsets are the service's subsets, and empty those of them with no
+	// instance (the routes were built for them).
+	subsets []policy.Subset
+	empty   []string
 	// locality is the service's locality policy (nil: off), and local its
 	// load assignments for callers of known localities, built as groups
 	// ask for them.
@@ -100,11 +107,11 @@ type segment struct {
 	// with their services'), for comparing a rebuilt list with the last.
 	raw     [numLists][]types.Resource
 	listRev [numLists]uint64
-	// vhosts, rateLimited and outbound are an Envoy's outbound route
+	// vhosts, filters and outbound are an Envoy's outbound route
 	// configuration and what it is built from.
-	vhosts      []*routev3.VirtualHost
-	rateLimited bool
-	outbound    *routev3.RouteConfiguration
+	vhosts   []*routev3.VirtualHost
+	filters  outboundFilters
+	outbound *routev3.RouteConfiguration
 	// diags are the members' diagnostics, in member order.
 	diags []sources.Diagnostic
 	// localized says a member has a locality policy: callers of known
@@ -116,10 +123,11 @@ type segment struct {
 	pass, used uint64
 }
 
-// localAssignment is a service's load assignment for callers of one
-// locality, built at its memo's revision rev.
+// localAssignment is a service's load assignment, and its subsets', for
+// callers of one locality, built at its memo's revision rev.
 type localAssignment struct {
 	cla       *endpointv3.ClusterLoadAssignment
+	subsets   []*endpointv3.ClusterLoadAssignment
 	rev, used uint64
 }
 
@@ -233,22 +241,31 @@ func (s *Shared) service(vm *viewMemo, v serviceView, svc *sources.CatalogServic
 	if policyOK && endpointsOK {
 		return sm
 	}
-	doms := domains(*svc)
-	if !policyOK || !slices.Equal(doms, sm.domains) {
+	if !policyOK {
 		if resolved.Service == "" {
 			resolved = s.pol.Resolve(svc.Name)
 		}
-		if !policyOK {
-			sm.policySet, sm.policyHash = s.pol, resolved.Hash()
-			sm.locality = resolved.Locality
+		sm.policySet, sm.policyHash = s.pol, resolved.Hash()
+		sm.locality, sm.subsets = resolved.Locality, resolved.Subsets
+	}
+	// The routes depend on the endpoints through the domains (ports) and
+	// the subsets that have no instances.
+	doms, empty := domains(*svc), emptySubsets(*svc, sm.subsets)
+	if !policyOK || !slices.Equal(doms, sm.domains) || !slices.Equal(empty, sm.empty) {
+		if resolved.Service == "" {
+			resolved = s.pol.Resolve(svc.Name)
 		}
-		endpoints := sm.res.endpoints
-		sm.res = s.t.serviceConfig(svc.Name, doms, resolved, v)
-		sm.res.endpoints = endpoints
-		sm.domains = doms
+		endpoints, subsetEndpoints := sm.res.endpoints, sm.res.subsetEndpoints
+		sm.res = s.t.serviceConfig(svc.Name, doms, resolved, v, empty)
+		sm.res.endpoints, sm.res.subsetEndpoints = endpoints, subsetEndpoints
+		sm.domains, sm.empty = doms, empty
+		sm.warnings = subsetWarnings(svc.Name, empty, resolved)
 	}
 	if !endpointsOK {
 		sm.res.endpoints = serviceEndpoints(*svc)
+	}
+	if !endpointsOK || !policyOK {
+		sm.res.subsetEndpoints = subsetEndpoints(*svc, sm.subsets)
 	}
 	sm.lineage, sm.catalogRev, sm.endpoints = s.catalog.Lineage, svc.Revision, svc.Endpoints
 	sm.built = true
@@ -334,15 +351,21 @@ func (s *Shared) segment(v serviceView, key string, deps policy.Dependencies) *s
 	var raw [numLists][]types.Resource
 	var vhosts []*routev3.VirtualHost
 	var diags []sources.Diagnostic
-	rateLimited, localized := false, false
+	var filters outboundFilters
+	localized := false
 	for _, sm := range members {
 		if sm.diags != nil {
 			diags = append(diags, sm.diags...)
 			continue
 		}
+		diags = append(diags, sm.warnings...)
 		localized = localized || sm.locality != nil
 		raw[listClusters] = append(raw[listClusters], sm.res.cluster)
 		raw[listEndpoints] = append(raw[listEndpoints], sm.res.endpoints)
+		for i, c := range sm.res.subsetClusters {
+			raw[listClusters] = append(raw[listClusters], c)
+			raw[listEndpoints] = append(raw[listEndpoints], sm.res.subsetEndpoints[i])
+		}
 		if sm.res.routes != nil {
 			raw[listRoutes] = append(raw[listRoutes], sm.res.routes)
 		}
@@ -352,7 +375,7 @@ func (s *Shared) segment(v serviceView, key string, deps policy.Dependencies) *s
 		if sm.res.vhost != nil {
 			vhosts = append(vhosts, sm.res.vhost)
 		}
-		rateLimited = rateLimited || sm.res.rateLimited
+		filters = filters.or(sm.res.filters)
 	}
 	for k := range raw {
 		if seg.listRev[k] != 0 && samePointers(raw[k], seg.raw[k]) {
@@ -372,7 +395,7 @@ func (s *Shared) segment(v serviceView, key string, deps policy.Dependencies) *s
 		seg.vhosts = vhosts
 		seg.outbound = envoy.RouteConfiguration(OutboundRouteName, vhosts)
 	}
-	seg.rateLimited = rateLimited
+	seg.filters = filters
 	seg.localized = localized
 	seg.diags = diags
 	seg.members = members
@@ -413,32 +436,38 @@ func (s *Shared) endpoints(seg *segment, caller Locality) ([]types.Resource, uin
 		return ll.list, ll.rev
 	}
 	ll.pass = s.pass
-	pick := func(sm *serviceMemo) types.Resource {
-		if sm.locality != nil {
-			return s.localAssignment(sm, caller)
+	// each visits the list's load assignments in member order.
+	each := func(visit func(types.Resource)) {
+		for _, sm := range seg.members {
+			switch {
+			case sm.diags != nil:
+			case sm.locality != nil:
+				la := s.localAssignment(sm, caller)
+				visit(la.cla)
+				for _, e := range la.subsets {
+					visit(e)
+				}
+			default:
+				visit(sm.res.endpoints)
+				for _, e := range sm.res.subsetEndpoints {
+					visit(e)
+				}
+			}
 		}
-		return sm.res.endpoints
 	}
 	// Most passes change none of the list: compare before allocating.
 	same, n := ll.rev != 0, 0
-	for _, sm := range seg.members {
-		if sm.diags != nil {
-			continue
-		}
-		if x := pick(sm); same && (n >= len(ll.raw) || ll.raw[n] != x) {
+	each(func(x types.Resource) {
+		if same && (n >= len(ll.raw) || ll.raw[n] != x) {
 			same = false
 		}
 		n++
-	}
+	})
 	if same && n == len(ll.raw) {
 		return ll.list, ll.rev
 	}
 	raw := make([]types.Resource, 0, n)
-	for _, sm := range seg.members {
-		if sm.diags == nil {
-			raw = append(raw, pick(sm))
-		}
-	}
+	each(func(x types.Resource) { raw = append(raw, x) })
 	ll.raw, ll.list = raw, raw
 	if !isSortedByName(raw) {
 		ll.list = slices.Clone(raw)
@@ -448,9 +477,9 @@ func (s *Shared) endpoints(seg *segment, caller Locality) ([]types.Resource, uin
 	return ll.list, ll.rev
 }
 
-// localAssignment returns sm's load assignment for callers in caller,
+// localAssignment returns sm's load assignments for callers in caller,
 // built once per revision of the memo.
-func (s *Shared) localAssignment(sm *serviceMemo, caller Locality) *endpointv3.ClusterLoadAssignment {
+func (s *Shared) localAssignment(sm *serviceMemo, caller Locality) *localAssignment {
 	la := sm.local[caller]
 	if la == nil || la.rev != sm.rev {
 		if sm.local == nil {
@@ -458,10 +487,13 @@ func (s *Shared) localAssignment(sm *serviceMemo, caller Locality) *endpointv3.C
 		}
 		name := sm.res.endpoints.GetClusterName()
 		la = &localAssignment{rev: sm.rev, cla: envoy.LoadAssignment(name, localized(localities(sm.endpoints), sm.locality, caller))}
+		for _, ss := range sm.subsets {
+			la.subsets = append(la.subsets, envoy.LoadAssignment(SubsetClusterName(name, ss.Name), localized(localities(subsetOf(sm.endpoints, ss)), sm.locality, caller)))
+		}
 		sm.local[caller] = la
 	}
 	la.used = s.epoch
-	return la.cla
+	return la
 }
 
 // same reports whether members are the segment's members at the revisions

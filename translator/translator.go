@@ -16,7 +16,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -102,7 +101,7 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 	view := viewOf(in.Proxy)
 	deps := Dependencies(in.Proxy, in.Policy)
 	var vhosts []*routev3.VirtualHost
-	rateLimited := false
+	var filters outboundFilters
 	for _, svc := range services {
 		if !deps.Includes(svc.Name) {
 			continue
@@ -110,19 +109,24 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 		resolved := in.Policy.Resolve(svc.Name)
 		sr := t.service(svc, resolved, view)
 		if localizes(resolved.Locality, in.Proxy.Locality) {
-			sr.endpoints = localEndpoints(svc, resolved.Locality, in.Proxy.Locality)
+			sr.endpoints, sr.subsetEndpoints = localEndpoints(svc, resolved, in.Proxy.Locality)
 		}
 		sr, diags := checkService(svc.Name, sr, resolved)
-		res.Diagnostics = append(res.Diagnostics, diags...)
 		if sr.cluster == nil {
+			res.Diagnostics = append(res.Diagnostics, diags...)
 			continue
 		}
+		res.Diagnostics = append(res.Diagnostics, subsetWarnings(svc.Name, emptySubsets(svc, resolved.Subsets), resolved)...)
 		res.add(resource.ClusterType, sr.cluster)
 		res.add(resource.EndpointType, sr.endpoints)
+		for i := range sr.subsetClusters {
+			res.add(resource.ClusterType, sr.subsetClusters[i])
+			res.add(resource.EndpointType, sr.subsetEndpoints[i])
+		}
 		if sr.vhost != nil {
 			vhosts = append(vhosts, sr.vhost)
 		}
-		rateLimited = rateLimited || sr.rateLimited
+		filters = filters.or(sr.filters)
 		if sr.routes != nil {
 			res.add(resource.RouteType, sr.routes)
 		}
@@ -132,7 +136,7 @@ func (t *Translator) Translate(in Input) (*Result, error) {
 	}
 	if in.Proxy.Kind != KindGRPC {
 		own := &Result{Resources: map[resource.Type][]types.Resource{}}
-		t.envoyListeners(own, in, services, deps, envoy.RouteConfiguration(OutboundRouteName, vhosts), rateLimited)
+		t.envoyListeners(own, in, services, deps, envoy.RouteConfiguration(OutboundRouteName, vhosts), filters)
 		for typ, rs := range own.Resources {
 			res.Resources[typ] = append(res.Resources[typ], rs...)
 		}
@@ -195,7 +199,7 @@ func Dependencies(p Proxy, pol *policy.Set) policy.Dependencies {
 // application, and the tracing collector's cluster when tracing is on —
 // with the collector's load assignment when the collector is a service the
 // proxy does not otherwise depend on.
-func (t *Translator) envoyListeners(res *Result, in Input, services []sources.CatalogService, deps policy.Dependencies, outbound *routev3.RouteConfiguration, rateLimited bool) {
+func (t *Translator) envoyListeners(res *Result, in Input, services []sources.CatalogService, deps policy.Dependencies, outbound *routev3.RouteConfiguration, filters outboundFilters) {
 	own := in.Policy.Resolve(in.Proxy.Service)
 	tracing, collector := t.tracing(services, in.Proxy, own)
 	defer res.checkOwn(own, outbound)
@@ -222,10 +226,7 @@ func (t *Translator) envoyListeners(res *Result, in Input, services []sources.Ca
 	if in.Proxy.OutboundPort != 0 {
 		port = in.Proxy.OutboundPort
 	}
-	hcm := envoy.HCMOptions{StatPrefix: OutboundListenerName, RouteConfig: OutboundRouteName, Tracing: tracing}
-	if rateLimited {
-		hcm.Filters = []*hcmv3.HttpFilter{envoy.LocalRateLimitFilter()}
-	}
+	hcm := envoy.HCMOptions{StatPrefix: OutboundListenerName, RouteConfig: OutboundRouteName, Tracing: tracing, Filters: filters.list()}
 	res.add(resource.RouteType, outbound)
 	res.add(resource.ListenerType, envoy.HTTPListener(OutboundListenerName, addr, port, envoy.HCM(hcm)))
 	if in.Proxy.Role == RoleSidecar && in.Proxy.Service != "" && in.Proxy.InboundPort != 0 {
