@@ -235,4 +235,3 @@ func dialXDSIn(t *testing.T, xdsAddr, target, region, zone string) testgrpc.Test
 	t.Cleanup(func() { _ = conn.Close() })
 	return testgrpc.NewTestServiceClient(conn)
 }
-

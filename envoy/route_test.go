@@ -5,7 +5,9 @@ import (
 	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sluice-mesh/sluice/envoy"
 )
@@ -21,8 +23,11 @@ func TestRouteMatch(t *testing.T) {
 			`{"path":"/login","headers":[{"name":":method","stringMatch":{"exact":"POST"}}]}`},
 		{"methods as an alternation", envoy.Match{Prefix: "/a", Methods: []string{"GET", "PUT"}},
 			`{"prefix":"/a","headers":[{"name":":method","stringMatch":{"safeRegex":{"regex":"GET|PUT"}}}]}`},
-		{"grpc, headers, present", envoy.Match{Prefix: "/", GRPC: true, Headers: []envoy.HeaderValue{{Name: "x-tenant", Value: "acme"}}, Present: []string{"x-key"}},
+		{"grpc, headers, present", envoy.Match{Prefix: "/", GRPC: true, Headers: []envoy.ValueMatch{{Name: "x-tenant", Exact: "acme"}}, Present: []string{"x-key"}},
 			`{"prefix":"/","headers":[{"name":"content-type","stringMatch":{"prefix":"application/grpc"}},{"name":"x-tenant","stringMatch":{"exact":"acme"}},{"name":"x-key","presentMatch":true}]}`},
+		{"header and query forms", envoy.Match{Prefix: "/", Headers: []envoy.ValueMatch{{Name: "x-user", Regex: "^(a|b)$"}, {Name: "x-debug", Present: true}, {Name: "x-empty"}},
+			Query: []envoy.ValueMatch{{Name: "beta", Exact: "1"}, {Name: "trace", Present: true}, {Name: "id", Regex: "[0-9]+"}}},
+			`{"prefix":"/","headers":[{"name":"x-user","stringMatch":{"safeRegex":{"regex":"^(a|b)$"}}},{"name":"x-debug","presentMatch":true},{"name":"x-empty","stringMatch":{"exact":""}}],"queryParameters":[{"name":"beta","stringMatch":{"exact":"1"}},{"name":"trace","presentMatch":true},{"name":"id","stringMatch":{"safeRegex":{"regex":"[0-9]+"}}}]}`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -93,4 +98,45 @@ func TestFractionalPercent(t *testing.T) {
 			t.Errorf("FractionalPercent(%v) = %d millionths, want %d", c.in, fp.GetNumerator(), c.want)
 		}
 	}
+}
+
+// TestRouteReleaseForms: a split, a mirror and a route's fault config, as
+// Envoy and gRPC read them.
+func TestRouteReleaseForms(t *testing.T) {
+	r := envoy.Route(envoy.RouteOptions{
+		Name:             "canary",
+		Match:            envoy.Match{Prefix: "/"},
+		WeightedClusters: []envoy.WeightedCluster{{Name: "web|v1", Weight: 90}, {Name: "web|v2", Weight: 10}},
+		Mirrors:          []envoy.Mirror{{Cluster: "web|v2", Percent: 5}},
+		PerFilterConfig: map[string]*anypb.Any{envoy.FaultFilterName: envoy.FaultConfig(envoy.Fault{
+			DelayPercent: 10, Delay: 2 * time.Second, AbortPercent: 2.5, GRPCStatus: 14,
+		})},
+	})
+	validate(t, r)
+	a := r.GetRoute()
+	wc := a.GetWeightedClusters().GetClusters()
+	if len(wc) != 2 || wc[0].GetName() != "web|v1" || wc[0].GetWeight().GetValue() != 90 || wc[1].GetWeight().GetValue() != 10 || a.GetCluster() != "" {
+		t.Errorf("weighted clusters %v (cluster %q)", wc, a.GetCluster())
+	}
+	m := a.GetRequestMirrorPolicies()
+	if len(m) != 1 || m[0].GetCluster() != "web|v2" || m[0].GetRuntimeFraction().GetDefaultValue().GetNumerator() != 50000 {
+		t.Errorf("mirror policies %v, want web|v2 at 50000 per million", m)
+	}
+	var f faultv3.HTTPFault
+	if err := r.GetTypedPerFilterConfig()[envoy.FaultFilterName].UnmarshalTo(&f); err != nil {
+		t.Fatal(err)
+	}
+	validate(t, &f)
+	if f.GetDelay().GetFixedDelay().AsDuration() != 2*time.Second || f.GetDelay().GetPercentage().GetNumerator() != 100000 ||
+		f.GetAbort().GetGrpcStatus() != 14 || f.GetAbort().GetPercentage().GetNumerator() != 25000 {
+		t.Errorf("fault config %v", &f)
+	}
+	var http faultv3.HTTPFault
+	if err := envoy.FaultConfig(envoy.Fault{AbortPercent: 5, HTTPStatus: 503}).UnmarshalTo(&http); err != nil {
+		t.Fatal(err)
+	}
+	if http.GetDelay() != nil || http.GetAbort().GetHttpStatus() != 503 {
+		t.Errorf("abort-only fault config %v", &http)
+	}
+	validate(t, envoy.FaultFilter())
 }

@@ -41,9 +41,11 @@ type Locality struct {
 	Distribute []DistributeRule `json:"distribute,omitempty"`
 }
 
-// FailoverRule sends the traffic of callers in region From to region To
-// once the caller's region has no healthy instance left. Several entries
-// with one From are tried in the order written.
+// FailoverRule ranks region To after the caller's own region for callers
+// in region From: its instances are the next EDS priority, which takes
+// traffic as the caller's region's instances fail (Envoy: gradually, by
+// their healthy share; gRPC: once none can take calls). Several entries
+// with one From are ranked in the order written.
 type FailoverRule struct {
 	From string `json:"from"`
 	To   string `json:"to"`
@@ -51,8 +53,8 @@ type FailoverRule struct {
 
 // DistributeRule splits the traffic of callers matching From over the
 // localities matching the patterns of To, by weight (percent, summing to
-// 100). Localities no pattern matches take traffic only when those the
-// patterns match have no healthy instance.
+// 100). Localities no pattern matches are the next EDS priority: a
+// fallback as the named ones fail.
 type DistributeRule struct {
 	From LocalityPattern  `json:"from"`
 	To   []LocalityWeight `json:"to"`
@@ -117,9 +119,12 @@ func (l *Locality) Rule(region, zone string) *DistributeRule {
 	return best
 }
 
-// Warnings about locality settings: failing over needs something that
-// tells the client an instance is unhealthy beyond what the registry
-// says, or traffic only moves when the registry notices.
+// LocalityWarnings are warnings about locality settings that cannot move
+// traffic off a failed locality: without outlier detection or health
+// checks, clients only learn that instances are down from the registry;
+// with outlier detection alone, at most maxEjectionPercent of a service's
+// instances are ejected, so a failed zone that holds more of them keeps
+// part of its traffic.
 func (s *Set) LocalityWarnings() []sources.Diagnostic {
 	if s == nil {
 		return nil
@@ -127,10 +132,16 @@ func (s *Set) LocalityWarnings() []sources.Diagnostic {
 	var out []sources.Diagnostic
 	warn := warner(&out)
 	check := func(d *Document, field string, r Resolved) {
-		if d.Spec.Locality == nil || r.Locality == nil || r.OutlierDetection.Enabled || r.HealthCheck != nil {
+		if d.Spec.Locality == nil || r.Locality == nil {
 			return
 		}
-		warn(d, field, "locality mode %s without outlierDetection or healthCheck: clients only learn that instances are down from the registry, so traffic stays on failing instances of the preferred locality until the registry marks them", r.Locality.Mode)
+		od := r.OutlierDetection
+		switch {
+		case !od.Enabled && r.HealthCheck == nil:
+			warn(d, field, "locality mode %s without outlierDetection or healthCheck: clients only learn that instances are down from the registry, so traffic stays on failing instances of the preferred locality until the registry marks them", r.Locality.Mode)
+		case od.Enabled && od.MaxEjectionPercent < minFailoverEjectionPercent:
+			warn(d, field, "locality mode %s with outlierDetection.maxEjectionPercent %d: at most %d%% of the instances are ejected, so a failed zone holding more of them keeps part of its traffic; set maxEjectionPercent to %d or more (proxyless gRPC clients do not run healthCheck)", r.Locality.Mode, od.MaxEjectionPercent, od.MaxEjectionPercent, minFailoverEjectionPercent)
+		}
 	}
 	if s.mesh != nil {
 		check(s.mesh, "spec.defaults.locality", s.Resolve(""))
@@ -142,8 +153,32 @@ func (s *Set) LocalityWarnings() []sources.Diagnostic {
 	return out
 }
 
-// maxLocalityName bounds a region or zone name.
-const maxLocalityName = 128
+// minFailoverEjectionPercent is the smallest maxEjectionPercent
+// LocalityWarnings accepts next to a locality mode: half the instances,
+// the share of a zone in a service spread over two.
+const minFailoverEjectionPercent = 50
+
+// UsesLocality reports whether any policy of the set has a locality mode
+// other than off: only then do clients of different localities get
+// different configuration.
+func (s *Set) UsesLocality() bool {
+	if s == nil {
+		return false
+	}
+	for i := range s.docs {
+		if l := s.docs[i].Spec.Locality; l != nil && l.Mode != LocalityOff {
+			return true
+		}
+	}
+	return false
+}
+
+// maxLocalityName bounds a region or zone name, maxFailoverRules the
+// failover entries of a policy.
+const (
+	maxLocalityName  = 128
+	maxFailoverRules = 32
+)
 
 // validLocalityName reports whether s can be a region or zone name: what
 // registries hold, without the characters patterns use.
@@ -206,6 +241,11 @@ func (p *parser) locality(n *yaml.Node, path string) *Locality {
 func (p *parser) localityFailover(n *yaml.Node, path string) ([]FailoverRule, bool) {
 	items, ok := p.Seq(n, path)
 	if !ok {
+		return nil, false
+	}
+	if len(items) > maxFailoverRules {
+		// Each rule can add an EDS priority; Envoy allows 128.
+		p.Errorf(p.Deref(n).Line, path, "has %d entries, more than %d", len(items), maxFailoverRules)
 		return nil, false
 	}
 	var out []FailoverRule

@@ -393,6 +393,7 @@ func TestParseErrors(t *testing.T) {
 		{"locality failover beside distribute", svc("  locality:", "    mode: distribute", "    failover: [{from: r1, to: r2}]"), []wantDiag{{"p.yaml:7", "spec.locality.failover", "applies to mode failover only, not distribute"}}},
 		{"locality distribute beside failover", svc("  locality:", "    mode: failover", "    distribute: [{from: '*', to: {r1: 100}}]"), []wantDiag{{"p.yaml:7", "spec.locality.distribute", "applies to mode distribute only, not failover"}}},
 		{"locality distribute without entries", svc("  locality: {mode: distribute}"), []wantDiag{{"p.yaml:5", "spec.locality.distribute", "needs at least one entry"}}},
+		{"locality too many failover rules", svc("  locality:", "    mode: failover", "    failover: ["+strings.Repeat("{from: r1, to: r2}, ", 33)+"]"), []wantDiag{{"p.yaml:7", "spec.locality.failover", "has 33 entries, more than 32"}}},
 		{"locality failover to itself", svc("  locality:", "    mode: failover", "    failover:", "      - {from: r1, to: r1}"), []wantDiag{{"p.yaml:8", "spec.locality.failover[0]", `fails region "r1" over to itself`}}},
 		{"locality failover twice", svc("  locality:", "    mode: failover", "    failover:", "      - {from: r1, to: r2}", "      - {from: r1, to: r2}"), []wantDiag{{"p.yaml:9", "spec.locality.failover[1]", "repeats spec.locality.failover[0]"}}},
 		{"locality failover without to", svc("  locality:", "    mode: failover", "    failover:", "      - {from: r1}"), []wantDiag{{"p.yaml:8", "spec.locality.failover[0].to", "required field is missing"}}},

@@ -161,11 +161,17 @@ func TestWarnings(t *testing.T) {
 	set = mustLoad(t,
 		"mesh.yaml", mesh("  defaults:", "    locality: {mode: failover}"),
 		"svc.yaml", svc("  locality: {mode: failover}")+"---\n"+svcNamed("api", "  locality: {mode: failover}", "  outlierDetection: {}")+
-			"---\n"+svcNamed("db", "  locality: {mode: failover}", "  healthCheck: {tcp: {}}"))
-	checkDiags(t, set.Warnings([]string{"web", "api", "db"}), []wantDiag{
+			"---\n"+svcNamed("db", "  locality: {mode: failover}", "  healthCheck: {tcp: {}}")+
+			"---\n"+svcNamed("cache", "  locality: {mode: failover}", "  outlierDetection: {maxEjectionPercent: 100}"))
+	checkDiags(t, set.Warnings([]string{"web", "api", "db", "cache"}), []wantDiag{
 		{"mesh.yaml:6", "spec.defaults.locality", "locality mode failover without outlierDetection or healthCheck"},
 		{"svc.yaml:5", "spec.locality", "locality mode failover without outlierDetection or healthCheck"},
+		// The default maxEjectionPercent (10) cannot empty a zone.
+		{"svc.yaml:11", "spec.locality", "locality mode failover with outlierDetection.maxEjectionPercent 10: at most 10% of the instances are ejected"},
 	}, sources.SeverityWarning)
+	if !set.UsesLocality() || mustLoad(t, "svc.yaml", svc("  locality: {mode: 'off'}")).UsesLocality() {
+		t.Error("UsesLocality: want true for a set with failover, false for one with mode off only")
+	}
 
 	var nilSet *Set
 	if w := nilSet.Warnings(nil); w != nil {

@@ -37,6 +37,7 @@ func (l *Loop) apply(ev sources.Event) bool {
 	st.LastUpdate = l.cfg.Now()
 	m.sourceUpdated(ev.Source, ev.State.Diagnostics)
 	l.dirty = true
+	l.localities = nil // indexed again when next asked (locality.go)
 	return true
 }
 

@@ -15,24 +15,39 @@ import (
 // locality disagrees with one that has one), or when their locality is
 // empty.
 //
-// It is asked once per new xDS stream. The catalog is indexed by address
-// on the first lookup after each merge, so a lookup costs a map access,
-// and a catalog change costs one pass over its instances, whether or not
-// clients connect. Before every source has synced there is no catalog
-// yet; the sources that have reported are then merged for the lookup
-// alone (a pass per lookup, for the few moments after a start), so that
-// clients reconnecting to a restarted sluice are not all left without a
-// locality until they reconnect again.
+// It is asked once per new xDS stream, and again now and then for
+// streams placed by the registry or not at all (the tracker's Relocate).
+// The instances are indexed by address on the first lookup after a source
+// changes, so a lookup costs a map access and a change one pass over the
+// instances, whether or not clients connect. Before every source has
+// synced there is no catalog yet; the index is then built from the
+// sources that have reported, so that clients reconnecting to a restarted
+// sluice are placed too.
 func (l *Loop) LocalityAt(addr netip.Addr, service string) (translator.Locality, bool) {
 	addr = addr.Unmap()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.localities == nil {
+		l.localities = l.indexLocalities()
+	}
+	return l.localities.at(addr, service)
+}
+
+// LocalityAware reports whether the current policy set makes clients of
+// different localities get different configuration: only then do their
+// localities belong in their group keys.
+func (l *Loop) LocalityAware() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.policy.UsesLocality()
+}
+
+// indexLocalities indexes the merged catalog, or before the first sync the
+// states of the sources that have reported. Called with l.mu held.
+func (l *Loop) indexLocalities() localityIndex {
 	if l.synced() {
 		l.mergeCatalog()
-		if l.localities == nil {
-			l.localities = indexLocalities(l.catalog)
-		}
-		return l.localities.at(addr, service)
+		return indexLocalities(l.catalog)
 	}
 	states := map[string]sources.State{}
 	for name, s := range l.sources {
@@ -40,10 +55,7 @@ func (l *Loop) LocalityAt(addr netip.Addr, service string) (translator.Locality,
 			states[name] = *s.state
 		}
 	}
-	if len(states) == 0 {
-		return translator.Locality{}, false
-	}
-	return indexLocalities(sources.Merge(states)).at(addr, service)
+	return indexLocalities(sources.Merge(states))
 }
 
 // localityIndex holds the localities of a catalog's instances by IP
@@ -93,6 +105,11 @@ func (ix localityIndex) at(addr netip.Addr, service string) (translator.Locality
 		if c.locality != loc {
 			return translator.Locality{}, false
 		}
+	}
+	// A registry's locality becomes part of a group key, as node.locality
+	// does: the same limits apply.
+	if translator.CheckLocalityPart(loc.Region) != nil || translator.CheckLocalityPart(loc.Zone) != nil {
+		return translator.Locality{}, false
 	}
 	return loc, loc.Known()
 }

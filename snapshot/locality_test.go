@@ -2,8 +2,11 @@ package snapshot
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
+	"github.com/sluice-mesh/sluice/policy"
+	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
 )
@@ -69,4 +72,43 @@ func TestLoopLocalityAt(t *testing.T) {
 	)})
 	check("after a change", ip("10.0.0.1"), "web", translator.Locality{Region: "us", Zone: "us-1"})
 	check("loopback in the registry", ip("127.0.0.1"), "web", translator.Locality{Region: "dev", Zone: "laptop"})
+
+	// A registry's locality is held to node.locality's limits: it becomes
+	// part of a group key.
+	l.apply(sources.Event{Source: "a", State: state("a",
+		sources.Service{Name: "web", Instances: []sources.Instance{inst("10.0.0.1", "eu", strings.Repeat("z", 4096)), inst("10.0.0.7", "eu\x1b[2J", "eu-1")}},
+	)})
+	check("an oversized zone", ip("10.0.0.1"), "web", translator.Locality{})
+	check("a control character", ip("10.0.0.7"), "web", translator.Locality{})
+}
+
+// TestLoopLocalityAware: only a policy set with a locality mode makes
+// localities part of group keys.
+func TestLoopLocalityAware(t *testing.T) {
+	l := NewLoop(Config{Sources: []string{"a"}})
+	if l.LocalityAware() {
+		t.Error("aware without a policy set")
+	}
+	set, diags := policy.Load([]policy.File{{Name: "p.yaml", Data: []byte("apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: web}\nspec:\n  locality: {mode: failover}\n  outlierDetection: {maxEjectionPercent: 100}\n")}})
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	l.applyPolicy(watch.Update{Set: set})
+	if !l.LocalityAware() {
+		t.Error("not aware under a failover policy")
+	}
+}
+
+// BenchmarkLoopLocalityAtBeforeSync: lookups before every source synced
+// share one index until a source changes.
+//
+//	go test -run '^$' -bench LocalityAtBeforeSync ./snapshot/
+func BenchmarkLoopLocalityAtBeforeSync(b *testing.B) {
+	l := NewLoop(Config{Sources: []string{"etcd", "consul"}}) // consul never reports
+	st := meshState(1000, 10)
+	l.apply(sources.Event{Source: "etcd", State: &st})
+	addr := netip.MustParseAddr("10.0.1.1")
+	for b.Loop() {
+		l.LocalityAt(addr, "svc-0001")
+	}
 }

@@ -61,7 +61,9 @@ func failoverPriorities(locs []envoy.Locality, rules []policy.FailoverRule, call
 	rank := func(l envoy.Locality) uint32 {
 		sameRegion := caller.Region != "" && l.Region == caller.Region
 		switch {
-		case caller.Zone != "" && l.Zone == caller.Zone && (caller.Region == "" || sameRegion):
+		// A zone without a region (on either side) is taken at its word:
+		// registries often record the zone alone.
+		case caller.Zone != "" && l.Zone == caller.Zone && (caller.Region == "" || l.Region == "" || sameRegion):
 			return 0
 		case sameRegion:
 			return 1

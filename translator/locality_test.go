@@ -2,6 +2,7 @@ package translator
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -22,8 +23,10 @@ func locs(specs ...string) []envoy.Locality {
 		if strings.HasSuffix(count, "-") {
 			health, count = corev3.HealthStatus_UNHEALTHY, strings.TrimSuffix(count, "-")
 		}
-		var n int
-		fmt.Sscan(count, &n)
+		n, err := strconv.Atoi(count)
+		if err != nil {
+			panic(fmt.Sprintf("locs(%q): %v", s, err))
+		}
 		l := envoy.Locality{Region: region, Zone: zone}
 		for i := range n {
 			l.Endpoints = append(l.Endpoints, envoy.Endpoint{Address: fmt.Sprintf("10.0.0.%d", i), Port: 80, Health: health, Weight: 1})
@@ -65,6 +68,7 @@ func TestFailoverPriorities(t *testing.T) {
 		{"zone only", three, rules, Locality{"", "b"}, "r1/a=1 r1/b=0 r2/c=1 r3/d=1 /=1"},
 		{"region only", three, rules, Locality{"r1", ""}, "r1/a=0 r1/b=0 r2/c=2 r3/d=1 /=3"},
 		{"a zone name in another region is not the caller's zone", locs("r1/a:1", "r2/a:1"), nil, Locality{"r1", "a"}, "r1/a=0 r2/a=1"},
+		{"instances with a zone and no region", locs("/a:2", "/b:2"), nil, Locality{"r1", "a"}, "/a=0 /b=1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := localized(tc.locs, &policy.Locality{Mode: policy.LocalityFailover, Failover: tc.rules}, tc.caller)

@@ -98,7 +98,9 @@ func (p Proxy) Key() string {
 	var b strings.Builder
 	b.WriteString(string(p.Kind))
 	b.WriteString("/" + p.Role)
-	b.WriteString("/" + p.Service)
+	// Escaped: node.cluster is the client's to choose, and must not be
+	// able to spell another group's key.
+	b.WriteString("/" + url.PathEscape(p.Service))
 	if p.OutboundAddress != "" || p.OutboundPort != 0 {
 		fmt.Fprintf(&b, "/out=%s:%d", p.OutboundAddress, p.OutboundPort)
 	}

@@ -148,6 +148,10 @@ func TestProxyKey(t *testing.T) {
 		{translator.Proxy{Kind: translator.KindGRPC, Locality: translator.Locality{Region: "a", Zone: "b/c"}}, "grpc/loc=a/b%2Fc"},
 		{translator.Proxy{Kind: translator.KindGRPC, Locality: translator.Locality{Region: "a/", Zone: ""}}, "grpc/loc=a%2F/"},
 		{translator.Proxy{Kind: translator.KindGRPC, Locality: translator.Locality{Region: "a", Zone: "/"}}, "grpc/loc=a/%2F"},
+		// node.cluster cannot spell another group's key.
+		{translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web/loc=r1/a"}, "envoy/sidecar/web%2Floc=r1%2Fa"},
+		{translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web", Locality: translator.Locality{Region: "r1", Zone: "a"}}, "envoy/sidecar/web/loc=r1/a"},
+		{translator.Proxy{Kind: translator.KindEnvoy, Role: translator.RoleSidecar, Service: "web/in=80"}, "envoy/sidecar/web%2Fin=80"},
 	}
 	seen := map[string]bool{}
 	for _, tt := range tests {

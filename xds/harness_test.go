@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
@@ -60,6 +61,21 @@ type harness struct {
 // loopback port, and a client connection to it; everything stops at cleanup.
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t, harnessOptions{})
+}
+
+// harnessOptions change what newHarnessWith starts.
+type harnessOptions struct {
+	// policies, when set, feeds the loop policy updates (the first must
+	// come before the loop builds anything).
+	policies chan watch.Update
+	// relocateInterval is the server's RelocateInterval.
+	relocateInterval time.Duration
+}
+
+// newHarnessWith is newHarness with options.
+func newHarnessWith(t *testing.T, o harnessOptions) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.DiscardHandler)
 	if testing.Verbose() && os.Getenv("SLUICE_TEST_LOG") != "" {
@@ -76,6 +92,7 @@ func newHarness(t *testing.T) *harness {
 		HoldOff:    10 * time.Millisecond,
 		Log:        log,
 		Metrics:    snapshot.NewMetrics(reg),
+		Policies:   o.policies,
 	})
 	srv := xds.NewServer(ctx, xds.Config{
 		Cache:        snapshots,
@@ -83,6 +100,8 @@ func newHarness(t *testing.T) *harness {
 		Log:          log,
 		Metrics:      xds.NewMetrics(reg),
 		DrainTimeout: time.Second,
+
+		RelocateInterval: o.relocateInterval,
 	})
 
 	events := make(chan sources.Event)

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -178,5 +179,59 @@ func TestStreamServesTheRegistryLocalityGroup(t *testing.T) {
 	}
 	if got := tr.Proxies()[0].Types[resource.ClusterType].Acked; got != "eu-a" {
 		t.Errorf("the ACK was recorded as %q, want eu-a", got)
+	}
+}
+
+// awareRegistrar is a locRegistrar that says whether localities matter.
+type awareRegistrar struct {
+	locRegistrar
+	aware bool
+}
+
+func (r *awareRegistrar) LocalityAware() bool { return r.aware }
+
+// TestTrackerRelocateLimit: Relocate ends only streams whose group would
+// differ now, at most limit of them per call, each once, with
+// UNAVAILABLE.
+func TestTrackerRelocateLimit(t *testing.T) {
+	rec := &awareRegistrar{locRegistrar: locRegistrar{at: atEuA}}
+	tr := NewTracker(rec, slog.New(slog.DiscardHandler), nil, nil)
+	causes := map[int64]*error{}
+	open := func(id int64, node *corev3.Node) {
+		ctx, cancel := context.WithCancelCause(fromPeer(context.Background(), "10.0.0.1"))
+		var cause error
+		causes[id] = &cause
+		tr.openCancelable(ctx, id, false, func(err error) { cause = err; cancel(err) })
+		if _, err := tr.requestSotw(id, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := range int64(3) {
+		open(id+1, withLocality(&corev3.Node{Id: fmt.Sprint("zoned-", id), Cluster: "web", UserAgentName: "envoy"}, "us", "us-b"))
+	}
+	// A client of no locality, at an address the registry cannot place,
+	// is in the same group either way.
+	ctx := fromPeer(context.Background(), "10.0.0.9")
+	tr.openCancelable(ctx, 4, false, func(error) { t.Error("the unplaceable stream was ended") })
+	if _, err := tr.requestSotw(4, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "nowhere", Cluster: "web", UserAgentName: "envoy"}, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	if n := tr.Relocate(10); n != 0 {
+		t.Fatalf("nothing changed, yet Relocate ended %d streams", n)
+	}
+	rec.aware = true // a locality policy arrives
+	if n := tr.Relocate(2); n != 2 {
+		t.Errorf("Relocate(2) ended %d streams, want 2", n)
+	}
+	if n := tr.Relocate(2); n != 1 {
+		t.Errorf("the next Relocate(2) ended %d streams, want the last 1", n)
+	}
+	if n := tr.Relocate(2); n != 0 {
+		t.Errorf("a third Relocate ended %d streams, want none (each once)", n)
+	}
+	for id, cause := range causes {
+		if grpcstatus.Code(*cause) != codes.Unavailable {
+			t.Errorf("stream %d ended with %v, want UNAVAILABLE", id, *cause)
+		}
 	}
 }

@@ -14,6 +14,7 @@ type Metrics struct {
 	acks       *prometheus.CounterVec
 	nacks      *prometheus.CounterVec
 	ackSeconds *prometheus.HistogramVec
+	relocated  prometheus.Counter
 }
 
 // NewMetrics creates the server's metrics and registers them with reg (nil
@@ -40,9 +41,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from sending an xDS response to the client's ACK, by resource type.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"type"}),
+		relocated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_xds_relocated_streams_total", Help: "Streams ended so that their clients reconnect to another config group (their locality changed, or localities started or stopped mattering).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connected, m.rejected, m.pushes, m.acks, m.nacks, m.ackSeconds)
+		reg.MustRegister(m.connected, m.rejected, m.pushes, m.acks, m.nacks, m.ackSeconds, m.relocated)
 	}
 	return m
 }

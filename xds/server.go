@@ -59,7 +59,20 @@ type Config struct {
 	// connection (Envoy and gRPC open one or two); 0 means
 	// DefaultMaxStreamsPerConnection.
 	MaxStreamsPerConnection uint32
+	// RelocateInterval is how often streams whose clients now belong to
+	// another group are ended (Tracker.Relocate), at most RelocateLimit
+	// at a time; 0 means the defaults. Only with a Groups registrar that
+	// knows localities (LocalityResolver or LocalityPolicy).
+	RelocateInterval time.Duration
+	RelocateLimit    int
 }
+
+// Defaults of Config.RelocateInterval and RelocateLimit: a whole mesh of
+// 10,000 clients moves in under four minutes, 50 reconnections a second.
+const (
+	DefaultRelocateInterval = 5 * time.Second
+	DefaultRelocateLimit    = 250
+)
 
 // Server is the ADS server: it serves the Cache's snapshots over state of
 // the world and delta streams (stream.go), and records what each client
@@ -129,7 +142,33 @@ func NewServer(ctx context.Context, cfg Config) *Server {
 	gs := grpc.NewServer(opts...)
 	s := &Server{cfg: cfg, Cache: snapshots, Tracker: tracker, grpc: gs, ctx: ctx}
 	s.register(gs)
+	_, resolves := cfg.Groups.(LocalityResolver)
+	_, decides := cfg.Groups.(LocalityPolicy)
+	if resolves || decides {
+		go s.relocate(ctx)
+	}
 	return s
+}
+
+// relocate calls Tracker.Relocate every RelocateInterval until ctx ends.
+func (s *Server) relocate(ctx context.Context) {
+	every, limit := s.cfg.RelocateInterval, s.cfg.RelocateLimit
+	if every <= 0 {
+		every = DefaultRelocateInterval
+	}
+	if limit <= 0 {
+		limit = DefaultRelocateLimit
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.Tracker.Relocate(limit)
+		}
+	}
 }
 
 // Serve serves on lis until ctx ends, then stops gracefully: open streams get

@@ -44,10 +44,12 @@ var errStopping = status.Error(codes.Unavailable, "sluice: the xDS server is sto
 
 // adsStream is what the SotW and delta handlers share.
 type adsStream struct {
-	srv   *Server
-	ctx   context.Context
-	id    int64
-	delta bool
+	srv *Server
+	ctx context.Context
+	// cancel ends the stream with its cause (Tracker.Relocate).
+	cancel context.CancelCauseFunc
+	id     int64
+	delta  bool
 	// typeURL is the one type of a non-aggregated stream; "" for ADS.
 	typeURL string
 	sess    session
@@ -57,8 +59,9 @@ type adsStream struct {
 }
 
 func (s *Server) newStream(ctx context.Context, delta bool, typeURL string) *adsStream {
+	ctx, cancel := context.WithCancelCause(ctx)
 	return &adsStream{
-		srv: s, ctx: ctx, id: s.streams.Add(1), delta: delta, typeURL: typeURL,
+		srv: s, ctx: ctx, cancel: cancel, id: s.streams.Add(1), delta: delta, typeURL: typeURL,
 		sess: session{delta: delta}, wake: newWaker(),
 	}
 }
@@ -82,7 +85,8 @@ func recvLoop[Req any](ctx context.Context, recv func() (*Req, error), out chan<
 
 // run serves a stream: handle takes a request, push a wake-up.
 func run[Req any](st *adsStream, recv func() (*Req, error), handle func(*Req) error, push func() error) error {
-	st.srv.Tracker.open(st.ctx, st.id, st.delta)
+	st.srv.Tracker.openCancelable(st.ctx, st.id, st.delta, st.cancel)
+	defer st.cancel(nil)
 	defer func() {
 		if st.key != "" {
 			st.srv.Cache.detach(st.key, st.wake)
@@ -97,7 +101,8 @@ func run[Req any](st *adsStream, recv func() (*Req, error), handle func(*Req) er
 		case <-st.srv.ctx.Done():
 			return errStopping
 		case <-st.ctx.Done():
-			return st.ctx.Err()
+			// The client's cancellation, or the tracker's status.
+			return context.Cause(st.ctx)
 		case err := <-errc:
 			if errors.Is(err, io.EOF) {
 				return nil

@@ -76,6 +76,10 @@ type streamState struct {
 	claimed, proxy translator.Proxy
 	localitySource string
 	identified     bool
+	// cancel ends the stream (Relocate), nil for streams not served by
+	// the server's handlers; relocating says it was called.
+	cancel     context.CancelCauseFunc
+	relocating bool
 	// certIDs are the identities of the client's certificate (its URI
 	// and DNS SANs), nil without one.
 	certIDs *certIdentity
@@ -166,10 +170,15 @@ func NewTracker(groups GroupRegistrar, log *slog.Logger, m *Metrics, tracer trac
 }
 
 func (t *Tracker) open(ctx context.Context, id int64, delta bool) {
+	t.openCancelable(ctx, id, delta, nil)
+}
+
+// openCancelable opens a stream that cancel ends (see Relocate).
+func (t *Tracker) openCancelable(ctx context.Context, id int64, delta bool, cancel context.CancelCauseFunc) {
 	ids, addr := peerIdentity(ctx), peerAddr(ctx)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[streamKey{delta, id}] = &streamState{id: id, delta: delta, opened: t.now(), peer: addr, certIDs: ids, types: map[string]*typeState{}, nonces: map[string]sent{}}
+	t.streams[streamKey{delta, id}] = &streamState{id: id, delta: delta, opened: t.now(), peer: addr, certIDs: ids, cancel: cancel, types: map[string]*typeState{}, nonces: map[string]sent{}}
 }
 
 func (t *Tracker) closed(id int64, delta bool) {
@@ -299,7 +308,7 @@ func (t *Tracker) identify(s *streamState, node *corev3.Node) (claimed, p transl
 		t.log.Warn("refusing xDS client: its certificate does not name the service it claims", "node_id", node.GetId(), "service", claimed.Service, "err", err)
 		return claimed, p, "", status.Errorf(codes.PermissionDenied, "sluice: %v", err)
 	}
-	p, localitySource = t.withLocality(claimed, s.peer)
+	p, localitySource = t.withLocality(claimed, s.peer, t.localityAware())
 	return claimed, p, localitySource, nil
 }
 
