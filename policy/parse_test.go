@@ -114,6 +114,51 @@ func TestParseFullExample(t *testing.T) {
 	}
 }
 
+// TestParseReleaseExample keeps the example with every release field valid
+// and checks what each level resolves to.
+func TestParseReleaseExample(t *testing.T) {
+	set := mustLoad(t, "release.yaml", string(readTestdata(t, "release.yaml")))
+	if w := set.Warnings([]string{"checkout"}); len(w) != 0 {
+		t.Errorf("Warnings() = %v", w)
+	}
+	r := set.Resolve("checkout")
+	svcSplit := []WeightedSubset{{"v1", 90}, {"v2", 10}}
+	svcMirror := &Mirror{Subset: "v2", Percent: 5}
+	svcFault := &Fault{Delay: &FaultDelay{Percent: 10, Duration: 2 * time.Second}, Abort: &FaultAbort{Percent: 5, HTTPStatus: 503}}
+	var routes []string
+	for _, rr := range r.Routes {
+		routes = append(routes, rr.Name)
+	}
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"subsets", r.Subsets, []Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: "v2", Labels: map[string]string{"version": "v2", "track": "canary"}}}},
+		{"service", []any{r.Split, r.Mirror, r.Fault}, []any{svcSplit, svcMirror, svcFault}},
+		{"routes", routes, []string{"mesh.routes[0]", "routes[1]", "routes[0]"}},
+		{"healthz inherits", []any{r.Routes[0].Split, r.Routes[0].Mirror, r.Routes[0].Fault}, []any{svcSplit, svcMirror, svcFault}},
+		{"healthz match", r.Routes[0].Match.Headers, []HeaderMatch{{Name: "x-probe", Present: true}}},
+		{"cart", []any{r.Routes[1].Split, r.Routes[1].Mirror, r.Routes[1].Fault}, []any{
+			[]WeightedSubset{{"v1", 50}, {"v2", 50}}, &Mirror{Subset: "v1", Percent: 0.5}, &Fault{Abort: &FaultAbort{Percent: 1, GRPCStatus: 14}},
+		}},
+		{"cart match", r.Routes[1].Match.QueryParams, []HeaderMatch{{Name: "beta", Present: true}}},
+		{"canary", []any{r.Routes[2].Split, r.Routes[2].Mirror, r.Routes[2].Fault}, []any{[]WeightedSubset{{"v2", 100}}, svcMirror, svcFault}},
+		{"canary match", r.Routes[2].Match, RouteMatch{
+			PathPrefix: "/",
+			Headers: []HeaderMatch{
+				{Name: "x-canary", Exact: "true"}, {Name: "x-debug", Present: true},
+				{Name: "x-exact", Exact: "v"}, {Name: "x-user", Regex: "^(alice|bob)$"},
+			},
+			QueryParams: []HeaderMatch{{Name: "canary", Exact: "1"}},
+		}},
+	}
+	for _, c := range checks {
+		if diff := cmp.Diff(c.want, c.got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", c.what, diff)
+		}
+	}
+}
+
 func TestParseMultiDocument(t *testing.T) {
 	in := lines(
 		"# policies for the shop", // 1
