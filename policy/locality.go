@@ -117,9 +117,9 @@ func (l *Locality) Rule(region, zone string) *DistributeRule {
 	return best
 }
 
-// Warnings about locality settings: failing over needs something that
-// tells the client an instance is unhealthy beyond what the registry
-// says, or traffic only moves when the registry notices.
+// LocalityWarnings warns about locality settings: failing over needs
+// something that tells the client an instance is unhealthy beyond what the
+// registry says, or traffic only moves when the registry notices.
 func (s *Set) LocalityWarnings() []sources.Diagnostic {
 	if s == nil {
 		return nil
