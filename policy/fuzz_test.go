@@ -10,7 +10,7 @@ import (
 )
 
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"resilience.yaml", "ratelimit-tracing.yaml", "full.yaml"} {
+	for _, name := range []string{"resilience.yaml", "ratelimit-tracing.yaml", "full.yaml", "release.yaml"} {
 		f.Add(readTestdata(f, name))
 	}
 	for _, s := range []string{
@@ -24,6 +24,11 @@ func FuzzParse(f *testing.F) {
 		mesh("  defaults: {dependencies: [b, a]}") + "---\n" + svc("  dependencies: ['*']"),
 		svc("  dependencies: [a, a, '*', B]"),
 		svc("  dependencies: []"),
+		svc("  subsets: {v1: {version: v1}, v2: {version: v2}}", "  split: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]",
+			"  mirror: {subset: v2, percent: 0.5}", "  fault: {delay: {percent: 10, duration: 2s}, abort: {percent: 5, grpcStatus: unavailable}}",
+			"  routes: [{match: {pathPrefix: /, headers: {x-a: {regex: '^a+$'}, x-b: {present: true}}, queryParams: {q: {exact: ''}}}, subset: v2,",
+			"            fault: {abort: {percent: 1, httpStatus: 503}}}]"),
+		mesh("  defaults: {routes: [{match: {path: /h, queryParams: {p: '1'}}, timeout: 1s}]}"),
 		"a: &a [*a]\n",
 		"kind: ServicePolicy\nspec: {<<: {timeout: 1s}}\n",
 		"\xff\xfe",
@@ -116,6 +121,7 @@ func checkResolved(t *testing.T, r Resolved) {
 	if r.RateLimit.Enabled && (r.RateLimit.RequestsPerSecond == 0 || r.RateLimit.Burst == 0) {
 		t.Fatalf("invalid rate limit %+v", r.RateLimit)
 	}
+	checkRelease(t, r)
 	names := map[string]bool{}
 	for _, v := range r.RouteVariants() {
 		if names[v.Name] {
@@ -125,5 +131,45 @@ func checkResolved(t *testing.T, r Resolved) {
 	}
 	if len(names) == 0 {
 		t.Fatalf("no route variants")
+	}
+}
+
+// checkRelease checks the invariants of the release settings: splits and
+// mirrors name defined subsets, splits add up to 100, faults are complete.
+func checkRelease(t *testing.T, r Resolved) {
+	t.Helper()
+	defined := map[string]bool{}
+	for i, s := range r.Subsets {
+		if !validSubsetName(s.Name) || len(s.Labels) == 0 || (i > 0 && r.Subsets[i-1].Name >= s.Name) {
+			t.Fatalf("subsets %+v are not valid, sorted, labelled names", r.Subsets)
+		}
+		defined[s.Name] = true
+	}
+	check := func(what string, split []WeightedSubset, m *Mirror, f *Fault) {
+		var sum uint32
+		for _, w := range split {
+			sum += w.Weight
+			if !defined[w.Subset] {
+				t.Fatalf("%s: split %+v names an undefined subset", what, split)
+			}
+		}
+		if split != nil && sum != 100 {
+			t.Fatalf("%s: split %+v adds up to %d", what, split, sum)
+		}
+		if m != nil && (!defined[m.Subset] || m.Percent <= 0 || m.Percent > 100) {
+			t.Fatalf("%s: invalid mirror %+v", what, m)
+		}
+		if f != nil {
+			if f.Delay == nil && f.Abort == nil {
+				t.Fatalf("%s: empty fault", what)
+			}
+			if a := f.Abort; a != nil && (a.HTTPStatus == 0) == (a.GRPCStatus == 0) {
+				t.Fatalf("%s: abort %+v needs exactly one status", what, a)
+			}
+		}
+	}
+	check("service", r.Split, r.Mirror, r.Fault)
+	for _, rr := range r.Routes {
+		check(rr.Name, rr.Split, rr.Mirror, rr.Fault)
 	}
 }

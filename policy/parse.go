@@ -18,12 +18,17 @@ var (
 	topFields      = []string{"apiVersion", "kind", "metadata", "spec"}
 	metadataFields = []string{"name", "labels", "annotations"}
 	meshSpecFields = []string{"defaults", "tracing"}
-	specFields     = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "healthyPanicThreshold", "slowStart", "healthCheck", "locality", "retry", "rateLimit", "tracing", "routes", "dependencies"}
+	specFields     = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "healthyPanicThreshold", "slowStart", "healthCheck", "locality", "retry", "rateLimit", "tracing", "subsets", "split", "mirror", "fault", "routes", "dependencies"}
 	// defaultsFields are the fields of a MeshPolicy's spec.defaults: those
-	// of a ServicePolicy's spec except tracing, which is mesh-wide.
+	// of a ServicePolicy's spec except tracing, which is mesh-wide, and the
+	// release fields, which are per service.
 	defaultsFields = []string{"loadBalancer", "timeout", "circuitBreaker", "outlierDetection", "healthyPanicThreshold", "slowStart", "healthCheck", "locality", "retry", "rateLimit", "routes", "dependencies"}
-	routeFields    = []string{"match", "timeout", "retry", "rateLimit"}
-	matchFields    = []string{"pathPrefix", "path", "methods", "headers"}
+	routeFields    = []string{"match", "timeout", "retry", "rateLimit", "subset", "split", "mirror", "fault"}
+	// meshRouteFields are the fields of a route of a MeshPolicy's
+	// spec.defaults.routes: those of a service's route except the release
+	// fields.
+	meshRouteFields = []string{"match", "timeout", "retry", "rateLimit"}
+	matchFields     = []string{"pathPrefix", "path", "methods", "headers", "queryParams"}
 )
 
 // serviceNameRule says what sources.ValidServiceName accepts.
@@ -174,6 +179,9 @@ func (p *parser) meshSpec(n *yaml.Node, doc *Document) {
 		if key == "defaults" || key == "tracing" {
 			return ""
 		}
+		if why := perService(key); why != "" {
+			return why
+		}
 		for _, f := range specFields {
 			if f == key {
 				return fmt.Sprintf("a MeshPolicy sets %s under spec.defaults", key)
@@ -201,8 +209,15 @@ func (p *parser) spec(n *yaml.Node, path string, s *Spec, mesh bool) {
 		if mesh && key == "tracing" {
 			return "tracing is mesh-wide: set it in the MeshPolicy's spec.tracing"
 		}
+		if mesh {
+			return perService(key)
+		}
 		return ""
 	}
+	// Subsets may be defined after the fields that use them: the uses are
+	// checked once the whole spec is read.
+	p.subsetRefs = nil
+	subsetsOK := true
 	p.fields(n, path, known, misplaced, func(key string, v *yaml.Node) {
 		fp := strictyaml.Join(path, key)
 		switch key {
@@ -232,12 +247,24 @@ func (p *parser) spec(n *yaml.Node, path string, s *Spec, mesh bool) {
 			s.RateLimit = p.rateLimit(v, fp)
 		case "tracing":
 			s.SamplingPercent = p.serviceTracing(v, fp)
+		case "subsets":
+			s.Subsets, subsetsOK = p.subsets(v, fp, keyLine(n, key))
+		case "split":
+			s.Split, _ = p.split(v, fp, keyLine(n, key))
+		case "mirror":
+			s.Mirror = p.mirror(v, fp)
+		case "fault":
+			s.Fault = p.fault(v, fp)
 		case "routes":
-			s.Routes = p.routes(v, fp)
+			s.Routes = p.routes(v, fp, mesh)
 		case "dependencies":
 			s.Dependencies = p.dependencies(v, fp)
 		}
 	})
+	if subsetsOK { // else the uses of subsets in error would be reported too
+		p.checkSubsetRefs(path, s.Subsets, p.subsetRefs)
+	}
+	p.subsetRefs = nil
 	p.checkPerTryTimeout(path, s.Timeout, s.Retry)
 	p.checkSlowStart(path, s.LoadBalancer, s.SlowStart)
 }
@@ -251,7 +278,9 @@ func (p *parser) checkPerTryTimeout(path string, timeout *time.Duration, r *Retr
 	p.Errorf(p.Lines[fp], fp, "perTryTimeout (%s) is longer than the timeout (%s) set beside it", fmtDuration(*r.PerTryTimeout), fmtDuration(*timeout))
 }
 
-func (p *parser) routes(n *yaml.Node, path string) []RouteSpec {
+// routes reads spec.routes; mesh reports whether they are a MeshPolicy's
+// spec.defaults.routes, which may not use subsets.
+func (p *parser) routes(n *yaml.Node, path string, mesh bool) []RouteSpec {
 	items, ok := p.Seq(n, path)
 	if !ok {
 		return nil
@@ -260,7 +289,7 @@ func (p *parser) routes(n *yaml.Node, path string) []RouteSpec {
 	byMatch := map[string]RouteSpec{}
 	for i, it := range items {
 		rp := strictyaml.Index(path, i)
-		r, ok := p.route(it, rp)
+		r, ok := p.route(it, rp, mesh)
 		if !ok {
 			continue
 		}
@@ -275,17 +304,25 @@ func (p *parser) routes(n *yaml.Node, path string) []RouteSpec {
 	return routes
 }
 
-func (p *parser) route(n *yaml.Node, path string) (RouteSpec, bool) {
+func (p *parser) route(n *yaml.Node, path string, mesh bool) (RouteSpec, bool) {
 	r := RouteSpec{Line: n.Line}
 	hasMatch, matchOK := false, false
+	var subsetLine, splitLine int
+	known := routeFields
+	if mesh {
+		known = meshRouteFields
+	}
 	serviceWide := func(key string) string {
+		if why := perService(key); mesh && why != "" {
+			return why
+		}
 		switch key {
-		case "loadBalancer", "circuitBreaker", "outlierDetection", "tracing", "routes", "dependencies":
+		case "loadBalancer", "circuitBreaker", "outlierDetection", "tracing", "subsets", "routes", "dependencies":
 			return key + " applies to the whole service, not to one route"
 		}
 		return ""
 	}
-	if !p.fields(n, path, routeFields, serviceWide, func(key string, v *yaml.Node) {
+	if !p.fields(n, path, known, serviceWide, func(key string, v *yaml.Node) {
 		fp := strictyaml.Join(path, key)
 		switch key {
 		case "match":
@@ -299,12 +336,30 @@ func (p *parser) route(n *yaml.Node, path string) (RouteSpec, bool) {
 			r.Retry, _ = p.retry(v, fp, false)
 		case "rateLimit":
 			r.RateLimit = p.rateLimit(v, fp)
+		case "subset":
+			subsetLine = v.Line
+			if s, ok := p.subsetName(v, fp); ok {
+				r.Split = []WeightedSubset{{Subset: s, Weight: 100}}
+			}
+		case "split":
+			splitLine = keyLine(n, key)
+			r.Split, _ = p.split(v, fp, splitLine)
+		case "mirror":
+			r.Mirror = p.mirror(v, fp)
+		case "fault":
+			r.Fault = p.fault(v, fp)
 		}
 	}) {
 		return r, false
 	}
 	if !hasMatch {
 		p.Errorf(n.Line, path+".match", "required field is missing")
+	}
+	switch {
+	case subsetLine != 0 && splitLine != 0 && subsetLine > splitLine:
+		p.Errorf(subsetLine, path+".subset", "set subset or split, not both")
+	case subsetLine != 0 && splitLine != 0:
+		p.Errorf(splitLine, path+".split", "set subset or split, not both")
 	}
 	p.checkPerTryTimeout(path, r.Timeout, r.Retry)
 	return r, matchOK
@@ -338,8 +393,12 @@ func (p *parser) match(n *yaml.Node, path string) (RouteMatch, bool) {
 			ok = ok && mok
 		case "headers":
 			var hok bool
-			m.Headers, hok = p.headerMatches(v, fp)
+			m.Headers, hok = p.valueMatches(v, fp, headerTarget)
 			ok = ok && hok
+		case "queryParams":
+			var qok bool
+			m.QueryParams, qok = p.valueMatches(v, fp, queryTarget)
+			ok = ok && qok
 		}
 	}) {
 		return m, false
@@ -393,38 +452,5 @@ func (p *parser) methods(n *yaml.Node, path string) ([]string, bool) {
 		out = append(out, s)
 	}
 	sort.Strings(out)
-	return out, ok
-}
-
-func (p *parser) headerMatches(n *yaml.Node, path string) ([]HeaderMatch, bool) {
-	if n.Kind != yaml.MappingNode {
-		p.Errorf(n.Line, path, "expected a mapping of header names to values, got %s", strictyaml.KindName(n))
-		return nil, false
-	}
-	var out []HeaderMatch
-	ok := true
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := p.Deref(n.Content[i]), p.Deref(n.Content[i+1])
-		name, nok := p.headerName(k, strictyaml.Join(path, k.Value))
-		if !nok {
-			ok = false
-			continue
-		}
-		fp := strictyaml.Join(path, name)
-		if prev, dup := seen[name]; dup {
-			p.Errorf(k.Line, fp, "header given twice (first at line %d)", prev)
-			ok = false
-			continue
-		}
-		seen[name] = k.Line
-		val, vok := p.Scalar(v, fp, "a header value")
-		if !vok {
-			ok = false
-			continue
-		}
-		out = append(out, HeaderMatch{Name: name, Exact: val})
-	}
-	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
 	return out, ok
 }

@@ -1,12 +1,14 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"google.golang.org/grpc/codes"
 
 	"github.com/sluice-mesh/sluice/sources"
 )
@@ -112,6 +114,51 @@ func TestParseFullExample(t *testing.T) {
 	}
 }
 
+// TestParseReleaseExample keeps the example with every release field valid
+// and checks what each level resolves to.
+func TestParseReleaseExample(t *testing.T) {
+	set := mustLoad(t, "release.yaml", string(readTestdata(t, "release.yaml")))
+	if w := set.Warnings([]string{"checkout"}); len(w) != 0 {
+		t.Errorf("Warnings() = %v", w)
+	}
+	r := set.Resolve("checkout")
+	svcSplit := []WeightedSubset{{"v1", 90}, {"v2", 10}}
+	svcMirror := &Mirror{Subset: "v2", Percent: 5}
+	svcFault := &Fault{Delay: &FaultDelay{Percent: 10, Duration: 2 * time.Second}, Abort: &FaultAbort{Percent: 5, HTTPStatus: 503}}
+	var routes []string
+	for _, rr := range r.Routes {
+		routes = append(routes, rr.Name)
+	}
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"subsets", r.Subsets, []Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: "v2", Labels: map[string]string{"version": "v2", "track": "canary"}}}},
+		{"service", []any{r.Split, r.Mirror, r.Fault}, []any{svcSplit, svcMirror, svcFault}},
+		{"routes", routes, []string{"mesh.routes[0]", "routes[1]", "routes[0]"}},
+		{"healthz inherits", []any{r.Routes[0].Split, r.Routes[0].Mirror, r.Routes[0].Fault}, []any{svcSplit, svcMirror, svcFault}},
+		{"healthz match", r.Routes[0].Match.Headers, []HeaderMatch{{Name: "x-probe", Present: true}}},
+		{"cart", []any{r.Routes[1].Split, r.Routes[1].Mirror, r.Routes[1].Fault}, []any{
+			[]WeightedSubset{{"v1", 50}, {"v2", 50}}, &Mirror{Subset: "v1", Percent: 0.5}, &Fault{Abort: &FaultAbort{Percent: 1, GRPCStatus: 14}},
+		}},
+		{"cart match", r.Routes[1].Match.QueryParams, []HeaderMatch{{Name: "beta", Present: true}}},
+		{"canary", []any{r.Routes[2].Split, r.Routes[2].Mirror, r.Routes[2].Fault}, []any{[]WeightedSubset{{"v2", 100}}, svcMirror, svcFault}},
+		{"canary match", r.Routes[2].Match, RouteMatch{
+			PathPrefix: "/",
+			Headers: []HeaderMatch{
+				{Name: "x-canary", Exact: "true"}, {Name: "x-debug", Present: true},
+				{Name: "x-exact", Exact: "v"}, {Name: "x-user", Regex: "^(alice|bob)$"},
+			},
+			QueryParams: []HeaderMatch{{Name: "canary", Exact: "1"}},
+		}},
+	}
+	for _, c := range checks {
+		if diff := cmp.Diff(c.want, c.got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", c.what, diff)
+		}
+	}
+}
+
 func TestParseMultiDocument(t *testing.T) {
 	in := lines(
 		"# policies for the shop", // 1
@@ -200,6 +247,151 @@ func TestParseNormalizes(t *testing.T) {
 	}
 }
 
+// TestParseRelease reads every release field in every form: subsets
+// (used before they are defined, stored sorted), splits (with a weight of
+// 0), a route's subset (a split of one), mirror (a fraction), fault (HTTP
+// and gRPC aborts, by name and number), and the header and query parameter
+// match forms (sorted by name).
+func TestParseRelease(t *testing.T) {
+	docs, diags := Parse("p.yaml", []byte(svc(
+		"  split:",
+		"    - {subset: v1, weight: 90}",
+		"    - {subset: v2, weight: 10}",
+		"    - {subset: '3', weight: 0}",
+		"  mirror: {subset: v2, percent: 0.5}",
+		"  fault:",
+		"    delay: {percent: 10, duration: 2s}",
+		"    abort: {percent: 5, httpStatus: 503}",
+		"  subsets:",
+		"    v2: {version: v2, track: canary}",
+		"    v1: {version: v1}",
+		"    3: {version: 3}",
+		"  routes:",
+		"    - match:",
+		"        pathPrefix: /",
+		"        headers:",
+		"          x-canary: 'true'",
+		"          x-debug: {present: true}",
+		"          X-User: {regex: '^(alice|bob)$'}",
+		"          x-exact: {exact: ''}",
+		"        queryParams:",
+		"          canary: 1",
+		"          Beta: {present: true}",
+		"          q: {regex: 'a+'}",
+		"          e: {exact: v}",
+		"      subset: v2",
+		"      fault: {abort: {percent: 100, grpcStatus: unavailable}}",
+		"    - match: {pathPrefix: /api}",
+		"      split: [{subset: v2, weight: 100}]",
+		"      mirror: {subset: v1, percent: 100}",
+		"      fault: {delay: {percent: 100, duration: 1h}, abort: {percent: 1, grpcStatus: 4}}",
+	)))
+	if len(diags) != 0 {
+		t.Fatalf("Parse() diagnostics:\n%s", diagText(diags))
+	}
+	s := docs[0].Spec
+	want := Spec{
+		Subsets: []Subset{
+			{Name: "3", Labels: map[string]string{"version": "3"}},
+			{Name: "v1", Labels: map[string]string{"version": "v1"}},
+			{Name: "v2", Labels: map[string]string{"version": "v2", "track": "canary"}},
+		},
+		Split:  []WeightedSubset{{"v1", 90}, {"v2", 10}, {"3", 0}},
+		Mirror: &Mirror{Subset: "v2", Percent: 0.5},
+		Fault:  &Fault{Delay: &FaultDelay{Percent: 10, Duration: 2 * time.Second}, Abort: &FaultAbort{Percent: 5, HTTPStatus: 503}},
+		Routes: []RouteSpec{
+			{
+				Index: 0, Line: 18,
+				Match: RouteMatch{
+					PathPrefix: "/",
+					Headers: []HeaderMatch{
+						{Name: "x-canary", Exact: "true"},
+						{Name: "x-debug", Present: true},
+						{Name: "x-exact", Exact: ""},
+						{Name: "x-user", Regex: "^(alice|bob)$"},
+					},
+					QueryParams: []HeaderMatch{
+						{Name: "Beta", Present: true},
+						{Name: "canary", Exact: "1"},
+						{Name: "e", Exact: "v"},
+						{Name: "q", Regex: "a+"},
+					},
+				},
+				Split: []WeightedSubset{{"v2", 100}},
+				Fault: &Fault{Abort: &FaultAbort{Percent: 100, GRPCStatus: 14}},
+			},
+			{
+				Index: 1, Line: 32,
+				Match:  RouteMatch{PathPrefix: "/api"},
+				Split:  []WeightedSubset{{"v2", 100}},
+				Mirror: &Mirror{Subset: "v1", Percent: 100},
+				Fault:  &Fault{Delay: &FaultDelay{Percent: 100, Duration: time.Hour}, Abort: &FaultAbort{Percent: 1, GRPCStatus: 4}},
+			},
+		},
+	}
+	if diff := cmp.Diff(want, s); diff != "" {
+		t.Errorf("Parse() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestParseGRPCStatusNames: every gRPC status is accepted by its name and
+// its number, and the names are gRPC's (as in its JSON form, upper case
+// with underscores).
+func TestParseGRPCStatusNames(t *testing.T) {
+	for i, name := range grpcStatusNames {
+		var c codes.Code
+		if err := c.UnmarshalJSON([]byte(`"` + strings.ToUpper(strings.ReplaceAll(name, "-", "_")) + `"`)); err != nil || uint32(c) != uint32(i+1) {
+			t.Errorf("%s: gRPC's code for it is %d (%v), want %d", name, c, err, i+1)
+		}
+		for _, v := range []string{name, fmt.Sprint(i + 1)} {
+			docs, diags := Parse("p.yaml", []byte(svc("  fault: {abort: {percent: 1, grpcStatus: "+v+"}}")))
+			if len(diags) != 0 {
+				t.Fatalf("grpcStatus %s: diagnostics:\n%s", v, diagText(diags))
+			}
+			if got := docs[0].Spec.Fault.Abort.GRPCStatus; got != uint32(i+1) {
+				t.Errorf("grpcStatus %s = %d, want %d", v, got, i+1)
+			}
+		}
+	}
+}
+
+// TestParseMeshRouteMatchForms: MeshPolicy routes may use the new match
+// forms, though not the release fields.
+func TestParseMeshRouteMatchForms(t *testing.T) {
+	docs, diags := Parse("p.yaml", []byte(mesh(
+		"  defaults:",
+		"    routes:",
+		"      - match: {pathPrefix: /, headers: {x-debug: {present: true}}, queryParams: {debug: {regex: '1|true'}}}",
+		"        timeout: 1m",
+	)))
+	if len(diags) != 0 {
+		t.Fatalf("Parse() diagnostics:\n%s", diagText(diags))
+	}
+	want := RouteMatch{PathPrefix: "/", Headers: []HeaderMatch{{Name: "x-debug", Present: true}}, QueryParams: []HeaderMatch{{Name: "debug", Regex: "1|true"}}}
+	if diff := cmp.Diff(want, docs[0].Spec.Routes[0].Match); diff != "" {
+		t.Errorf("match (-want +got):\n%s", diff)
+	}
+}
+
+// TestParseMatchesDiffer: routes whose matches differ only in a header's or
+// query parameter's form, or in the case of a query parameter's name, are
+// different routes.
+func TestParseMatchesDiffer(t *testing.T) {
+	set := mustLoad(t, "p.yaml", svc(
+		"  routes:",
+		"    - match: {pathPrefix: /, headers: {x-a: b}}",
+		"    - match: {pathPrefix: /, headers: {x-a: {regex: b}}}",
+		"    - match: {pathPrefix: /, headers: {x-a: {present: true}}}",
+		"    - match: {pathPrefix: /, queryParams: {a: b}}",
+		"    - match: {pathPrefix: /, queryParams: {A: b}}",
+		"    - match: {pathPrefix: /, queryParams: {a: {regex: b}}}",
+		"    - match: {pathPrefix: /, headers: {a: b}}",
+	))
+	if got := len(set.Resolve("web").Routes); got != 7 {
+		t.Errorf("got %d routes, want 7", got)
+	}
+}
+
 func TestParseLoadBalancerForms(t *testing.T) {
 	tests := []struct {
 		spec []string
@@ -256,7 +448,7 @@ func TestParseErrors(t *testing.T) {
 		{"label not a string", lines("apiVersion: sluice.dev/v1", "kind: ServicePolicy", "metadata: {name: web, labels: {team: [a]}}", "spec: {}"), []wantDiag{{"p.yaml:3", "metadata.labels.team", "expected a string, got a list"}}},
 		{"missing spec", lines("apiVersion: sluice.dev/v1", "kind: ServicePolicy", "metadata: {name: web}"), []wantDiag{{"p.yaml:1", "spec", "required field is missing"}}},
 		{"spec not a mapping", svc("  - timeout: 1s"), []wantDiag{{"p.yaml:5", "spec", "expected a mapping, got a list"}}},
-		{"unknown spec field", svc("  timeout: 1s", "  timeouts: 2s"), []wantDiag{{"p.yaml:6", "spec.timeouts", "unknown field (known: loadBalancer, timeout, circuitBreaker, outlierDetection, healthyPanicThreshold, slowStart, healthCheck, locality, retry, rateLimit, tracing, routes, dependencies)"}}},
+		{"unknown spec field", svc("  timeout: 1s", "  timeouts: 2s"), []wantDiag{{"p.yaml:6", "spec.timeouts", "unknown field (known: loadBalancer, timeout, circuitBreaker, outlierDetection, healthyPanicThreshold, slowStart, healthCheck, locality, retry, rateLimit, tracing, subsets, split, mirror, fault, routes, dependencies)"}}},
 		{"YAML merge key", svc("  retry:", "    <<: {attempts: 2}"), []wantDiag{{"p.yaml:6", "spec.retry.<<", "merge keys are not supported"}}},
 		{"error in second document", svc("  timeout: 1s") + "---\n" + svc("  timeout: 1"), []wantDiag{{"p.yaml:11", "spec.timeout", "a unit is required"}}},
 		{"errors in order", svc("  timeout: 1", "  retry: {attempts: 99}"), []wantDiag{{"p.yaml:5", "spec.timeout", "unit"}, {"p.yaml:6", "spec.retry.attempts", "from 0 to 10"}}},
@@ -361,7 +553,7 @@ func TestParseErrors(t *testing.T) {
 		{"match with both paths", svc("  routes:", "    - match:", "        pathPrefix: /a", "        path: /a/b"), []wantDiag{{"p.yaml:8", "spec.routes[0].match.path", "set pathPrefix or path, not both"}}},
 		{"path without slash", svc("  routes:", "    - match: {pathPrefix: orders}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.pathPrefix", `"orders" is not a path`}}},
 		{"path with query", svc("  routes:", "    - match: {path: '/a?b=1'}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.path", "has no spaces, ? or #"}}},
-		{"path regex unsupported", svc("  routes:", "    - match: {pathRegex: '/a.*'}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.pathRegex", "unknown field (known: pathPrefix, path, methods, headers)"}}},
+		{"path regex unsupported", svc("  routes:", "    - match: {pathRegex: '/a.*'}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.pathRegex", "unknown field (known: pathPrefix, path, methods, headers, queryParams)"}}},
 		{"method lower case", svc("  routes:", "    - match: {pathPrefix: /, methods: [GET, post]}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.methods[1]", "methods are upper case: write POST"}}},
 		{"method unknown", svc("  routes:", "    - match:", "        pathPrefix: /", "        methods: [FETCH]"), []wantDiag{{"p.yaml:8", "spec.routes[0].match.methods[0]", `unknown HTTP method "FETCH"`}}},
 		{"method twice", svc("  routes:", "    - match: {pathPrefix: /, methods: [GET, GET]}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.methods[1]", "GET is listed twice"}}},
@@ -404,6 +596,105 @@ func TestParseErrors(t *testing.T) {
 		{"locality same pattern twice", svc("  locality:", "    mode: distribute", "    distribute:", "      - from: '*'", "        to: {r1: 50, r1/*: 50}"), []wantDiag{{"p.yaml:9", "spec.locality.distribute[0].to.r1/*", "names the same localities as r1"}}},
 		{"locality from twice", svc("  locality:", "    mode: distribute", "    distribute:", "      - {from: r1, to: {r1: 100}}", "      - {from: r1/*, to: {r2: 100}}"), []wantDiag{{"p.yaml:9", "spec.locality.distribute[1].from", "r1/* is already the from of spec.locality.distribute[0]"}}},
 		{"second route error index", svc("  routes:", "    - match: {pathPrefix: /a}", "    - match: {pathPrefix: /b}", "      timeout: 1"), []wantDiag{{"p.yaml:8", "spec.routes[1].timeout", "a unit is required"}}},
+
+		// Release fields: subsets.
+		{"subset name invalid", svc("  subsets:", "    V1: {version: v1}"), []wantDiag{{"p.yaml:6", "spec.subsets.V1", `"V1" is not a subset name (lowercase letters, digits and '-'; starts and ends with a letter or digit; at most 63 characters)`}}},
+		{"subset name too long", svc("  subsets:", "    "+strings.Repeat("a", 64)+": {version: v1}"), []wantDiag{{"p.yaml:6", "spec.subsets." + strings.Repeat("a", 64), "is not a subset name"}}},
+		{"subset without labels", svc("  subsets:", "    v1: {}"), []wantDiag{{"p.yaml:6", "spec.subsets.v1", "needs at least one label, such as {version: v2}"}}},
+		{"subset labels not a mapping", svc("  subsets: {v1: v1}"), []wantDiag{{"p.yaml:5", "spec.subsets.v1", `expected a mapping of labels, got "v1"`}}},
+		{"subset label not a string", svc("  subsets:", "    v1: {version: [a]}"), []wantDiag{{"p.yaml:6", "spec.subsets.v1.version", "expected a string, got a list"}}},
+		{"subset given twice", svc("  subsets:", "    v1: {version: v1}", "    v1: {version: v2}"), []wantDiag{{"p.yaml:7", "spec.subsets.v1", "key given twice (first at line 6)"}}},
+		{"subsets empty", svc("  subsets: {}"), []wantDiag{{"p.yaml:5", "spec.subsets", "define at least one subset"}}},
+		{"subsets not a mapping", svc("  subsets: [v1]"), []wantDiag{{"p.yaml:5", "spec.subsets", "expected a mapping of subset names to labels, got a list"}}},
+		{"subsets too many", svc("  subsets:", manySubsets(65)), []wantDiag{{"p.yaml:5", "spec.subsets", "defines 65 subsets; at most 64 are allowed per service"}}},
+		{"use of a subset in error", svc("  subsets: {V1: {version: v1}}", "  split: [{subset: V1, weight: 100}]"), []wantDiag{{"p.yaml:5", "spec.subsets.V1", "is not a subset name"}}},
+
+		// Release fields: split.
+		{"split subset undefined", svc(twoSubsets, "  split:", "    - {subset: v1, weight: 90}", "    - {subset: v3, weight: 10}"), []wantDiag{{"p.yaml:8", "spec.split[1].subset", `subset "v3" is not defined in spec.subsets (defined: v1, v2)`}}},
+		{"split without subsets", svc("  split: [{subset: v1, weight: 100}]"), []wantDiag{{"p.yaml:5", "spec.split[0].subset", `subset "v1" is not defined: this ServicePolicy has no spec.subsets`}}},
+		{"split weights not 100", svc(twoSubsets, "  split:", "    - {subset: v1, weight: 90}", "    - {subset: v2, weight: 20}"), []wantDiag{{"p.yaml:6", "spec.split", "weights add up to 110, not 100"}}},
+		{"split weights all 0", svc(twoSubsets, "  split: [{subset: v1, weight: 0}]"), []wantDiag{{"p.yaml:6", "spec.split", "weights add up to 0, not 100"}}},
+		{"split weight above 100", svc(twoSubsets, "  split:", "    - {subset: v1, weight: 101}"), []wantDiag{{"p.yaml:7", "spec.split[0].weight", "must be a whole number from 0 to 100, got 101"}}},
+		{"split weight fraction", svc(twoSubsets, "  split:", "    - {subset: v1, weight: 50.5}", "    - {subset: v2, weight: 49.5}"), []wantDiag{{"p.yaml:7", "spec.split[0].weight", `expected a whole number, got "50.5"`}, {"p.yaml:8", "spec.split[1].weight", `expected a whole number, got "49.5"`}}},
+		{"split subset twice", svc(twoSubsets, "  split:", "    - {subset: v1, weight: 50}", "    - {subset: v1, weight: 50}"), []wantDiag{{"p.yaml:8", "spec.split[1].subset", `subset "v1" is listed twice (first in spec.split[0])`}}},
+		{"split empty", svc(twoSubsets, "  split: []"), []wantDiag{{"p.yaml:6", "spec.split", "list at least one {subset: NAME, weight: PERCENT}"}}},
+		{"split not a list", svc(twoSubsets, "  split: {v1: 100}"), []wantDiag{{"p.yaml:6", "spec.split", "expected a list, got a mapping"}}},
+		{"split entry without weight", svc(twoSubsets, "  split:", "    - subset: v1"), []wantDiag{{"p.yaml:7", "spec.split[0].weight", "required field is missing"}}},
+		{"split entry without subset", svc(twoSubsets, "  split:", "    - weight: 100"), []wantDiag{{"p.yaml:7", "spec.split[0].subset", "required field is missing"}}},
+		{"split entry unknown field", svc(twoSubsets, "  split: [{subset: v1, percent: 100}]"), []wantDiag{{"p.yaml:6", "spec.split[0].percent", "unknown field (known: subset, weight)"}}},
+		{"split too long", svc(manySubsetsLine(64), "  split:", manySplit(65)), []wantDiag{{"p.yaml:6", "spec.split", "lists 65 entries; at most 64 are allowed"}}},
+
+		// Release fields: mirror.
+		{"mirror subset undefined", svc(twoSubsets, "  mirror: {subset: v3, percent: 5}"), []wantDiag{{"p.yaml:6", "spec.mirror.subset", `subset "v3" is not defined in spec.subsets (defined: v1, v2)`}}},
+		{"mirror percent zero", svc(twoSubsets, "  mirror: {subset: v2, percent: 0}"), []wantDiag{{"p.yaml:6", "spec.mirror.percent", "must be above 0 and at most 100, got 0"}}},
+		{"mirror percent above 100", svc(twoSubsets, "  mirror:", "    subset: v2", "    percent: 100.5"), []wantDiag{{"p.yaml:8", "spec.mirror.percent", "must be a percentage from 0 to 100, got 100.5"}}},
+		{"mirror without percent", svc(twoSubsets, "  mirror: {subset: v2}"), []wantDiag{{"p.yaml:6", "spec.mirror.percent", "required field is missing"}}},
+		{"mirror without subset", svc(twoSubsets, "  mirror:", "    percent: 5"), []wantDiag{{"p.yaml:7", "spec.mirror.subset", "required field is missing"}}},
+
+		// Release fields: fault.
+		{"fault empty", svc("  fault: {}"), []wantDiag{{"p.yaml:5", "spec.fault", "needs delay, abort or both"}}},
+		{"fault unknown field", svc("  fault: {delay: {percent: 1, duration: 1s}, reset: {}}"), []wantDiag{{"p.yaml:5", "spec.fault.reset", "unknown field (known: delay, abort)"}}},
+		{"fault delay without duration", svc("  fault:", "    delay: {percent: 10}"), []wantDiag{{"p.yaml:6", "spec.fault.delay.duration", "required field is missing"}}},
+		{"fault delay without percent", svc("  fault:", "    delay:", "      duration: 2s"), []wantDiag{{"p.yaml:7", "spec.fault.delay.percent", "required field is missing"}}},
+		{"fault delay too long", svc("  fault:", "    delay: {percent: 10, duration: 2h}"), []wantDiag{{"p.yaml:6", "spec.fault.delay.duration", "must be from 1ms to 1h, got 2h"}}},
+		{"fault delay percent zero", svc("  fault:", "    delay: {percent: 0, duration: 1s}"), []wantDiag{{"p.yaml:6", "spec.fault.delay.percent", "must be above 0 and at most 100, got 0"}}},
+		{"fault abort without status", svc("  fault:", "    abort: {percent: 5}"), []wantDiag{{"p.yaml:6", "spec.fault.abort", "needs httpStatus (200 to 599) or grpcStatus"}}},
+		{"fault abort without percent", svc("  fault:", "    abort: {httpStatus: 503}"), []wantDiag{{"p.yaml:6", "spec.fault.abort.percent", "required field is missing"}}},
+		{"fault abort both statuses", svc("  fault:", "    abort:", "      percent: 5", "      httpStatus: 503", "      grpcStatus: unavailable"), []wantDiag{{"p.yaml:9", "spec.fault.abort", "set httpStatus or grpcStatus, not both"}}},
+		{"fault abort http status below 200", svc("  fault:", "    abort: {percent: 5, httpStatus: 100}"), []wantDiag{{"p.yaml:6", "spec.fault.abort.httpStatus", "must be a whole number from 200 to 599, got 100"}}},
+		{"fault abort http status name", svc("  fault:", "    abort: {percent: 5, httpStatus: unavailable}"), []wantDiag{{"p.yaml:6", "spec.fault.abort.httpStatus", `expected a whole number, got "unavailable"`}}},
+		{"fault abort grpc status unknown", svc("  fault:", "    abort: {percent: 5, grpcStatus: teapot}"), []wantDiag{{"p.yaml:6", "spec.fault.abort.grpcStatus", `unknown gRPC status "teapot" (want cancelled, unknown, invalid-argument, deadline-exceeded, not-found, already-exists, permission-denied, resource-exhausted, failed-precondition, aborted, out-of-range, unimplemented, internal, unavailable, data-loss or unauthenticated, or its number from 1 to 16)`}}},
+		{"fault abort grpc status ok", svc("  fault:", "    abort: {percent: 5, grpcStatus: 0}"), []wantDiag{{"p.yaml:6", "spec.fault.abort.grpcStatus", "must be a whole number from 1 to 16, got 0"}}},
+		{"fault abort grpc status 17", svc("  fault:", "    abort: {percent: 5, grpcStatus: 17}"), []wantDiag{{"p.yaml:6", "spec.fault.abort.grpcStatus", "must be a whole number from 1 to 16, got 17"}}},
+		{"fault abort grpc status as in Go", svc("  fault:", "    abort: {percent: 5, grpcStatus: DEADLINE_EXCEEDED}"), []wantDiag{{"p.yaml:6", "spec.fault.abort.grpcStatus", "gRPC status names are lower case with dashes: write deadline-exceeded"}}},
+		{"fault abort grpc status a list", svc("  fault:", "    abort: {percent: 5, grpcStatus: [14]}"), []wantDiag{{"p.yaml:6", "spec.fault.abort.grpcStatus", "expected a gRPC status name or number, got a list"}}},
+
+		// Release fields on routes.
+		{"route subset and split", svc(twoSubsets, "  routes:", "    - match: {pathPrefix: /}", "      subset: v2", "      split: [{subset: v1, weight: 100}]"), []wantDiag{{"p.yaml:9", "spec.routes[0].split", "set subset or split, not both"}}},
+		{"route split and subset", svc(twoSubsets, "  routes:", "    - match: {pathPrefix: /}", "      split: [{subset: v1, weight: 100}]", "      subset: v2"), []wantDiag{{"p.yaml:9", "spec.routes[0].subset", "set subset or split, not both"}}},
+		{"route subset undefined", svc(twoSubsets, "  routes:", "    - match: {pathPrefix: /}", "      subset: v3"), []wantDiag{{"p.yaml:8", "spec.routes[0].subset", `subset "v3" is not defined in spec.subsets (defined: v1, v2)`}}},
+		{"route subset not a name", svc(twoSubsets, "  routes:", "    - match: {pathPrefix: /}", "      subset: [v1]"), []wantDiag{{"p.yaml:8", "spec.routes[0].subset", "expected a subset name, got a list"}}},
+		{"route split weights", svc(twoSubsets, "  routes:", "    - match: {pathPrefix: /}", "      split:", "        - {subset: v1, weight: 50}", "        - {subset: v2, weight: 40}"), []wantDiag{{"p.yaml:8", "spec.routes[0].split", "weights add up to 90, not 100"}}},
+		{"route split subset undefined", svc("  routes:", "    - match: {pathPrefix: /}", "      split: [{subset: v1, weight: 100}]", "  subsets: {v2: {version: v2}}"), []wantDiag{{"p.yaml:7", "spec.routes[0].split[0].subset", `subset "v1" is not defined in spec.subsets (defined: v2)`}}},
+		{"route mirror subset undefined", svc(twoSubsets, "  routes:", "    - match: {pathPrefix: /}", "      mirror: {subset: v9, percent: 1}"), []wantDiag{{"p.yaml:8", "spec.routes[0].mirror.subset", `subset "v9" is not defined`}}},
+		{"route fault invalid", svc("  routes:", "    - match: {pathPrefix: /}", "      fault: {abort: {percent: 5, httpStatus: 600}}"), []wantDiag{{"p.yaml:7", "spec.routes[0].fault.abort.httpStatus", "from 200 to 599, got 600"}}},
+		{"route subsets", svc("  routes:", "    - match: {pathPrefix: /}", "      subsets: {v1: {a: b}}"), []wantDiag{{"p.yaml:7", "spec.routes[0].subsets", "subsets applies to the whole service, not to one route"}}},
+		{"route unknown field", svc("  routes:", "    - match: {pathPrefix: /}", "      weight: 5"), []wantDiag{{"p.yaml:7", "spec.routes[0].weight", "unknown field (known: match, timeout, retry, rateLimit, subset, split, mirror, fault)"}}},
+
+		// Release fields in a MeshPolicy.
+		{"mesh defaults subsets", mesh("  defaults:", "    subsets: {v1: {version: v1}}"), []wantDiag{{"p.yaml:6", "spec.defaults.subsets", "subsets is per service: set it in the service's ServicePolicy"}}},
+		{"mesh defaults split", mesh("  defaults:", "    split: [{subset: v1, weight: 100}]"), []wantDiag{{"p.yaml:6", "spec.defaults.split", "split is per service: set it in the service's ServicePolicy"}}},
+		{"mesh defaults mirror", mesh("  defaults:", "    mirror: {subset: v1, percent: 1}"), []wantDiag{{"p.yaml:6", "spec.defaults.mirror", "mirror is per service: set it in the service's ServicePolicy"}}},
+		{"mesh defaults fault", mesh("  defaults:", "    fault: {delay: {percent: 1, duration: 1s}}"), []wantDiag{{"p.yaml:6", "spec.defaults.fault", "fault is per service: set it in the service's ServicePolicy"}}},
+		{"mesh spec split", mesh("  split: [{subset: v1, weight: 100}]"), []wantDiag{{"p.yaml:5", "spec.split", "split is per service: set it in the service's ServicePolicy"}}},
+		{"mesh route subset", mesh("  defaults:", "    routes:", "      - match: {pathPrefix: /}", "        subset: v1"), []wantDiag{{"p.yaml:8", "spec.defaults.routes[0].subset", "subset is per service: set it in the service's ServicePolicy"}}},
+		{"mesh route split", mesh("  defaults:", "    routes:", "      - match: {pathPrefix: /}", "        split: [{subset: v1, weight: 100}]"), []wantDiag{{"p.yaml:8", "spec.defaults.routes[0].split", "split is per service"}}},
+		{"mesh route mirror", mesh("  defaults:", "    routes:", "      - match: {pathPrefix: /}", "        mirror: {subset: v1, percent: 1}"), []wantDiag{{"p.yaml:8", "spec.defaults.routes[0].mirror", "mirror is per service"}}},
+		{"mesh route fault", mesh("  defaults:", "    routes:", "      - match: {pathPrefix: /}", "        fault: {abort: {percent: 1, httpStatus: 503}}"), []wantDiag{{"p.yaml:8", "spec.defaults.routes[0].fault", "fault is per service"}}},
+		{"mesh route unknown field", mesh("  defaults:", "    routes:", "      - match: {pathPrefix: /}", "        weight: 5"), []wantDiag{{"p.yaml:8", "spec.defaults.routes[0].weight", "unknown field (known: match, timeout, retry, rateLimit)"}}},
+
+		// Header and query parameter matches.
+		{"header present false", svc("  routes:", "    - match:", "        pathPrefix: /", "        headers:", "          x-debug: {present: false}"), []wantDiag{{"p.yaml:9", "spec.routes[0].match.headers.x-debug.present", "only present: true is supported; to match requests with or without the header, leave the header out"}}},
+		{"header present not a bool", svc("  routes:", "    - match: {pathPrefix: /, headers: {x-debug: {present: 'yes'}}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.headers.x-debug.present", `expected true or false, got "yes"`}}},
+		{"header regex invalid", svc("  routes:", "    - match: {pathPrefix: /, headers: {x-user: {regex: '^(alice'}}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.headers.x-user.regex", `"^(alice" is not a valid RE2 regular expression: error parsing regexp: missing closing )`}}},
+		{"header regex not RE2", svc("  routes:", "    - match: {pathPrefix: /, headers: {x-user: {regex: '(?=a)b'}}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.headers.x-user.regex", "invalid or unsupported Perl syntax"}}},
+		{"header regex too long", svc("  routes:", "    - match: {pathPrefix: /, headers: {x-user: {regex: '"+strings.Repeat("a", 1025)+"'}}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.headers.x-user.regex", "the regex is 1025 bytes long; at most 1024 are allowed"}}},
+		{"header regex empty", svc("  routes:", "    - match: {pathPrefix: /, headers: {x-user: {regex: ''}}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.headers.x-user.regex", `an empty regex only matches an empty value: write {exact: ""} for that`}}},
+		{"header two forms", svc("  routes:", "    - match:", "        pathPrefix: /", "        headers:", "          x-a: {exact: a, regex: b}"), []wantDiag{{"p.yaml:9", "spec.routes[0].match.headers.x-a", "set exactly one of exact, regex and present, not exact and regex together"}}},
+		{"header no form", svc("  routes:", "    - match: {pathPrefix: /, headers: {x-a: {}}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.headers.x-a", "needs one of exact, regex and present"}}},
+		{"header unknown form", svc("  routes:", "    - match: {pathPrefix: /, headers: {x-a: {prefix: a}}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.headers.x-a.prefix", "unknown field (known: exact, regex, present)"}}},
+		{"header exact nothing", svc("  routes:", "    - match: {pathPrefix: /, headers: {x-a: {exact: }}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.headers.x-a.exact", "expected a value, got nothing"}}},
+		{"query params not a mapping", svc("  routes:", "    - match: {pathPrefix: /, queryParams: [a]}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.queryParams", "expected a mapping of query parameter names to values, got a list"}}},
+		{"query param name with =", svc("  routes:", "    - match:", "        pathPrefix: /", "        queryParams: {'a=b': '1'}"), []wantDiag{{"p.yaml:8", "spec.routes[0].match.queryParams.a=b", `"a=b" is not a query parameter name (not empty; no spaces, &, =, # or ?)`}}},
+		{"query param name with space", svc("  routes:", "    - match: {pathPrefix: /, queryParams: {'a b': '1'}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.queryParams.a b", "is not a query parameter name"}}},
+		{"query param name with &", svc("  routes:", "    - match: {pathPrefix: /, queryParams: {'a&b': '1'}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.queryParams.a&b", "is not a query parameter name"}}},
+		{"query param name a number", svc("  routes:", "    - match: {pathPrefix: /, queryParams: {1: a}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.queryParams.1", `expected a query parameter name, got "1"`}}},
+		{"query param twice", svc("  routes:", "    - match:", "        pathPrefix: /", "        queryParams:", "          a: '1'", "          a: '2'"), []wantDiag{{"p.yaml:10", "spec.routes[0].match.queryParams.a", "query parameter given twice (first at line 9)"}}},
+		{"query param value a list", svc("  routes:", "    - match: {pathPrefix: /, queryParams: {a: [1]}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.queryParams.a", "expected a query parameter value, got a list"}}},
+		{"query param present false", svc("  routes:", "    - match: {pathPrefix: /, queryParams: {a: {present: false}}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.queryParams.a.present", "leave the query parameter out"}}},
+		{"query param regex invalid", svc("  routes:", "    - match: {pathPrefix: /, queryParams: {a: {regex: '['}}}"), []wantDiag{{"p.yaml:6", "spec.routes[0].match.queryParams.a.regex", "is not a valid RE2 regular expression"}}},
+		{"route duplicate match with query params", svc("  routes:", "    - match: {pathPrefix: /a, queryParams: {b: '1', a: {present: true}}}", "    - match: {pathPrefix: /a, queryParams: {a: {present: true}, b: '1'}}"), []wantDiag{{"p.yaml:7", "spec.routes[1].match", "same match as spec.routes[0] (line 6)"}}},
+		{"route duplicate match with header forms", svc("  routes:", "    - match: {pathPrefix: /a, headers: {x-a: {regex: 'b'}}}", "    - match: {pathPrefix: /a, headers: {X-A: {regex: 'b'}}}"), []wantDiag{{"p.yaml:7", "spec.routes[1].match", "same match as spec.routes[0] (line 6)"}}},
 	}
 	seen := map[string]bool{}
 	for _, tt := range tests {
@@ -419,6 +710,36 @@ func TestParseErrors(t *testing.T) {
 			checkDiags(t, diags, tt.want, sources.SeverityError)
 		})
 	}
+}
+
+// twoSubsets is a spec line defining subsets v1 and v2.
+const twoSubsets = "  subsets: {v1: {version: v1}, v2: {version: v2}}"
+
+// manySubsets defines subsets s0 to s<n-1>, one per line, under spec.subsets.
+func manySubsets(n int) string {
+	var ls []string
+	for i := range n {
+		ls = append(ls, fmt.Sprintf("    s%d: {version: s%d}", i, i))
+	}
+	return strings.Join(ls, "\n")
+}
+
+// manySubsetsLine is a spec line defining subsets s0 to s<n-1>.
+func manySubsetsLine(n int) string {
+	var es []string
+	for i := range n {
+		es = append(es, fmt.Sprintf("s%d: {version: s%d}", i, i))
+	}
+	return "  subsets: {" + strings.Join(es, ", ") + "}"
+}
+
+// manySplit lists n split entries (of subsets s0 to s<n-1>) under spec.split.
+func manySplit(n int) string {
+	var ls []string
+	for i := range n {
+		ls = append(ls, fmt.Sprintf("    - {subset: s%d, weight: 1}", i))
+	}
+	return strings.Join(ls, "\n")
 }
 
 func TestParseLimits(t *testing.T) {

@@ -23,6 +23,9 @@ type parser struct {
 	// dependencyIndex maps each spec.dependencies entry of the document
 	// being parsed to its index in the list.
 	dependencyIndex map[string]int
+	// subsetRefs are the uses of subset names in the spec being parsed,
+	// checked against its subsets once it is read.
+	subsetRefs []subsetRef
 }
 
 // maxAliases bounds how many alias uses a file may make, so a small file

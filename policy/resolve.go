@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -147,6 +148,13 @@ func (s *Set) Resolve(service string) Resolved {
 	r.Retry = resolveRetry(retries)
 	r.RetryBudget = pick(RetryBudget{}, get(levels, func(s *Spec) *RetryBudget { return s.RetryBudget })...)
 	r.RateLimit = pick(RateLimit{}, get(levels, func(s *Spec) *RateLimit { return s.RateLimit })...)
+
+	if svcDoc != nil { // a MeshPolicy cannot set them: they name the service's subsets
+		r.Subsets = cloneSubsets(svcDoc.Spec.Subsets)
+		r.Split = slices.Clone(svcDoc.Spec.Split)
+		r.Mirror = cloneMirror(svcDoc.Spec.Mirror)
+		r.Fault = cloneFault(svcDoc.Spec.Fault)
+	}
 
 	if meshTracing != nil {
 		r.Tracing = *meshTracing
@@ -307,6 +315,14 @@ func resolveRoutes(svc Resolved, svcDoc, meshDoc *Document, serviceRetries []*Re
 		} else {
 			rr.RateLimit = svc.RateLimit
 		}
+		// Each replaces the service's as a whole; MeshPolicy routes have
+		// none of their own.
+		rr.Split = slices.Clone(svc.Split)
+		if rs.Split != nil {
+			rr.Split = slices.Clone(rs.Split)
+		}
+		rr.Mirror = cloneMirror(cmp.Or(rs.Mirror, svc.Mirror))
+		rr.Fault = cloneFault(cmp.Or(rs.Fault, svc.Fault))
 		out = append(out, rr)
 	}
 	return out
@@ -315,7 +331,8 @@ func resolveRoutes(svc Resolved, svcDoc, meshDoc *Document, serviceRetries []*Re
 // compareMatch orders matches most specific first, as the Gateway API
 // orders HTTPRoute rules: an exact path before a prefix, a longer path
 // before a shorter one, a match restricted to methods before one that is
-// not, more header matches before fewer.
+// not, more header matches before fewer, then more query parameter matches
+// before fewer.
 func compareMatch(a, b RouteMatch) int {
 	exact := func(m RouteMatch) int {
 		if m.Path != "" {
@@ -334,6 +351,7 @@ func compareMatch(a, b RouteMatch) int {
 		-cmp.Compare(len(a.Path+a.PathPrefix), len(b.Path+b.PathPrefix)),
 		cmp.Compare(hasMethods(a), hasMethods(b)),
 		-cmp.Compare(len(a.Headers), len(b.Headers)),
+		-cmp.Compare(len(a.QueryParams), len(b.QueryParams)),
 	)
 }
 
@@ -348,6 +366,38 @@ func cloneRetry(r Retry) Retry {
 	r.RetryOn = slices.Clone(r.RetryOn)
 	r.RetriableStatusCodes = slices.Clone(r.RetriableStatusCodes)
 	return r
+}
+
+func cloneSubsets(ss []Subset) []Subset {
+	ss = slices.Clone(ss)
+	for i := range ss {
+		ss[i].Labels = maps.Clone(ss[i].Labels)
+	}
+	return ss
+}
+
+func cloneMirror(m *Mirror) *Mirror {
+	if m == nil {
+		return nil
+	}
+	c := *m
+	return &c
+}
+
+func cloneFault(f *Fault) *Fault {
+	if f == nil {
+		return nil
+	}
+	var c Fault
+	if f.Delay != nil {
+		d := *f.Delay
+		c.Delay = &d
+	}
+	if f.Abort != nil {
+		a := *f.Abort
+		c.Abort = &a
+	}
+	return &c
 }
 
 // Hash is a stable digest of everything in r that affects behaviour (it

@@ -439,3 +439,169 @@ func TestLocalityPatternMatches(t *testing.T) {
 		}
 	}
 }
+
+// TestResolveRelease: subsets, split, mirror and fault come from the
+// ServicePolicy; a route's own replace the service's, each as a whole; a
+// route without them, and every MeshPolicy route, gets the service's.
+func TestResolveRelease(t *testing.T) {
+	set := mustLoad(t,
+		"mesh.yaml", mesh(
+			"  defaults:",
+			"    routes:",
+			"      - match: {path: /healthz}",
+			"        timeout: 1s",
+		),
+		"web.yaml", svc(
+			"  subsets:",
+			"    v2: {version: v2}",
+			"    v1: {version: v1}",
+			"  split: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]",
+			"  mirror: {subset: v2, percent: 5}",
+			"  fault: {delay: {percent: 10, duration: 2s}}",
+			"  routes:",
+			"    - match: {pathPrefix: /canary, headers: {x-canary: {present: true}}}",
+			"      subset: v2",
+			"      fault: {abort: {percent: 1, httpStatus: 503}}",
+			"    - match: {pathPrefix: /shadow}",
+			"      mirror: {subset: v1, percent: 100}",
+			"    - match: {pathPrefix: /plain}",
+		),
+	)
+	web := set.Resolve("web")
+	svcSplit := []WeightedSubset{{"v1", 90}, {"v2", 10}}
+	svcMirror := &Mirror{Subset: "v2", Percent: 5}
+	svcFault := &Fault{Delay: &FaultDelay{Percent: 10, Duration: 2 * time.Second}}
+	type release struct {
+		Split  []WeightedSubset
+		Mirror *Mirror
+		Fault  *Fault
+	}
+	got := map[string]release{"service": {web.Split, web.Mirror, web.Fault}}
+	for _, rr := range web.Routes {
+		got[rr.Name] = release{rr.Split, rr.Mirror, rr.Fault}
+	}
+	want := map[string]release{
+		"service":        {svcSplit, svcMirror, svcFault},
+		"routes[0]":      {[]WeightedSubset{{"v2", 100}}, svcMirror, &Fault{Abort: &FaultAbort{Percent: 1, HTTPStatus: 503}}},
+		"routes[1]":      {svcSplit, &Mirror{Subset: "v1", Percent: 100}, svcFault},
+		"routes[2]":      {svcSplit, svcMirror, svcFault},
+		"mesh.routes[0]": {svcSplit, svcMirror, svcFault},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("release settings (-want +got):\n%s", diff)
+	}
+	wantSubsets := []Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: "v2", Labels: map[string]string{"version": "v2"}}}
+	if diff := cmp.Diff(wantSubsets, web.Subsets); diff != "" {
+		t.Errorf("subsets (-want +got):\n%s", diff)
+	}
+
+	// A service without a ServicePolicy has none, its mesh routes neither.
+	other := set.Resolve("other")
+	if other.Subsets != nil || other.Split != nil || other.Mirror != nil || other.Fault != nil {
+		t.Errorf("other: %+v %+v %+v %+v, want no release settings", other.Subsets, other.Split, other.Mirror, other.Fault)
+	}
+	if rr := other.Routes[0]; rr.Split != nil || rr.Mirror != nil || rr.Fault != nil {
+		t.Errorf("other's mesh route: %+v, want no release settings", rr)
+	}
+}
+
+// TestResolveReleaseIsolated: changing the release settings of a Resolved,
+// or of its route variants, changes neither the Set nor the other routes.
+func TestResolveReleaseIsolated(t *testing.T) {
+	set := mustLoad(t, "web.yaml", svc(
+		"  subsets: {v1: {version: v1}}",
+		"  split: [{subset: v1, weight: 100}]",
+		"  mirror: {subset: v1, percent: 5}",
+		"  fault: {delay: {percent: 10, duration: 2s}, abort: {percent: 1, grpcStatus: unavailable}}",
+		"  retry: {attempts: 2}",
+		"  routes: [{match: {pathPrefix: /a}}]",
+	))
+	r := set.Resolve("web")
+	before := r.Hash()
+	r.Subsets[0].Labels["version"] = "v9"
+	r.Split[0].Weight = 1
+	r.Mirror.Percent = 1
+	r.Fault.Delay.Percent = 1
+	r.Fault.Abort.GRPCStatus = 2
+	r.Routes[0].Split[0].Weight = 2
+	r.Routes[0].Fault.Abort.Percent = 2
+	r2 := set.Resolve("web")
+	vs := r2.RouteVariants()
+	vs[0].Split[0].Weight = 3
+	vs[0].Mirror.Percent = 3
+	vs[0].Fault.Delay.Percent = 3
+	if after := set.Resolve("web").Hash(); after != before {
+		t.Errorf("changing a Resolved changed the Set")
+	}
+	if vs[1].Split[0].Weight != 100 || vs[1].Mirror.Percent != 5 || vs[1].Fault.Delay.Percent != 10 || r2.Routes[0].Split[0].Weight != 100 {
+		t.Errorf("changing one variant changed another, or its route")
+	}
+}
+
+// TestHashRelease: every change of a release setting changes the hash.
+func TestHashRelease(t *testing.T) {
+	const two = "  subsets: {v1: {version: v1}, v2: {version: v2}}"
+	specs := [][]string{
+		{"  subsets: {v1: {version: v1}}"},
+		{"  subsets: {v1: {version: v2}}"},
+		{"  subsets: {v1: {version: v1, track: a}}"},
+		{"  subsets: {v2: {version: v1}}"},
+		{two},
+		{two, "  split: [{subset: v1, weight: 100}]"},
+		{two, "  split: [{subset: v2, weight: 100}]"},
+		{two, "  split: [{subset: v1, weight: 100}, {subset: v2, weight: 0}]"},
+		{two, "  split: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]"},
+		{two, "  mirror: {subset: v1, percent: 5}"},
+		{two, "  mirror: {subset: v1, percent: 5.5}"},
+		{two, "  mirror: {subset: v2, percent: 5}"},
+		{"  fault: {delay: {percent: 5, duration: 1s}}"},
+		{"  fault: {delay: {percent: 5, duration: 2s}}"},
+		{"  fault: {abort: {percent: 5, httpStatus: 503}}"},
+		{"  fault: {abort: {percent: 5, grpcStatus: unavailable}}"},
+		{"  fault: {abort: {percent: 5, grpcStatus: internal}}"},
+		{two, "  routes: [{match: {pathPrefix: /a}}]"},
+		{two, "  routes: [{match: {pathPrefix: /a}, subset: v1}]"},
+		{two, "  routes: [{match: {pathPrefix: /a}, subset: v2}]"},
+		{two, "  routes: [{match: {pathPrefix: /a}, mirror: {subset: v2, percent: 1}}]"},
+		{two, "  routes: [{match: {pathPrefix: /a}, fault: {delay: {percent: 5, duration: 1s}}}]"},
+		{two, "  routes: [{match: {pathPrefix: /a, headers: {x-a: b}}}]"},
+		{two, "  routes: [{match: {pathPrefix: /a, headers: {x-a: {regex: b}}}}]"},
+		{two, "  routes: [{match: {pathPrefix: /a, headers: {x-a: {present: true}}}}]"},
+		{two, "  routes: [{match: {pathPrefix: /a, queryParams: {x-a: b}}}]"},
+	}
+	seen := map[string]int{}
+	for i, spec := range specs {
+		h := mustLoad(t, "web.yaml", svc(spec...)).Resolve("web").Hash()
+		if prev, dup := seen[h]; dup {
+			t.Errorf("%q hashes like %q", spec, specs[prev])
+		}
+		seen[h] = i
+	}
+	// Subsets written in another order are the same policy.
+	a := mustLoad(t, "web.yaml", svc("  subsets: {v1: {version: v1, track: a}, v2: {version: v2}}")).Resolve("web")
+	b := mustLoad(t, "web.yaml", svc("  subsets:", "    v2: {version: v2}", "    v1: {track: a, version: v1}")).Resolve("web")
+	if a.Hash() != b.Hash() {
+		t.Errorf("Hash differs for subsets and labels written in another order")
+	}
+}
+
+// TestRouteOrderQueryParams: with paths, methods and headers alike, more
+// query parameter matches come first, as in the Gateway API.
+func TestRouteOrderQueryParams(t *testing.T) {
+	set := mustLoad(t, "p.yaml", svc(
+		"  routes:",
+		"    - match: {pathPrefix: /api}", // 0
+		"    - match: {pathPrefix: /api, queryParams: {a: '1'}}",                      // 1
+		"    - match: {pathPrefix: /api, queryParams: {a: '1', b: '2'}}",              // 2
+		"    - match: {pathPrefix: /api, headers: {x-a: '1'}}",                        // 3
+		"    - match: {pathPrefix: /api, headers: {x-a: '1'}, queryParams: {a: '1'}}", // 4
+	))
+	var got []string
+	for _, rr := range set.Resolve("web").Routes {
+		got = append(got, rr.Name)
+	}
+	want := []string{"routes[4]", "routes[3]", "routes[2]", "routes[1]", "routes[0]"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("route order (-want +got):\n%s", diff)
+	}
+}

@@ -64,9 +64,9 @@ const DefaultRouteName = "default"
 //
 // Routes come most specific first: the resolved Routes (exact path before
 // prefix, longer path first, method-restricted first, more headers first,
-// then ServicePolicy before MeshPolicy routes, then file order), then the
-// catch-all route (pathPrefix "/") with the service-level settings, unless a
-// route already matches everything.
+// more query parameters first, then ServicePolicy before MeshPolicy routes,
+// then file order), then the catch-all route (pathPrefix "/") with the
+// service-level settings, unless a route already matches everything.
 //
 // Each route is split by the idempotency rule when it retries:
 //  1. grpc: gRPC calls (only if the route admits POST), with Retry.ForGRPC;
@@ -112,7 +112,7 @@ func routeVariants(rr ResolvedRoute) []RouteVariant {
 			Name: rr.Name + "/" + string(kind), Kind: kind, Route: rr.Name,
 			Match: m, Timeout: rr.Timeout, TimeoutSet: rr.TimeoutSet, Retry: cloneRetry(retry),
 			RateLimit: rr.RateLimit, OwnRateLimit: rr.OwnRateLimit,
-			Split: rr.Split, Mirror: rr.Mirror, Fault: rr.Fault,
+			Split: slices.Clone(rr.Split), Mirror: cloneMirror(rr.Mirror), Fault: cloneFault(rr.Fault),
 		}
 	}
 	restricted := len(rr.Match.Methods) > 0

@@ -180,3 +180,52 @@ func TestRouteVariantsCarrySettings(t *testing.T) {
 		t.Errorf("got %d variants, want 8 (4 per route)", len(names))
 	}
 }
+
+// TestRouteVariantsCarryRelease: every variant of a route carries the
+// route's split, mirror and fault; those of the catch-all route the
+// service's.
+func TestRouteVariantsCarryRelease(t *testing.T) {
+	set := mustLoad(t, "p.yaml", svc(
+		"  subsets: {v1: {version: v1}, v2: {version: v2}}",
+		"  split: [{subset: v1, weight: 80}, {subset: v2, weight: 20}]",
+		"  mirror: {subset: v2, percent: 50}",
+		"  retry: {attempts: 2, idempotencyHeader: x-key}",
+		"  routes:",
+		"    - match: {pathPrefix: /beta, queryParams: {beta: '1'}}",
+		"      subset: v2",
+		"      fault: {abort: {percent: 10, grpcStatus: 14}}",
+	))
+	svcSplit := []WeightedSubset{{"v1", 80}, {"v2", 20}}
+	svcMirror := &Mirror{Subset: "v2", Percent: 50}
+	perRoute := map[string]int{}
+	for _, v := range set.RouteVariants("web") {
+		perRoute[v.Route]++
+		want := RouteVariant{Split: svcSplit, Mirror: svcMirror}
+		if v.Route == "routes[0]" {
+			want = RouteVariant{Split: []WeightedSubset{{"v2", 100}}, Mirror: svcMirror, Fault: &Fault{Abort: &FaultAbort{Percent: 10, GRPCStatus: 14}}}
+			if diff := cmp.Diff([]HeaderMatch{{Name: "beta", Exact: "1"}}, v.Match.QueryParams); diff != "" {
+				t.Errorf("%s: query params (-want +got):\n%s", v.Name, diff)
+			}
+		}
+		got := RouteVariant{Split: v.Split, Mirror: v.Mirror, Fault: v.Fault}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: release settings (-want +got):\n%s", v.Name, diff)
+		}
+	}
+	if want := map[string]int{"routes[0]": 4, DefaultRouteName: 4}; !cmp.Equal(want, perRoute) {
+		t.Errorf("variants per route = %v, want %v", perRoute, want)
+	}
+}
+
+// TestRouteVariantsQueryParamsKeepCatchAll: a route on "/" with query
+// parameter matches does not match everything, so the catch-all stays.
+func TestRouteVariantsQueryParamsKeepCatchAll(t *testing.T) {
+	set := mustLoad(t, "p.yaml", svc("  routes: [{match: {pathPrefix: /, queryParams: {debug: {present: true}}}}]"))
+	var routes []string
+	for _, v := range set.RouteVariants("web") {
+		routes = append(routes, v.Route)
+	}
+	if diff := cmp.Diff([]string{"routes[0]", DefaultRouteName}, routes); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
+	}
+}
