@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,12 +33,13 @@ type goldenCase struct {
 		Services []struct {
 			Name      string `json:"name"`
 			Endpoints []struct {
-				Address string `json:"address"`
-				Port    uint32 `json:"port"`
-				Health  string `json:"health"`
-				Weight  uint32 `json:"weight"`
-				Region  string `json:"region"`
-				Zone    string `json:"zone"`
+				Address  string            `json:"address"`
+				Port     uint32            `json:"port"`
+				Health   string            `json:"health"`
+				Weight   uint32            `json:"weight"`
+				Region   string            `json:"region"`
+				Zone     string            `json:"zone"`
+				Metadata map[string]string `json:"metadata"`
 			} `json:"endpoints"`
 		} `json:"services"`
 	} `json:"catalog"`
@@ -89,6 +91,14 @@ func (c goldenCase) registry() string {
 			}
 			if ep.Zone != "" {
 				extra = append(extra, "zone: "+ep.Zone)
+			}
+			if len(ep.Metadata) > 0 {
+				var md []string
+				for k, v := range ep.Metadata {
+					md = append(md, k+": "+v)
+				}
+				sort.Strings(md)
+				extra = append(extra, "metadata: {"+strings.Join(md, ", ")+"}")
 			}
 			ins = append(ins, instance(net.JoinHostPort(ep.Address, strconv.Itoa(int(ep.Port))), strings.Join(extra, ", ")))
 		}

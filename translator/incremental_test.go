@@ -56,7 +56,7 @@ func mutate(rng *rand.Rand, states map[string]sources.State) string {
 	i := rng.Intn(len(st.Services))
 	svc := &st.Services[i]
 	ins := slices.Clone(svc.Instances)
-	switch op := rng.Intn(6); {
+	switch op := rng.Intn(7); {
 	case op == 0 && len(st.Services) > 1:
 		name := svc.Name
 		st.Services = slices.Delete(st.Services, i, i+1)
@@ -66,6 +66,10 @@ func mutate(rng *rand.Rand, states map[string]sources.State) string {
 	case op == 2:
 		// A new port: the service's domains (its virtual host) change.
 		ins = append(ins, sources.Instance{Address: fmt.Sprintf("10.8.%d.%d", i, len(ins)), Port: uint32(7000 + rng.Intn(3)), Health: sources.HealthHealthy})
+	case op == 4 && len(ins) > 0:
+		// Another version: subsets select it differently.
+		in := &ins[rng.Intn(len(ins))]
+		in.Metadata = map[string]string{"version": []string{"v1", "v2", "v3"}[rng.Intn(3)]}
 	case op == 3 && len(ins) > 0:
 		// Another locality: locality policies order it differently.
 		in := &ins[rng.Intn(len(ins))]

@@ -161,6 +161,8 @@ func TestTranslateGatewayRateLimits(t *testing.T) {
 
 // TestTranslateGRPCHasNoRateLimitOrTracing: gRPC NACKs a rate limit filter
 // not marked optional, and has no tracer: no gRPC result carries either.
+// The only filters of its connection managers are the router and, for
+// services that inject faults, the fault filter before it.
 func TestTranslateGRPCHasNoRateLimitOrTracing(t *testing.T) {
 	for _, c := range loadCases(t) {
 		if c.input.Proxy.Kind != translator.KindGRPC {
@@ -168,8 +170,9 @@ func TestTranslateGRPCHasNoRateLimitOrTracing(t *testing.T) {
 		}
 		res := translate(t, c.input)
 		for name, m := range listenerHCMs(t, res) {
-			if m.GetTracing() != nil || len(m.GetHttpFilters()) != 1 {
-				t.Errorf("%s: listener %s: tracing %v, filters %v", c.name, name, m.GetTracing(), m.GetHttpFilters())
+			fs := m.GetHttpFilters()
+			if m.GetTracing() != nil || fs[len(fs)-1].GetName() != envoy.RouterFilterName || len(fs) > 2 || len(fs) == 2 && fs[0].GetName() != envoy.FaultFilterName {
+				t.Errorf("%s: listener %s: tracing %v, filters %v", c.name, name, m.GetTracing(), fs)
 			}
 		}
 		for _, typ := range []resource.Type{resource.RouteType, resource.ClusterType} {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -237,5 +238,56 @@ func TestGRPCStreamDeadlineOnlyWhenSet(t *testing.T) {
 	}
 	if d := deadline(set); d.GetMaxStreamDuration().AsDuration() != 3*time.Second {
 		t.Errorf("policy timeout 3s sent as %v", d)
+	}
+}
+
+// TestTranslateSubsets: each subset is a cluster balancing like its
+// service, with a load assignment of the instances it selects; a subset
+// without instances is reported (a warning, the service is still served)
+// and left out of the splits, whose share goes to the other subsets.
+func TestTranslateSubsets(t *testing.T) {
+	for _, c := range loadCases(t) {
+		if !strings.HasSuffix(c.name, "-policy-release") {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			res := translate(t, c.input)
+			clusters := map[string]*clusterv3.Cluster{}
+			for _, r := range res.Resources[resource.ClusterType] {
+				clusters[cache.GetResourceName(r)] = r.(*clusterv3.Cluster)
+			}
+			for _, name := range []string{"reviews", "reviews|v1", "reviews|v2", "reviews|v3", "ratings|v1", "ratings|v3"} {
+				cl := clusters[name]
+				if cl == nil || cl.GetEdsClusterConfig().GetServiceName() != name {
+					t.Fatalf("cluster %s missing or not its own EDS service: %v", name, cl)
+				}
+				if cl.GetLbPolicy() != clusters["reviews"].GetLbPolicy() || !proto.Equal(cl.GetCircuitBreakers(), clusters["reviews"].GetCircuitBreakers()) {
+					t.Errorf("cluster %s does not balance like its service", name)
+				}
+			}
+			members := map[string][]string{}
+			for _, r := range res.Resources[resource.EndpointType] {
+				cla := r.(*endpointv3.ClusterLoadAssignment)
+				for _, l := range cla.GetEndpoints() {
+					for _, e := range l.GetLbEndpoints() {
+						members[cla.GetClusterName()] = append(members[cla.GetClusterName()], e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+					}
+				}
+			}
+			for name, want := range map[string]string{"reviews": "10.0.1.1 10.0.1.2 10.0.1.3", "reviews|v1": "10.0.1.1 10.0.1.2", "reviews|v2": "10.0.1.3", "reviews|v3": "", "ratings|v1": "10.0.2.1", "ratings|v3": ""} {
+				if got := strings.Join(members[name], " "); got != want {
+					t.Errorf("load assignment %s holds %q, want %q", name, got, want)
+				}
+			}
+			var warnings []string
+			for _, d := range res.Diagnostics {
+				if d.Severity == sources.SeverityWarning && d.Field == "spec.subsets" {
+					warnings = append(warnings, d.Message)
+				}
+			}
+			if len(warnings) != 2 || !strings.Contains(warnings[0], "service ratings: no instance is in subset v3") || !strings.Contains(warnings[1], "service reviews: no instance is in subset v3") {
+				t.Errorf("warnings %q, want one per service about its empty v3", warnings)
+			}
+		})
 	}
 }

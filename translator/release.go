@@ -75,10 +75,11 @@ func routeTarget(service string, split []policy.WeightedSubset, empty []string) 
 	return "", weighted
 }
 
-// routeMirrors is Envoy's mirror of a route: none when the subset has no
-// instances.
-func routeMirrors(service string, m *policy.Mirror, empty []string) []envoy.Mirror {
-	if m == nil || slices.Contains(empty, m.Subset) {
+// routeMirrors is Envoy's mirror of a route that sends to cluster: none
+// when the subset has no instances, or is where the route sends every
+// request anyway (a service-wide mirror on a canary route).
+func routeMirrors(service string, m *policy.Mirror, empty []string, cluster string) []envoy.Mirror {
+	if m == nil || slices.Contains(empty, m.Subset) || SubsetClusterName(service, m.Subset) == cluster {
 		return nil
 	}
 	return []envoy.Mirror{{Cluster: SubsetClusterName(service, m.Subset), Percent: m.Percent}}

@@ -32,7 +32,7 @@ func envoyRoutes(pol policy.Resolved, v serviceView, limits rateLimits, empty []
 			Match:            variantMatch(rv),
 			Cluster:          cluster,
 			WeightedClusters: weighted,
-			Mirrors:          routeMirrors(pol.Service, rv.Mirror, empty),
+			Mirrors:          routeMirrors(pol.Service, rv.Mirror, empty, cluster),
 			Timeout:          &timeout,
 			Retry:            envoyRetry(rv.Retry),
 			Hash:             hash,

@@ -20,7 +20,8 @@ import (
 // between: none; dependencies for some services with a mesh-wide default;
 // a mesh-wide tracing collector that is a catalog service some groups
 // do not depend on (its load assignment must still reach them); and
-// locality policies of every mode.
+// locality policies of every mode with a service's subsets, split,
+// mirror and faults.
 func sharedPolicies(t *testing.T) []*policy.Set {
 	t.Helper()
 	docs := []string{
@@ -87,6 +88,21 @@ metadata: {name: svc-3}
 spec:
   dependencies: [svc-2, svc-3]
   locality: {mode: "off"}
+---
+apiVersion: sluice.dev/v1
+kind: ServicePolicy
+metadata: {name: svc-4}
+spec:
+  subsets:
+    v1: {version: v1}
+    v2: {version: v2}
+    v3: {version: v3}
+  split: [{subset: v1, weight: 60}, {subset: v2, weight: 30}, {subset: v3, weight: 10}]
+  mirror: {subset: v3, percent: 10}
+  routes:
+    - match: {pathPrefix: /, headers: {x-canary: "true"}}
+      subset: v2
+      fault: {abort: {percent: 5, httpStatus: 503}}
 `,
 	}
 	sets := []*policy.Set{nil}

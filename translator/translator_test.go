@@ -330,14 +330,20 @@ func TestTranslateEndpoints(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			res := translate(t, c.input)
 			// The clusters of services; an Envoy also has the local
-			// application's and the tracing collector's.
+			// application's and the tracing collector's. Subsets'
+			// clusters are checked in TestTranslateSubsets.
 			var clusters []types.Resource
 			for _, r := range res.Resources[resource.ClusterType] {
-				if name := cache.GetResourceName(r); name != translator.TracingClusterName && !strings.HasPrefix(name, "inbound|") {
+				if name := cache.GetResourceName(r); name != translator.TracingClusterName && !strings.HasPrefix(name, "inbound|") && !strings.Contains(name, "|") {
 					clusters = append(clusters, r)
 				}
 			}
-			endpoints := res.Resources[resource.EndpointType]
+			var endpoints []types.Resource
+			for _, r := range res.Resources[resource.EndpointType] {
+				if !strings.Contains(cache.GetResourceName(r), "|") {
+					endpoints = append(endpoints, r)
+				}
+			}
 			if len(clusters) != len(c.input.Catalog.Services) || len(endpoints) != len(clusters) {
 				t.Fatalf("%d clusters and %d assignments for %d services", len(clusters), len(endpoints), len(c.input.Catalog.Services))
 			}
