@@ -175,15 +175,16 @@ func (f outboundFilters) or(g outboundFilters) outboundFilters {
 	return outboundFilters{rateLimit: f.rateLimit || g.rateLimit, fault: f.fault || g.fault}
 }
 
-// list is the filters in the order they run, before the router: a
-// request refused by a rate limit gets no injected fault.
+// list is the filters in the order they run, before the router. The
+// fault filter comes first, as Envoy's documentation asks: an injected
+// fault takes no rate-limit token.
 func (f outboundFilters) list() []*hcmv3.HttpFilter {
 	var out []*hcmv3.HttpFilter
-	if f.rateLimit {
-		out = append(out, envoy.LocalRateLimitFilter())
-	}
 	if f.fault {
 		out = append(out, envoy.FaultFilter())
+	}
+	if f.rateLimit {
+		out = append(out, envoy.LocalRateLimitFilter())
 	}
 	return out
 }
