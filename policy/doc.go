@@ -45,6 +45,20 @@
 //	      timeout: 5s
 //	      rateLimit: {requestsPerSecond: 10}
 //	  dependencies: [auth, billing]   # the services its sidecars call; see Dependencies
+//	  healthyPanicThreshold: 30       # percent
+//	  slowStart: {window: 30s, aggression: 1, minWeightPercent: 10}
+//	  healthCheck: {interval: 5s, http: {path: /healthz}}   # or grpc: {service: ...}, tcp: {}
+//	  locality: {mode: failover, failover: [{from: us-east, to: us-west}]}
+//	  subsets: {v1: {version: v1}, v2: {version: v2}}       # ServicePolicy only, as the next three
+//	  split: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]
+//	  mirror: {subset: v2, percent: 5}
+//	  fault: {delay: {percent: 10, duration: 2s}, abort: {percent: 5, httpStatus: 503}}
+//
+// Routes may also set split, subset (a split of one), mirror and fault,
+// which replace the service's as a whole; a route's match may hold
+// queryParams, and header and query values may be {present: true},
+// {regex: RE2} or {exact: VALUE} besides a plain value. See
+// docs/policies.md for every field.
 //
 // metadata may also hold labels and annotations (string maps) for people
 // and tools; sluice ignores them.
@@ -94,7 +108,9 @@
 // retry.backoff, retry.retryBudget, rateLimit, and retryOn together with
 // retriableStatusCodes. Routes of spec.defaults apply to every service; a
 // ServicePolicy route with the same match replaces such a route. Unset
-// fields of a route come from the service level. A route that sets rateLimit
+// fields of a route come from the service level. healthCheck, slowStart
+// and locality resolve as a whole; subsets, split, mirror and fault come
+// from the ServicePolicy alone. A route that sets rateLimit
 // gets its own token bucket; the others share the service's.
 //
 // dependencies resolves as a whole too (ServicePolicy over MeshPolicy over
