@@ -169,13 +169,18 @@ func TestReleaseMirrorAndFaults(t *testing.T) {
 		// down to 190ms), while prompt ones take up to ~120ms: a delayed
 		// request is one that took ≥ 180ms, and the count is checked
 		// against Envoy's own count of injected delays.
+		var full atomic.Int64 // requests that took the whole 200ms
 		got := fanOut(n, 100, func() string {
 			t0 := time.Now()
 			r := httpResult(web, e.OutboundAddr, "delayed", "/", nil)
 			if r != "slow" {
 				return r
 			}
-			if time.Since(t0) >= delay*9/10 {
+			took := time.Since(t0)
+			if took >= delay {
+				full.Add(1)
+			}
+			if took >= delay*9/10 {
 				return "delayed"
 			}
 			return "prompt"
@@ -183,10 +188,11 @@ func TestReleaseMirrorAndFaults(t *testing.T) {
 		onlyKeys(t, "delayed", got, "delayed", "prompt")
 		checkShare(t, "delayed", got, "delayed", 0.5, 0.03)
 		injected := e.stat(t, "http.outbound_http.fault.delays_injected") - delays
-		t.Logf("%d requests in %v; envoy injected %d delays", n, time.Since(start).Round(10*time.Millisecond), injected)
-		// A request that was not delayed and still took 180ms would
-		// count as delayed: allow a handful.
-		if diff := int64(got["delayed"]) - injected; diff < 0 || diff > 5 {
+		t.Logf("%d requests in %v; envoy injected %d delays; %d requests (%.2f%%) took ≥ %v",
+			n, time.Since(start).Round(10*time.Millisecond), injected, full.Load(), 100*float64(full.Load())/float64(n), delay)
+		// Allow 1% of the requests either way for stragglers: a prompt
+		// request that took 180ms, a delay cut more than 20ms short.
+		if diff := int64(got["delayed"]) - injected; diff < -int64(n)/100 || diff > int64(n)/100 {
 			t.Errorf("%d requests took ≥ %v; envoy injected %d delays", got["delayed"], delay*9/10, injected)
 		}
 	})
