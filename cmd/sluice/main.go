@@ -76,7 +76,7 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.String("config", "", "config file (YAML/JSON/TOML) whose keys are flag names; env vars SLUICE_<FLAG> override it, flags override both")
 	pf.String("log-level", "info", "log level: debug, info, warn, error")
 	pf.String("log-format", "text", "log format: text or json")
-	root.AddCommand(a.serveCommand(), a.bootstrapCommand(), a.validateCommand(), a.registerCommand(), a.versionCommand())
+	root.AddCommand(a.serveCommand(), a.bootstrapCommand(), a.validateCommand(), a.registerCommand(), a.versionCommand(), a.translateCommand(), a.diffCommand(), a.explainCommand())
 	return root
 }
 
