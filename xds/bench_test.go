@@ -130,7 +130,7 @@ func BenchmarkTrackerPushAck(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		resp.VersionInfo, resp.Nonce = versions[i%2], nonces[i%len(nonces)]
-		tr.responseSotw(ctx, 1, resp)
+		tr.responseSotw(ctx, 1, resp, holding{})
 		ack.VersionInfo, ack.ResponseNonce = resp.VersionInfo, resp.Nonce
 		if _, err := tr.requestSotw(1, ack); err != nil {
 			b.Fatal(err)
