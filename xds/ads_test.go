@@ -25,6 +25,7 @@ import (
 
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
+	"github.com/sluice-mesh/sluice/xds"
 )
 
 const (
@@ -461,6 +462,14 @@ func TestADSSotwNack(t *testing.T) {
 	if n := p.Types[cds]; n.LastNack != nil || n.Acked != first[cds].GetVersionInfo() {
 		t.Errorf("tracker CDS = %+v, want acked %s and no NACK", n, first[cds].GetVersionInfo())
 	}
+	// What n1 was last sent changes one load assignment of what it
+	// acked; n2 acked nothing, so the tracker cannot say.
+	diff(t, "n1 EDS changes", &xds.Changes{Acked: first[eds].GetVersionInfo(), Sent: rejected.GetVersionInfo(), Retained: true,
+		Changed: []string{"user-service"}}, h.node("n1").Types[eds].Changes)
+	if ch := h.node("n1").Types[cds].Changes; ch != nil {
+		t.Errorf("n1 CDS is acked, yet has changes %+v", ch)
+	}
+	diff(t, "n2 EDS changes", &xds.Changes{Sent: rejected2.GetVersionInfo()}, h.node("n2").Types[eds].Changes)
 	if n := counterValue(t, h.reg, "sluice_xds_nacks_total", "type", "ClusterLoadAssignment"); n != 3 {
 		t.Errorf("sluice_xds_nacks_total{type=ClusterLoadAssignment} = %v, want 3", n)
 	}
@@ -498,6 +507,8 @@ func TestADSDeltaNack(t *testing.T) {
 	if ts.Sent != rejected.GetSystemVersionInfo() || ts.Acked != first[eds].GetSystemVersionInfo() {
 		t.Errorf("tracker EDS sent %q acked %q, want sent %q acked %q", ts.Sent, ts.Acked, rejected.GetSystemVersionInfo(), first[eds].GetSystemVersionInfo())
 	}
+	diff(t, "EDS changes", &xds.Changes{Acked: first[eds].GetSystemVersionInfo(), Sent: rejected.GetSystemVersionInfo(), Retained: true,
+		Changed: []string{"user-service"}}, h.node("n1").Types[eds].Changes)
 
 	h.setCatalog(withHealth(t, catalog(), "10.0.0.2", sources.HealthUnhealthy))
 	next := c.recv(eds)

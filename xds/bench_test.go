@@ -3,10 +3,12 @@ package xds
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -103,5 +105,36 @@ func BenchmarkFanOut(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkTrackerPushAck measures what the tracker's record of one push
+// costs a stream: the response recorded, then the client's ACK of it.
+//
+//	go test -run '^$' -bench TrackerPushAck -benchmem ./xds/
+func BenchmarkTrackerPushAck(b *testing.B) {
+	tr := NewTracker(&groupRecorder{}, slog.New(slog.DiscardHandler), nil, nil)
+	node := &corev3.Node{Id: "n1", Cluster: "web", UserAgentName: "envoy"}
+	ctx := context.Background()
+	tr.open(ctx, 1, false)
+	if _, err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.EndpointType}); err != nil {
+		b.Fatal(err)
+	}
+	versions := []string{"v1", "v2"}
+	nonces := make([]string, 1024)
+	for i := range nonces {
+		nonces[i] = fmt.Sprint(i)
+	}
+	resp := &discoveryv3.DiscoveryResponse{TypeUrl: resource.EndpointType}
+	ack := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.EndpointType}
+	i := 0
+	for b.Loop() {
+		resp.VersionInfo, resp.Nonce = versions[i%2], nonces[i%len(nonces)]
+		tr.responseSotw(ctx, 1, resp, holding{})
+		ack.VersionInfo, ack.ResponseNonce = resp.VersionInfo, resp.Nonce
+		if _, err := tr.requestSotw(1, ack); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }

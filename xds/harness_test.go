@@ -178,6 +178,17 @@ func (h *harness) proxy(nodeID string) xds.ProxyStatus {
 	return xds.ProxyStatus{}
 }
 
+// node returns the tracker's detailed view (Tracker.Node) of the one
+// stream of node id.
+func (h *harness) node(nodeID string) xds.ProxyStatus {
+	h.t.Helper()
+	ps := h.srv.Tracker.Node(nodeID)
+	if len(ps) != 1 {
+		h.t.Fatalf("tracker knows %d streams of node %q, want 1", len(ps), nodeID)
+	}
+	return ps[0]
+}
+
 func counterValue(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()

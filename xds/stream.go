@@ -172,7 +172,7 @@ func (s *Server) serveSotw(str grpc.BidiStreamingServer[discoveryv3.DiscoveryReq
 		if resp == nil {
 			return nil
 		}
-		s.Tracker.responseSotw(st.ctx, st.id, resp)
+		s.Tracker.responseSotw(st.ctx, st.id, resp, t.held)
 		return str.Send(resp)
 	}
 	handle := func(r *sotwRequest) error {
@@ -212,7 +212,7 @@ func (s *Server) serveDelta(str grpc.BidiStreamingServer[discoveryv3.DeltaDiscov
 		if resp == nil {
 			return nil
 		}
-		s.Tracker.responseDelta(st.ctx, st.id, resp)
+		s.Tracker.responseDelta(st.ctx, st.id, resp, t.held)
 		return str.Send(resp)
 	}
 	handle := func(req *discoveryv3.DeltaDiscoveryRequest) error {

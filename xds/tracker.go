@@ -139,7 +139,9 @@ type sent struct {
 	at      time.Time
 }
 
-type typeState struct {
+// TypeStatus is one type of one stream as the admin API shows it: the
+// version last sent and last acknowledged, and the client's last NACK.
+type TypeStatus struct {
 	Sent      string    `json:"sent,omitempty"`
 	SentAt    time.Time `json:"sent_at,omitzero"`
 	Acked     string    `json:"acked,omitempty"`
@@ -147,6 +149,41 @@ type typeState struct {
 	Resources int       `json:"resources"`
 	Pushes    int       `json:"pushes"`
 	LastNack  *Nack     `json:"last_nack,omitempty"`
+	// Changes, set by Tracker.Node only, is what the last response
+	// changes of what the client acked, when the two versions differ.
+	Changes *Changes `json:"changes,omitempty"`
+}
+
+// typeState is a TypeStatus with what the client holds as of the last
+// response and as of its last ACK: holdings are immutable values the
+// stream's session shares (see session.go), so keeping them costs two
+// pointers, and they are only compared when the admin API asks (Node).
+type typeState struct {
+	TypeStatus
+	// sentNonce is the nonce of the last response, and sentHeld what
+	// the client holds once it takes it.
+	sentNonce string
+	sentHeld  holding
+	// ackedHeld is what the client held when it acknowledged the last
+	// response it acknowledged; ackedKnown says the tracker knows it
+	// (that ACK answered the response last sent at the time).
+	ackedHeld  holding
+	ackedKnown bool
+}
+
+// Changes are what a type's last response changes of what the client last
+// acknowledged: the names of the resources it adds, removes (the server
+// removed them, or the client unsubscribed) and changes (their content
+// hash differs). Retained is false when the tracker does not know what the
+// client acknowledged (nothing yet on this stream, or an earlier response
+// than the last one sent then); the lists are empty then.
+type Changes struct {
+	Acked    string   `json:"acked"`
+	Sent     string   `json:"sent"`
+	Retained bool     `json:"retained"`
+	Added    []string `json:"added,omitempty"`
+	Removed  []string `json:"removed,omitempty"`
+	Changed  []string `json:"changed,omitempty"`
 }
 
 // Nack is a client's most recent rejection of a response.
@@ -270,6 +307,11 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 			if version != "" && !s.delta {
 				ts.Acked = version
 			}
+			ts.ackedKnown = nonce == ts.sentNonce
+			ts.ackedHeld = holding{}
+			if ts.ackedKnown {
+				ts.ackedHeld = ts.sentHeld
+			}
 			t.metrics.acks.WithLabelValues(shortTypeName(typeURL)).Inc()
 			t.metrics.ackSeconds.WithLabelValues(shortTypeName(typeURL)).Observe(t.now().Sub(answered.at).Seconds())
 		}
@@ -328,7 +370,9 @@ func (t *Tracker) unidentify(s *streamState) {
 	t.metrics.connected.WithLabelValues(string(s.proxy.Kind)).Dec()
 }
 
-func (t *Tracker) response(ctx context.Context, id int64, delta bool, typeURL, version, nonce string, resources int) {
+// response records a response; held is what the client holds once it
+// takes it.
+func (t *Tracker) response(ctx context.Context, id int64, delta bool, typeURL, version, nonce string, resources int, held holding) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.streams[streamKey{delta, id}]
@@ -347,6 +391,7 @@ func (t *Tracker) response(ctx context.Context, id int64, delta bool, typeURL, v
 	ts := s.typeState(typeURL)
 	now := t.now()
 	ts.Sent, ts.SentAt, ts.Resources = version, now, resources
+	ts.sentNonce, ts.sentHeld = nonce, held
 	ts.Pushes++
 	s.nonces[nonce] = sent{version: version, at: now}
 	s.order = append(s.order, nonce)
@@ -381,14 +426,15 @@ func (t *Tracker) requestDelta(id int64, req *discoveryv3.DeltaDiscoveryRequest)
 	return t.request(id, true, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), statusErr(req.GetErrorDetail()))
 }
 
-// responseSotw records a state-of-the-world response being sent.
-func (t *Tracker) responseSotw(ctx context.Context, id int64, resp *discoveryv3.DiscoveryResponse) {
-	t.response(ctx, id, false, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
+// responseSotw records a state-of-the-world response being sent, after
+// which the client holds held.
+func (t *Tracker) responseSotw(ctx context.Context, id int64, resp *discoveryv3.DiscoveryResponse, held holding) {
+	t.response(ctx, id, false, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()), held)
 }
 
-// responseDelta records a delta response being sent.
-func (t *Tracker) responseDelta(ctx context.Context, id int64, resp *discoveryv3.DeltaDiscoveryResponse) {
-	t.response(ctx, id, true, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources())+len(resp.GetRemovedResources()))
+// responseDelta records a delta response being sent (see responseSotw).
+func (t *Tracker) responseDelta(ctx context.Context, id int64, resp *discoveryv3.DeltaDiscoveryResponse, held holding) {
+	t.response(ctx, id, true, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources())+len(resp.GetRemovedResources()), held)
 }
 
 func statusErr(st interface {
@@ -413,32 +459,93 @@ type ProxyStatus struct {
 	// (node.locality) or "registry" (the instance at the client's
 	// address, looked up when the stream was identified); empty when
 	// the locality is unknown.
-	LocalitySource string               `json:"locality_source,omitempty"`
-	Delta          bool                 `json:"delta"`
-	Connected      time.Time            `json:"connected"`
-	Types          map[string]typeState `json:"types"`
+	LocalitySource string                `json:"locality_source,omitempty"`
+	Delta          bool                  `json:"delta"`
+	Connected      time.Time             `json:"connected"`
+	Types          map[string]TypeStatus `json:"types"`
 }
 
 // Proxies returns every identified stream, ordered by node id and stream.
 func (t *Tracker) Proxies() []ProxyStatus {
+	return t.proxies(func(*streamState) bool { return true }, nil)
+}
+
+// Node returns the identified streams of the client(s) with node id id,
+// like Proxies, with each type's Changes: what the last response changes
+// of what the client acknowledged, when their versions differ.
+func (t *Tracker) Node(id string) []ProxyStatus {
+	type pending struct {
+		c           *Changes
+		acked, sent holding
+	}
+	var work []pending
+	out := t.proxies(func(s *streamState) bool { return s.node.GetId() == id }, func(ts *typeState, st *TypeStatus) {
+		if ts.Sent == "" || ts.Sent == ts.Acked {
+			return
+		}
+		st.Changes = &Changes{Acked: ts.Acked, Sent: ts.Sent, Retained: ts.ackedKnown}
+		if ts.ackedKnown {
+			work = append(work, pending{st.Changes, ts.ackedHeld, ts.sentHeld})
+		}
+	})
+	// Holdings are immutable: they are compared without the lock, which
+	// every stream's requests and responses take.
+	for _, w := range work {
+		w.c.Added, w.c.Removed, w.c.Changed = compareHoldings(w.acked, w.sent)
+	}
+	return out
+}
+
+// compareHoldings lists the names next holds and was does not (added),
+// was holds and next does not (removed), and both hold at different
+// content hashes (changed), each sorted.
+func compareHoldings(was, next holding) (added, removed, changed []string) {
+	if was.whole != nil && was.whole == next.whole {
+		return nil, nil, nil
+	}
+	next.names(func(n string) {
+		switch {
+		case !was.has(n):
+			added = append(added, n)
+		case was.hash(n) != next.hash(n):
+			changed = append(changed, n)
+		}
+	})
+	was.names(func(n string) {
+		if !next.has(n) {
+			removed = append(removed, n)
+		}
+	})
+	sort.Strings(added)
+	sort.Strings(removed)
+	sort.Strings(changed)
+	return added, removed, changed
+}
+
+// proxies lists the identified streams that match keep; each lets
+// (when not nil) add to the status of each type.
+func (t *Tracker) proxies(keep func(*streamState) bool, each func(*typeState, *TypeStatus)) []ProxyStatus {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]ProxyStatus, 0, len(t.streams))
 	for _, s := range t.streams {
-		if !s.identified {
+		if !s.identified || !keep(s) {
 			continue
 		}
 		ps := ProxyStatus{
 			Stream: s.id, NodeID: s.node.GetId(), Cluster: s.node.GetCluster(),
 			UserAgent: s.node.GetUserAgentName(), Group: s.proxy.Key(), Proxy: s.proxy,
 			LocalitySource: s.localitySource,
-			Delta:          s.delta, Connected: s.opened, Types: map[string]typeState{},
+			Delta:          s.delta, Connected: s.opened, Types: map[string]TypeStatus{},
 		}
 		for typ, ts := range s.types {
-			c := *ts
+			c := ts.TypeStatus
 			if ts.LastNack != nil {
 				n := *ts.LastNack
 				c.LastNack = &n
+			}
+			if each != nil {
+				each(ts, &c)
 			}
 			ps.Types[typ] = c
 		}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -102,7 +104,7 @@ func TestTrackerBoundsNacks(t *testing.T) {
 		}
 	}
 	respond := func(version, nonce string) {
-		tr.responseSotw(ctx, 1, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: version, Nonce: nonce})
+		tr.responseSotw(ctx, 1, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: version, Nonce: nonce}, holding{})
 	}
 	respond("v1", "n1")
 	for range 200 {
@@ -177,7 +179,7 @@ func TestTrackerBoundsPendingNonces(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 10000 {
-		tr.responseSotw(ctx, 1, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: fmt.Sprint(i), Nonce: fmt.Sprint("n", i)})
+		tr.responseSotw(ctx, 1, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: fmt.Sprint(i), Nonce: fmt.Sprint("n", i)}, holding{})
 	}
 	s := tr.streams[streamKey{false, 1}]
 	if len(s.nonces) > maxPendingNonces || len(s.order) > 2*maxPendingNonces+1 {
@@ -188,5 +190,84 @@ func TestTrackerBoundsPendingNonces(t *testing.T) {
 	}
 	if got := tr.Proxies()[0].Types[resource.ClusterType].Acked; got != "9999" {
 		t.Fatalf("the ACK of the latest response was attributed to %q, want 9999", got)
+	}
+}
+
+// TestCompareHoldings: the changes between two holdings, whole generations
+// or explicit names, are the names added, removed and changed, sorted.
+func TestCompareHoldings(t *testing.T) {
+	gen := &generation{names: []string{"a", "b", "c"}, entries: map[string]*entry{"a": {hash: "1"}, "b": {hash: "2"}, "c": {hash: "3"}}}
+	cases := []struct {
+		name                    string
+		was, next               holding
+		added, removed, changed []string
+	}{
+		{"same generation", holding{whole: gen}, holding{whole: gen}, nil, nil, nil},
+		{"from nothing", holding{}, holding{whole: gen}, []string{"a", "b", "c"}, nil, nil},
+		{"generation to names", holding{whole: gen}, holding{explicit: map[string]string{"d": "4", "b": "2", "a": "9"}},
+			[]string{"d"}, []string{"c"}, []string{"a"}},
+		{"names to generation", holding{explicit: map[string]string{"c": "", "z": "1"}}, holding{whole: gen},
+			[]string{"a", "b"}, []string{"z"}, []string{"c"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			added, removed, changed := compareHoldings(tc.was, tc.next)
+			if !slices.Equal(added, tc.added) || !slices.Equal(removed, tc.removed) || !slices.Equal(changed, tc.changed) {
+				t.Errorf("added %v removed %v changed %v, want %v %v %v", added, removed, changed, tc.added, tc.removed, tc.changed)
+			}
+		})
+	}
+}
+
+// TestTrackerKeepsAckedHoldings: Node compares the holding of the last
+// response with the one of the last ACK, when that ACK answered the
+// response last sent at the time; an ACK of an older response leaves the
+// changes unknown.
+func TestTrackerKeepsAckedHoldings(t *testing.T) {
+	tr := NewTracker(&groupRecorder{}, slog.New(slog.DiscardHandler), nil, nil)
+	node := &corev3.Node{Id: "n", Cluster: "web", UserAgentName: "envoy"}
+	ctx := context.Background()
+	tr.open(ctx, 1, false)
+	typ := resource.EndpointType
+	request := func(version, nonce string) {
+		t.Helper()
+		if _, err := tr.requestSotw(1, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ, VersionInfo: version, ResponseNonce: nonce}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	respond := func(version, nonce string, held map[string]string) {
+		tr.responseSotw(ctx, 1, &discoveryv3.DiscoveryResponse{TypeUrl: typ, VersionInfo: version, Nonce: nonce}, holding{explicit: held})
+	}
+	changes := func() *Changes {
+		t.Helper()
+		ps := tr.Node("n")
+		if len(ps) != 1 {
+			t.Fatalf("Node: %d streams, want 1", len(ps))
+		}
+		return ps[0].Types[typ].Changes
+	}
+	request("", "")
+	respond("v1", "1", map[string]string{"a": "1", "b": "1"})
+	if got := changes(); got == nil || got.Retained || got.Sent != "v1" || got.Acked != "" {
+		t.Fatalf("before any ACK: %+v, want v1 sent and nothing known acked", got)
+	}
+	request("v1", "1")
+	if got := changes(); got != nil {
+		t.Fatalf("acked: changes %+v, want none", got)
+	}
+	respond("v2", "2", map[string]string{"a": "2", "c": "1"})
+	want := &Changes{Acked: "v1", Sent: "v2", Retained: true, Added: []string{"c"}, Removed: []string{"b"}, Changed: []string{"a"}}
+	if got := changes(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("v2 sent: changes %+v, want %+v", got, want)
+	}
+	// The client answers v2 only after v3 was sent (as no client of
+	// sluice's does): what it acked is not known.
+	respond("v3", "3", map[string]string{"a": "3"})
+	request("v2", "2")
+	if got := changes(); got == nil || got.Retained || got.Acked != "v2" || got.Sent != "v3" || got.Added != nil {
+		t.Fatalf("acked an older response: %+v, want v2 acked, v3 sent, not retained", got)
+	}
+	if got := tr.Proxies()[0].Types[typ].Changes; got != nil {
+		t.Fatalf("Proxies lists changes %+v; only Node works them out", got)
 	}
 }

@@ -72,6 +72,7 @@ func (a *app) rootCommand() *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.AddCommand(a.statusCommand())
 	pf := root.PersistentFlags()
 	pf.String("config", "", "config file (YAML/JSON/TOML) whose keys are flag names; env vars SLUICE_<FLAG> override it, flags override both")
 	pf.String("log-level", "info", "log level: debug, info, warn, error")

@@ -64,7 +64,7 @@ func (a *app) serveCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.String("xds-addr", "127.0.0.1:18000", "address of the xDS (ADS) gRPC server")
-	f.String("admin-addr", "127.0.0.1:18080", "address of the admin HTTP server (health, metrics, debug views)")
+	f.String("admin-addr", defaultAdminAddr, "address of the admin HTTP server (health, metrics, debug views)")
 	f.String("admin-token-file", "", "file holding a bearer token the admin API's /debug/ views and profiles require (read on each request); without it they are served on a loopback --admin-addr only")
 	addRegistryFlags(f)
 	f.String("policy-dir", "", "directory of policy files (*.yaml), re-read on change; nothing is served until it holds a valid policy set")
@@ -161,6 +161,20 @@ func (a *app) serveOptions() (serveOptions, error) {
 	return o, err
 }
 
+// defaultAdminAddr is where serve's admin API listens, and where
+// `sluice status` looks for it, by default.
+const defaultAdminAddr = "127.0.0.1:18080"
+
+// replicaName names this sluice in the admin API's /debug/status: its
+// hostname (a pod's name in Kubernetes).
+func replicaName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "unknown"
+	}
+	return h
+}
+
 func (o serveOptions) tlsConfig() (*tls.Config, error) {
 	cfg, err := tlsfiles.Server{CertFile: o.tlsCert, KeyFile: o.tlsKey, ClientCAFile: o.tlsCA}.Config()
 	return cfg, flagError(err)
@@ -232,7 +246,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	adminServer := &http.Server{
 		Handler: admin.NewHandler(admin.Config{
-			Metrics: reg, Loop: loop, Proxies: srv.Tracker, Snapshots: snapshots,
+			Metrics: reg, Loop: loop, Proxies: srv.Tracker, Snapshots: snapshots, Replica: replicaName(),
 			Guard: admin.Guard{TokenFile: o.adminTokenFile, Loopback: isLoopback(o.adminAddr)},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sort"
+	"strconv"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -37,6 +38,24 @@ type Loop interface {
 // acknowledged.
 type Proxies interface {
 	Proxies() []xds.ProxyStatus
+	// Node lists the streams of one client, with what each type's last
+	// response changes of what the client acknowledged.
+	Node(id string) []xds.ProxyStatus
+}
+
+// Status is the body of /debug/status, what `sluice status` shows. Its
+// field names are stable (docs/deploy.md documents them).
+type Status struct {
+	// Replica names the sluice that answers (its hostname): the one the
+	// listed clients are connected to.
+	Replica string `json:"replica"`
+	// Proxies are the connected clients' streams, in node id order, as
+	// in /debug/proxies; with ?node=ID, that node's streams only, each
+	// type with its changes.
+	Proxies []xds.ProxyStatus `json:"proxies"`
+	// Groups, with ?node=ID only, are the snapshot status of the node's
+	// groups (versions and dependencies), as in /debug/snapshots.
+	Groups []snapshot.GroupStatus `json:"groups,omitempty"`
 }
 
 // Snapshots returns the snapshot a proxy group is being served.
@@ -48,8 +67,10 @@ type Snapshots interface {
 type Config struct {
 	// Metrics is served at /metrics; promhttp's own metrics are
 	// registered in it too.
-	Metrics   *prometheus.Registry
-	Loop      Loop
+	Metrics *prometheus.Registry
+	Loop    Loop
+	// Replica names this sluice in /debug/status.
+	Replica   string
 	Proxies   Proxies
 	Snapshots Snapshots
 	// Guard protects /debug/ (the views and the profiles).
@@ -88,6 +109,30 @@ func NewHandler(c Config) http.Handler {
 	})
 	debug.HandleFunc("GET /debug/proxies", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, c.Proxies.Proxies())
+	})
+	// /debug/status lists the connected clients with the replica that
+	// serves them; ?node=ID shows one client's detail.
+	debug.HandleFunc("GET /debug/status", func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("node")
+		if id == "" {
+			writeJSON(w, http.StatusOK, Status{Replica: c.Replica, Proxies: c.Proxies.Proxies()})
+			return
+		}
+		st := Status{Replica: c.Replica, Proxies: c.Proxies.Node(id)}
+		if len(st.Proxies) == 0 {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no connected xDS client has node id " + strconv.Quote(id)})
+			return
+		}
+		groups := map[string]bool{}
+		for _, p := range st.Proxies {
+			groups[p.Group] = true
+		}
+		for _, g := range c.Loop.Status().Groups {
+			if groups[g.Key] {
+				st.Groups = append(st.Groups, g)
+			}
+		}
+		writeJSON(w, http.StatusOK, st)
 	})
 	// /debug/config?group=KEY shows the resources a proxy group is being
 	// served (each proxy's group is in /debug/proxies).

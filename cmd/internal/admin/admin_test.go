@@ -13,7 +13,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/snapshot"
+	"github.com/sluice-mesh/sluice/xds"
 )
 
 type oneSnapshot struct {
@@ -79,5 +81,56 @@ func TestDebugConfig(t *testing.T) {
 	code, body = serve(t, h, "/debug/config?group=api")
 	if code != http.StatusNotFound || body["error"] != "no snapshot for group api" {
 		t.Errorf("unknown group: %d %v, want 404 naming the group", code, body)
+	}
+}
+
+// someProxies has one stream of node n1 in group web; Node marks the
+// streams it returns, to tell the two calls apart.
+type someProxies struct{}
+
+func (someProxies) Proxies() []xds.ProxyStatus {
+	return []xds.ProxyStatus{{NodeID: "n1", Group: "web"}}
+}
+
+func (someProxies) Node(id string) []xds.ProxyStatus {
+	if id != "n1" {
+		return nil
+	}
+	return []xds.ProxyStatus{{NodeID: "n1", Group: "web", Cluster: "from-node"}}
+}
+
+// TestDebugStatus: the replica with every stream; with ?node=, that node's
+// streams (Node's view) and its groups only; an unknown node is a 404
+// naming it.
+func TestDebugStatus(t *testing.T) {
+	loop := fakeLoop{status: snapshot.Status{Groups: []snapshot.GroupStatus{{Key: "api"}, {Key: "web", Dependencies: policy.Dependencies{All: true}}}}}
+	h := NewHandler(Config{
+		Metrics: prometheus.NewRegistry(), Loop: loop, Proxies: someProxies{}, Snapshots: noSnapshots{},
+		Guard: Guard{Loopback: true}, Replica: "sluice-0",
+	})
+	get := func(path string) (int, Status) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		var st Status
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatalf("GET %s: %v\n%s", path, err, rec.Body)
+		}
+		return rec.Code, st
+	}
+	code, st := get("/debug/status")
+	want := Status{Replica: "sluice-0", Proxies: []xds.ProxyStatus{{NodeID: "n1", Group: "web"}}}
+	if diff := cmp.Diff(want, st); code != http.StatusOK || diff != "" {
+		t.Errorf("GET /debug/status = %d, (-want +got):\n%s", code, diff)
+	}
+	code, st = get("/debug/status?node=n1")
+	want = Status{Replica: "sluice-0", Proxies: []xds.ProxyStatus{{NodeID: "n1", Group: "web", Cluster: "from-node"}},
+		Groups: []snapshot.GroupStatus{{Key: "web", Dependencies: policy.Dependencies{All: true}}}}
+	if diff := cmp.Diff(want, st); code != http.StatusOK || diff != "" {
+		t.Errorf("GET /debug/status?node=n1 = %d, (-want +got):\n%s", code, diff)
+	}
+	code, body := serve(t, h, "/debug/status?node=n2")
+	if code != http.StatusNotFound || body["error"] != `no connected xDS client has node id "n2"` {
+		t.Errorf("unknown node: %d %v, want 404 naming it", code, body)
 	}
 }

@@ -25,7 +25,8 @@ func (l fakeLoop) Catalog() sources.Catalog { return sources.Catalog{} }
 
 type noProxies struct{}
 
-func (noProxies) Proxies() []xds.ProxyStatus { return nil }
+func (noProxies) Proxies() []xds.ProxyStatus    { return nil }
+func (noProxies) Node(string) []xds.ProxyStatus { return nil }
 
 type noSnapshots struct{}
 
