@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,8 +17,6 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files of the offline commands (testdata/offline/*.golden)")
-
 // Inputs of the offline command tests.
 const (
 	offRegistry = "testdata/offline/registry.yaml"
@@ -28,26 +24,6 @@ const (
 	offProposed = "testdata/offline/proposed"
 	offInvalid  = "testdata/offline/invalid"
 )
-
-// golden compares got with testdata/offline/<name>.golden, or rewrites it
-// with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", "offline", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./cmd/sluice/ -run %s -update)", err, t.Name())
-	}
-	if diff := cmp.Diff(strings.Split(string(want), "\n"), strings.Split(got, "\n")); diff != "" {
-		t.Errorf("%s mismatch (-golden +got); run with -update if intended:\n%s", path, diff)
-	}
-}
 
 func exitStatus(err error) int {
 	var ee exitError
@@ -76,7 +52,7 @@ func TestDiffGolden(t *testing.T) {
 			if exitStatus(err) != 1 {
 				t.Fatalf("err %v, want exit status 1 (stderr %q)", err, errOut)
 			}
-			golden(t, tc.name, out)
+			golden(t, filepath.Join("offline", tc.name+".golden"), out)
 		})
 	}
 }
@@ -137,7 +113,7 @@ func TestExplainGolden(t *testing.T) {
 			if err != nil || errOut != "" {
 				t.Fatalf("err %v, stderr %q", err, errOut)
 			}
-			golden(t, tc.name, out)
+			golden(t, filepath.Join("offline", tc.name+".golden"), out)
 		})
 	}
 }

@@ -2,14 +2,11 @@ package main
 
 import (
 	"bytes"
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/sluice-mesh/sluice/cmd/internal/admin"
 	"github.com/sluice-mesh/sluice/policy"
@@ -17,8 +14,6 @@ import (
 	"github.com/sluice-mesh/sluice/translator"
 	"github.com/sluice-mesh/sluice/xds"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/status")
 
 // statusNow is the fixed clock of the formatting tests.
 var statusNow = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -100,33 +95,13 @@ func statusFixture() admin.Status {
 	}}}
 }
 
-// golden compares got with testdata/status/name, or rewrites it with
-// -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", "status", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to write it)", err)
-	}
-	if d := cmp.Diff(string(want), string(got)); d != "" {
-		t.Errorf("%s (-want +got):\n%s", path, d)
-	}
-}
-
 // TestStatusTableGolden: the table, by group then node id, every state.
 func TestStatusTableGolden(t *testing.T) {
 	var b bytes.Buffer
 	if err := writeStatusTable(&b, statusFixture(), statusNow); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "table.txt", b.Bytes())
+	golden(t, filepath.Join("status", "table.txt"), b.String())
 }
 
 // TestStatusDetailGolden: one client's detail, with its locality's source,
@@ -144,6 +119,6 @@ func TestStatusDetailGolden(t *testing.T) {
 		if err := writeStatusDetail(&b, one, statusNow); err != nil {
 			t.Fatal(err)
 		}
-		golden(t, tc.file, b.Bytes())
+		golden(t, filepath.Join("status", tc.file), b.String())
 	}
 }
