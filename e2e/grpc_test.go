@@ -10,9 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/xds"
 )
 
 // backend is a gRPC test server that answers with its own name.
@@ -45,24 +43,10 @@ func startGRPCBackends(t *testing.T, n int) []*backend {
 }
 
 // dialXDS opens a channel to xds:///target with gRPC's own xDS client,
-// bootstrapped to talk to sluice at xdsAddr.
+// bootstrapped to talk to sluice at xdsAddr (its node in zone "test").
 func dialXDS(t *testing.T, xdsAddr, target string) testgrpc.TestServiceClient {
 	t.Helper()
-	bootstrap := fmt.Sprintf(`{
-		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-		"node": {"id": "grpc-e2e-client", "locality": {"zone": "test"}}
-	}`, xdsAddr)
-	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
-	if err != nil {
-		t.Fatalf("xds resolver: %v", err)
-	}
-	conn, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(resolver),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("dialing xds:///%s: %v", target, err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return testgrpc.NewTestServiceClient(conn)
+	return dialXDSIn(t, xdsAddr, target, "", "test")
 }
 
 // spread makes n calls and counts the answers per backend name.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 
@@ -76,17 +75,7 @@ func (a *app) validateCommand() *cobra.Command {
 					diags = append(diags, policyOnlyWarnings(set)...)
 				}
 			}
-			errs := 0
-			for _, d := range diags {
-				line := d.String()
-				if d.Severity == sources.SeverityWarning {
-					line += " (warning)"
-				} else {
-					errs++
-				}
-				fmt.Fprintln(a.stdout, line)
-			}
-			if errs > 0 {
+			if printDiagnostics(a.stdout, diags) > 0 {
 				return exitError(1)
 			}
 			return nil
