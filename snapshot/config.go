@@ -52,6 +52,10 @@ type Config struct {
 	// how fast they are made; 0 means the defaults (see EnsureGroup).
 	MaxGroups int
 	GroupRate float64
+	// NackRollback turns automatic rollback on: a policy change that a
+	// client rejects is rolled back until the policy files change again
+	// (rollback.go). Off unless set; sluice serve sets it by default.
+	NackRollback bool
 	// Memory reports the process's memory use against its limit; nil
 	// means RuntimeMemory. While use is above MemoryPressureFraction of
 	// the limit, groups without proxies are forgotten at once instead of

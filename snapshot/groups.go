@@ -56,6 +56,9 @@ type group struct {
 	fresh bool // registered but never built
 	// idleSince is when the group's last proxy left; zero while in use.
 	idleSince time.Time
+	// history are the group's last builds, for telling what a client
+	// accepted and what it rejected (rollback.go).
+	history []buildRecord
 }
 
 // built records that g's snapshot, of versions, is the one pol and
@@ -64,6 +67,7 @@ func (g *group) built(versions map[resource.Type]string, pol *policy.Set, catalo
 	g.versions = versions
 	g.builtPolicy, g.builtCatalog, g.diags = pol, catalog, diags
 	g.err, g.fresh = "", false
+	g.remember(versions, pol, catalog)
 }
 
 // EnsureGroup registers the config group of a newly seen proxy. The group's

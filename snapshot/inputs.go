@@ -59,6 +59,7 @@ func (l *Loop) applyPolicy(u watch.Update) bool {
 	m.sourceUpdated(policy.SourceName, u.Diagnostics)
 	l.policy = u.Set
 	l.dirty = true
+	l.endRollback()
 	l.cfg.Log.Info("policy set loaded", "files", len(u.Set.Files()))
 	return true
 }

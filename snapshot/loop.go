@@ -33,8 +33,10 @@ import (
 type Loop struct {
 	cfg   Config
 	trace tracer
-	// wake asks Run to build new groups at once.
-	wake chan struct{}
+	// wake asks Run to build new groups at once; rebuild, every group
+	// (after a rollback).
+	wake    chan struct{}
+	rebuild chan struct{}
 
 	// mu guards what the loop shares with other goroutines (EnsureGroup,
 	// ReleaseGroup and the admin API's Status): its inputs, its groups and
@@ -63,6 +65,8 @@ type Loop struct {
 	groups    map[string]*group
 	groupRate *rate.Limiter
 	evicted   []string
+	// rollback is the rollback in effect (rollback.go), nil for none.
+	rollback *RollbackStatus
 	// Status (status.go). built says at least one full build has
 	// succeeded.
 	built     bool
@@ -81,6 +85,7 @@ func NewLoop(cfg Config) *Loop {
 		cfg:     cfg,
 		trace:   tracer{cfg.Tracer},
 		wake:    make(chan struct{}, 1),
+		rebuild: make(chan struct{}, 1),
 		sources: map[string]*SourceStatus{},
 		groups:  map[string]*group{},
 		// Built from the loop's translator, so every group translates
@@ -131,6 +136,8 @@ func (l *Loop) Run(ctx context.Context, events <-chan sources.Event) error {
 		case <-l.wake:
 			l.dropEvicted()
 			l.build(ctx, true)
+		case <-l.rebuild:
+			l.build(ctx, false)
 		case <-idle.C:
 			l.dropIdleGroups()
 		case <-memory.C:

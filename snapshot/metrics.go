@@ -18,6 +18,8 @@ type Metrics struct {
 	snapshots        *prometheus.CounterVec
 	groupsRefused    *prometheus.CounterVec
 	groupsReleased   *prometheus.CounterVec
+	rollbacks        prometheus.Counter
+	rolledBackNow    prometheus.Gauge
 }
 
 // NewMetrics creates the loop's metrics and registers them with reg (which
@@ -55,10 +57,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		groupsReleased: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_groups_released_total", Help: "Proxy groups forgotten with their snapshots, by reason (idle: no proxy for --proxy-group-ttl; limit: room made under --max-proxy-groups; memory: no proxy while memory was short of GOMEMLIMIT).",
 		}, []string{"reason"}),
+		rollbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_policy_rollbacks_total", Help: "Policy changes rolled back because a client rejected the config they made.",
+		}),
+		rolledBackNow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_policy_rolled_back", Help: "1 while sluice serves an older policy set than the newest valid one, because clients rejected what the newest made.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.sourceUpdates, m.sourceErrors, m.sourceStale, m.diagnostics,
-			m.catalogServices, m.catalogInstances, m.translateSeconds, m.snapshots, m.groupsRefused, m.groupsReleased)
+			m.catalogServices, m.catalogInstances, m.translateSeconds, m.snapshots, m.groupsRefused, m.groupsReleased,
+			m.rollbacks, m.rolledBackNow)
 	}
 	return m
 }
@@ -92,4 +101,14 @@ func (m *Metrics) setDiagnostics(source string, ds []sources.Diagnostic) {
 	for sev, n := range counts {
 		m.diagnostics.WithLabelValues(source, string(sev)).Set(float64(n))
 	}
+}
+
+// rolledBack records a rollback starting (true) or ending.
+func (m *Metrics) rolledBack(now bool) {
+	if now {
+		m.rollbacks.Inc()
+		m.rolledBackNow.Set(1)
+		return
+	}
+	m.rolledBackNow.Set(0)
 }

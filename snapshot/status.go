@@ -24,6 +24,9 @@ type Status struct {
 	Translator SourceStatus  `json:"translator"`
 	Groups     []GroupStatus `json:"groups"`
 	LastError  string        `json:"last_error,omitempty"`
+	// Rollback, when set, says the policy set served is not the newest
+	// valid one: clients rejected what the newest made (rollback.go).
+	Rollback *RollbackStatus `json:"rollback,omitempty"`
 }
 
 // SourceStatus is one source's state: the policy directory's, or a
@@ -66,6 +69,10 @@ func (l *Loop) Status() Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := Status{Ready: l.built && l.synced(), Sources: map[string]SourceStatus{}, Policy: l.policyStatus, Translator: l.translatorStatus, LastError: l.lastError}
+	if l.rollback != nil {
+		rb := *l.rollback
+		st.Rollback = &rb
+	}
 	for name, s := range l.sources {
 		st.Sources[name] = *s
 	}

@@ -33,6 +33,7 @@ type serveOptions struct {
 	policyDir              string
 	otelEndpoint           string
 	groupIdleTTL           time.Duration
+	nackRollback           bool
 	adminTokenFile         string
 	maxRequestBytes        int
 	maxStreamsPerConn      uint32
@@ -68,6 +69,7 @@ func (a *app) serveCommand() *cobra.Command {
 	f.String("admin-token-file", "", "file holding a bearer token the admin API's /debug/ views and profiles require (read on each request); without it they are served on a loopback --admin-addr only")
 	addRegistryFlags(f)
 	f.String("policy-dir", "", "directory of policy files (*.yaml), re-read on change; nothing is served until it holds a valid policy set")
+	f.Bool("nack-rollback", true, "when a client rejects config that a policy change made, serve the policy set it had accepted until the policy files change again")
 	f.Duration("debounce", 100*time.Millisecond, "wait this long after a change for more changes before pushing")
 	f.Duration("max-delay", time.Second, "push at the latest this long after the first of a burst of changes")
 	f.Uint32("outbound-port", translator.DefaultOutboundPort, "port of Envoy's outbound listener unless the node's metadata sets outbound_port")
@@ -94,6 +96,7 @@ func (a *app) serveOptions() (serveOptions, error) {
 		policyDir:         v.GetString("policy-dir"),
 		otelEndpoint:      v.GetString("otel-endpoint"),
 		groupIdleTTL:      v.GetDuration("proxy-group-ttl"),
+		nackRollback:      v.GetBool("nack-rollback"),
 		maxGroups:         v.GetInt("max-proxy-groups"),
 		maxRequestBytes:   v.GetInt("xds-max-request-bytes"),
 		maxStreamsPerConn: v.GetUint32("xds-max-streams-per-connection"),
@@ -223,6 +226,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		GroupIdleTTL: o.groupIdleTTL,
 		MaxGroups:    o.maxGroups,
 		GroupRate:    o.groupRate,
+		NackRollback: o.nackRollback,
 	})
 	// One context ends everything: a signal, or the failure of any part.
 	// The xDS server's streams follow it too, so shutdown does not wait
