@@ -62,12 +62,14 @@ func TestReleaseMirrorAndFaults(t *testing.T) {
 	})
 	delayed := startHTTPBackend(t, "slow", answerName("slow"))
 	grpcApp := startNamedGRPCBackend(t, "grpc-app")
+	grpcSlow := startNamedGRPCBackend(t, "grpc-slow")
 	reg := filepath.Join(t.TempDir(), "registry.yaml")
 	writeFile(t, reg, "services:\n"+
 		serviceEntry("mirrored", instance(v1.addr, "metadata: {version: v1}"), instance(v2.addr, "metadata: {version: v2}"))+
 		serviceEntry("aborting", instance(aborting.addr, ""))+
 		serviceEntry("delayed", instance(delayed.addr, ""))+
-		serviceEntry("aborting-grpc", instance(grpcApp.addr, "")))
+		serviceEntry("aborting-grpc", instance(grpcApp.addr, ""))+
+		serviceEntry("delayed-grpc", instance(grpcSlow.addr, "")))
 	pol := policyDir(t, policies(
 		servicePolicy("mirrored", `  subsets:
     v1: {version: v1}
@@ -78,10 +80,12 @@ func TestReleaseMirrorAndFaults(t *testing.T) {
 		servicePolicy("aborting", `  retry: {attempts: 3, retryOn: [5xx], backoff: {base: 1ms, max: 5ms}}
   fault: {abort: {percent: 20, httpStatus: 503}}`),
 		servicePolicy("delayed", "  fault: {delay: {percent: 50, duration: 200ms}}"),
-		servicePolicy("aborting-grpc", "  fault: {abort: {percent: 20, grpcStatus: unavailable}}")))
+		servicePolicy("aborting-grpc", "  fault: {abort: {percent: 20, grpcStatus: unavailable}}"),
+		servicePolicy("delayed-grpc", "  fault: {delay: {percent: 50, duration: 200ms}}")))
 	s := startSluice(t, "--registry-file", reg, "--policy-dir", pol)
 	e := startEnvoy(t, s, "frontend", "frontend-1")
 	client := dialXDS(t, s.XDSAddr, "aborting-grpc")
+	slowClient := dialXDS(t, s.XDSAddr, "delayed-grpc")
 	// The only route with retries: GETs take its idempotent variant.
 	e.waitRoutes(t, "default/idempotent")
 	web := loadClient(t)
@@ -94,7 +98,7 @@ func TestReleaseMirrorAndFaults(t *testing.T) {
 		for _, c := range []struct {
 			do   func() string
 			want string
-		}{{via("mirrored", "/"), "v1-0"}, {via("aborting", "/"), "app"}, {via("delayed", "/"), "slow"}, {viaGRPC(client, nil), "grpc-app"}} {
+		}{{via("mirrored", "/"), "v1-0"}, {via("aborting", "/"), "app"}, {via("delayed", "/"), "slow"}, {viaGRPC(client, nil), "grpc-app"}, {viaGRPC(slowClient, nil), "grpc-slow"}} {
 			if got := c.do(); got != c.want {
 				return fmt.Errorf("answer %q, want %q", got, c.want)
 			}
@@ -203,5 +207,36 @@ func TestReleaseMirrorAndFaults(t *testing.T) {
 		const aborted = "code Unavailable: RPC terminated due to fault injection"
 		onlyKeys(t, "aborting-grpc", got, "grpc-app", aborted)
 		checkShare(t, "aborting-grpc", got, aborted, 0.2, 0.03)
+	})
+
+	t.Run("grpc delay", func(t *testing.T) {
+		const delay = 200 * time.Millisecond
+		n := sampleSize(0.5, 0.03, 2000) // 4445: ±3 points is 4σ
+		// gRPC delays with a Go timer, so a delayed call takes at least
+		// 200ms; prompt calls to a local backend take a few ms, far below
+		// the 180ms cut (kept as in the Envoy case for busy machines).
+		var full atomic.Int64
+		start := time.Now()
+		got := fanOut(n, 100, func() string {
+			t0 := time.Now()
+			r := grpcResult(slowClient, nil)
+			if r != "grpc-slow" {
+				return r
+			}
+			took := time.Since(t0)
+			if took >= delay {
+				full.Add(1)
+			}
+			if took >= delay*9/10 {
+				return "delayed"
+			}
+			return "prompt"
+		})
+		onlyKeys(t, "delayed-grpc", got, "delayed", "prompt")
+		checkShare(t, "delayed-grpc", got, "delayed", 0.5, 0.03)
+		t.Logf("%d calls in %v; %d (%.2f%%) took ≥ %v", n, time.Since(start).Round(10*time.Millisecond), full.Load(), 100*float64(full.Load())/float64(n), delay)
+		if full.Load() != int64(got["delayed"]) {
+			t.Errorf("%d calls took ≥ %v but %d ≥ %v: gRPC's delays should be whole", full.Load(), delay, got["delayed"], delay*9/10)
+		}
 	})
 }
