@@ -56,6 +56,11 @@ type group struct {
 	fresh bool // registered but never built
 	// idleSince is when the group's last proxy left; zero while in use.
 	idleSince time.Time
+	// lastNack is the last rejection a client of the group reported,
+	// explained (provenance.go); nackLogged the version of each type
+	// whose rejection was logged last.
+	lastNack   *NackReport
+	nackLogged map[string]string
 }
 
 // built records that g's snapshot, of versions, is the one pol and

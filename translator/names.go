@@ -49,7 +49,19 @@ type Owner struct {
 // cluster (or the collector's).
 func OwnerOf(kind ProxyKind, typeURL, name string) (o Owner, ok bool) {
 	service := func(svc string) (Owner, bool) {
-		return Owner{Scope: ScopeService, Service: svc}, svc != ""
+		if svc == "" || strings.ContainsAny(svc, "|:") {
+			return Owner{}, false
+		}
+		return Owner{Scope: ScopeService, Service: svc}, true
+	}
+	// subsetOf is the service of a cluster or load assignment named
+	// "svc" or "svc|subset".
+	subsetOf := func(name string) (Owner, bool) {
+		svc, subset, _ := strings.Cut(name, "|")
+		if strings.Contains(subset, "|") {
+			return Owner{}, false
+		}
+		return service(svc)
 	}
 	switch typeURL {
 	case resource.ClusterType:
@@ -59,19 +71,14 @@ func OwnerOf(kind ProxyKind, typeURL, name string) (o Owner, ok bool) {
 		case kind != KindGRPC && strings.HasPrefix(name, "inbound|") && isPort(strings.TrimPrefix(name, "inbound|")):
 			return Owner{Scope: ScopeOwn}, true
 		}
-		svc, _, _ := strings.Cut(name, "|")
-		return service(svc)
+		return subsetOf(name)
 	case resource.EndpointType:
-		svc, _, _ := strings.Cut(name, "|")
-		return service(svc)
+		return subsetOf(name)
 	case resource.ListenerType, resource.RouteType:
 		if kind == KindGRPC {
 			svc := name
 			if i := strings.LastIndexByte(name, ':'); i >= 0 && isPort(name[i+1:]) && typeURL == resource.ListenerType {
 				svc = name[:i]
-			}
-			if strings.ContainsAny(svc, ":|") {
-				return Owner{}, false
 			}
 			return service(svc)
 		}
