@@ -85,7 +85,7 @@ func statusFixture() admin.Status {
 				resource.ListenerType: {Sent: "00000000000000l3", SentAt: ago(2 * time.Minute), Acked: "00000000000000l2", AckedAt: ago(time.Hour), Resources: 1, Pushes: 2,
 					LastNack: &xds.Nack{Version: "00000000000000l3", Error: `error parsing "ListenerResource" response: resource "api:8080": unknown filter (code 3)`, At: ago(119 * time.Second),
 						Resources: []string{"api:8080"}, ResourcesTotal: 1},
-					Changes:  &xds.Changes{Acked: "00000000000000l2", Sent: "00000000000000l3", Retained: false}},
+					Changes: &xds.Changes{Acked: "00000000000000l2", Sent: "00000000000000l3", Retained: false}},
 			}},
 		{Stream: 9, NodeID: "api-1", Cluster: "api", UserAgent: "envoy", Group: "envoy/sidecar/api",
 			Proxy: translator.Proxy{Kind: translator.KindEnvoy, Service: "api", Role: "sidecar"},
