@@ -264,7 +264,7 @@ func (e explainer) dependencies(o *ResourceOrigin) string {
 	}
 	if len(named) > 0 {
 		e.services(o, named)
-		return fmt.Sprintf("of the %d services the group depends on, those the client's error points at", len(all))
+		return fmt.Sprintf("the client's error points at %d of the %d services the group depends on", len(named), len(all))
 	}
 	// A MeshPolicy route applies to every service: the error may quote it.
 	if mesh := e.meshDocument(); mesh != nil {
