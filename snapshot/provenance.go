@@ -373,9 +373,9 @@ func (e explainer) document(d policy.Document, svc string) PolicyOrigin {
 			}
 		}
 	}
-	all := append(settings, routes...)
+	all := slices.Concat(settings, routes)
 	if e.typeURL == resource.ListenerType || e.typeURL == resource.RouteType || p.Quoted {
-		all = append(routes, settings...)
+		all = slices.Concat(routes, settings)
 	}
 	p.Settings, p.SettingsTotal = capped(all)
 	return p
@@ -493,7 +493,7 @@ func typeName(typeURL string) string {
 // configuration".
 func nounOf(name string) string {
 	for _, k := range envoy.Kinds {
-		if typeName(string(k.Type)) == name {
+		if typeName(k.Type) == name {
 			return k.Noun
 		}
 	}

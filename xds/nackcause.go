@@ -31,7 +31,7 @@ func nackResources(detail string, rejected, accepted holding, known bool) []stri
 		return nil
 	}
 	added, _, changed := compareHoldings(accepted, rejected)
-	out := append(added, changed...)
+	out := slices.Concat(added, changed)
 	slices.Sort(out)
 	return out
 }

@@ -15,18 +15,20 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 )
 
-// Client errors as real clients word them (see e2e/nack_cause_test.go,
-// which makes Envoy reject a route configuration).
+// Client errors as real clients word them.
 const (
-	// Envoy 1.40, a route configuration whose header regex is over RE2's
-	// program size limit: the message names no resource.
+	// Envoy 1.40 rejecting a route configuration whose header regex is
+	// over RE2's program size limit, as observed in TestNackCause
+	// (e2e/nack_cause_test.go): the message names no resource.
 	envoyRegexError = `regex '^(alpha|bravo|charlie|delta|echo|foxtrot|golf|hotel|india|juliet|kilo|lima|mike){3,9}$' RE2 program size of 611 > max program size of 100 set for the error level threshold. Increase configured max program size if necessary. (code 13)`
 	// Envoy, clusters and listeners: "Error adding/updating cluster(s)
 	// NAMES: error" (source/common/upstream/cds_api_helper.cc,
 	// source/common/listener_manager/lds_api.cc).
 	envoyClusterError  = `Error adding/updating cluster(s) user-service|v2: Proto constraint validation failed (ClusterValidationError.LbPolicy: value must be one of the defined enum values) (code 13)`
 	envoyListenerError = `Error adding/updating listener(s) outbound_http: unknown filter 'envoy.filters.http.nope' (code 13)`
-	// gRPC-Go's xDS client (internal/xds/clients/xdsclient, combineErrors).
+	// gRPC-Go 1.85's xDS client: combineErrors in
+	// internal/xds/clients/xdsclient/channel.go around the message of
+	// unmarshal_rds.go.
 	grpcRouteError = `error parsing "RouteConfigResource" response: resource "user-service": route retry policy: retry_policy.num_retries = 0; must be >= 1 (code 3)`
 )
 
