@@ -148,6 +148,19 @@ func (s *Set) Documents() []Document {
 	return slices.Clone(s.docs)
 }
 
+// DocumentsOf returns the documents Resolve(service) reads: the
+// MeshPolicy, then the service's ServicePolicy, each when there is one.
+func (s *Set) DocumentsOf(service string) []Document {
+	svcDoc, meshDoc := s.documents(service)
+	var out []Document
+	for _, d := range []*Document{meshDoc, svcDoc} {
+		if d != nil {
+			out = append(out, *d)
+		}
+	}
+	return out
+}
+
 // Services lists the services that have a ServicePolicy, sorted.
 func (s *Set) Services() []string {
 	if s == nil {

@@ -59,6 +59,11 @@ type group struct {
 	// history are the group's last builds, for telling what a client
 	// accepted and what it rejected (rollback.go).
 	history []buildRecord
+	// lastNack is the last rejection a client of the group reported,
+	// explained (provenance.go); nackLogged the version of each type
+	// whose rejection was logged last.
+	lastNack   *NackReport
+	nackLogged map[string]string
 }
 
 // built records that g's snapshot, of versions, is the one pol and

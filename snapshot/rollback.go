@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/sources"
+	"github.com/sluice-mesh/sluice/translator"
 	"github.com/sluice-mesh/sluice/xds"
 )
 
@@ -105,7 +106,7 @@ func (l *Loop) considerRollback(n xds.NackEvent) rollbackDecision {
 		return "the policy set changed again since"
 	case accepted.policy == rejected.policy:
 		return "not a policy change: the registry changed; reported only"
-	case !policyCaused(accepted, rejected, n):
+	case !policyCaused(accepted, rejected, g.proxy.Kind, n):
 		return "the registry changed too; reported only"
 	}
 	refused := rejected.policy
@@ -133,19 +134,45 @@ func (l *Loop) considerRollback(n xds.NackEvent) rollbackDecision {
 // that matters to the rejected resources is the policy set: the catalog is
 // the same one, or the services of the rejected resources are unchanged
 // in it.
-func policyCaused(accepted, rejected *buildRecord, n xds.NackEvent) bool {
+func policyCaused(accepted, rejected *buildRecord, kind translator.ProxyKind, n xds.NackEvent) bool {
 	if sameCatalog(accepted.catalog, rejected.catalog) {
 		return true
 	}
-	return len(n.Resources) > 0 && sameServices(accepted.catalog, rejected.catalog, servicesOf(n.TypeURL, n.Resources))
+	var services []string
+	for _, name := range n.Resources {
+		svc, ok := translator.ServiceOf(kind, n.TypeURL, name)
+		if !ok {
+			// A resource of no one service (Envoy's outbound route
+			// configuration): any service may have changed it.
+			return false
+		}
+		if !slices.Contains(services, svc) {
+			services = append(services, svc)
+		}
+	}
+	return sameServices(accepted.catalog, rejected.catalog, services)
 }
 
-// sameCatalog reports whether two catalogs are the same value.
+// sameCatalog reports whether two catalogs hold the same services: the
+// same value, or (a merge that changed nothing makes a new value) the same
+// names at the same revisions of one lineage.
 func sameCatalog(a, b sources.Catalog) bool {
 	if a.Lineage != b.Lineage || len(a.Services) != len(b.Services) {
 		return false
 	}
-	return len(a.Services) == 0 || &a.Services[0] == &b.Services[0]
+	if len(a.Services) == 0 || &a.Services[0] == &b.Services[0] {
+		return true
+	}
+	if a.Lineage == 0 {
+		return false
+	}
+	for i := range a.Services {
+		x, y := a.Services[i], b.Services[i]
+		if x.Name != y.Name || x.Revision == 0 || x.Revision != y.Revision {
+			return false
+		}
+	}
+	return true
 }
 
 // sameServices reports whether every one of names is the same in a and b
@@ -219,34 +246,4 @@ func (l *Loop) endRollback() {
 	l.cfg.Log.Info("the policy files changed: the rollback is over", "refused_documents", l.rollback.RefusedDocuments)
 	l.rollback = nil
 	l.cfg.Metrics.rolledBack(false)
-}
-
-// servicesOf names the services whose resources names are (of type
-// typeURL): a cluster or load assignment is its service's (a subset's,
-// "service|subset", too), a gRPC listener ("service" or "service:port")
-// and route configuration are their service's. Envoy's shared outbound
-// listener and route configuration and a sidecar's inbound resources name
-// no single service: they are left out.
-func servicesOf(typeURL string, names []string) []string {
-	var out []string
-	for _, name := range names {
-		svc := name
-		switch resource.Type(typeURL) {
-		case resource.ClusterType, resource.EndpointType:
-			svc, _, _ = strings.Cut(name, "|")
-		case resource.ListenerType:
-			svc, _, _ = strings.Cut(name, ":")
-		}
-		if sources.ValidServiceName(svc) && !slices.Contains(out, svc) {
-			out = append(out, svc)
-		}
-	}
-	return out
-}
-
-// Nacked is told of every rejected response (xds.NackObserver): it rolls
-// the policy back when a policy change caused the rejection.
-func (l *Loop) Nacked(n xds.NackEvent) {
-	decision := l.considerRollback(n)
-	l.cfg.Log.Debug("considered a rollback", "node_id", n.NodeID, "group", n.Group, "type", n.TypeURL, "decision", string(decision))
 }

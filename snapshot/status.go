@@ -53,6 +53,7 @@ type GroupStatus struct {
 	Missing      []string            `json:"missing_dependencies,omitempty"`
 	// Diagnostics are the translator's, for this group's snapshot.
 	Diagnostics []sources.Diagnostic `json:"diagnostics,omitempty"`
+	LastNack    *NackReport          `json:"last_nack,omitempty"` // provenance.go
 }
 
 // Ready reports whether every source has synced and the merged catalog has
@@ -79,7 +80,7 @@ func (l *Loop) Status() Status {
 	for key, g := range l.groups {
 		// The dependencies the group's snapshot was built for, like its
 		// versions: not the newest policy set's before it is built.
-		gs := GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err, Diagnostics: g.diags}
+		gs := GroupStatus{Key: key, Proxy: g.proxy, Versions: g.versions, Error: g.err, Diagnostics: g.diags, LastNack: g.lastNack}
 		if g.versions != nil {
 			gs.Dependencies = translator.Dependencies(g.proxy, g.builtPolicy)
 			gs.Missing = missingServices(g.builtCatalog, gs.Dependencies)

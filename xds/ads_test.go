@@ -5,6 +5,7 @@ package xds_test
 // an Envoy sidecar or a proxyless gRPC client. See harness_test.go.
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -455,6 +456,11 @@ func TestADSSotwNack(t *testing.T) {
 	}
 	if ts.LastNack.Version != rejected.GetVersionInfo() || !strings.Contains(ts.LastNack.Error, "endpoint 10.0.0.1 is bogus") {
 		t.Errorf("tracker NACK = %+v, want version %s and the client's message", ts.LastNack, rejected.GetVersionInfo())
+	}
+	// The error names no resource: the NACK concerns what the rejected
+	// response changed of what n1 acked.
+	if !slices.Equal(ts.LastNack.Resources, []string{"user-service"}) || ts.LastNack.ResourcesTotal != 1 {
+		t.Errorf("tracker NACK resources %v (%d), want [user-service]", ts.LastNack.Resources, ts.LastNack.ResourcesTotal)
 	}
 	if ts.Sent != rejected.GetVersionInfo() || ts.Acked != first[eds].GetVersionInfo() {
 		t.Errorf("tracker EDS sent %q acked %q, want sent %q acked %q", ts.Sent, ts.Acked, rejected.GetVersionInfo(), first[eds].GetVersionInfo())

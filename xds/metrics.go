@@ -34,8 +34,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_xds_acks_total", Help: "xDS responses acknowledged by clients, by resource type.",
 		}, []string{"type"}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_xds_nacks_total", Help: "xDS responses rejected by clients, by resource type.",
-		}, []string{"type"}),
+			Name: "sluice_xds_nacks_total", Help: "xDS responses rejected by clients, by resource type and proxy group.",
+		}, []string{"type", "group"}),
 		ackSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sluice_xds_push_duration_seconds",
 			Help:    "Time from sending an xDS response to the client's ACK, by resource type.",

@@ -191,6 +191,10 @@ type Nack struct {
 	Version string    `json:"version"`
 	Error   string    `json:"error"`
 	At      time.Time `json:"at"`
+	// Resources are the first names the rejection concerns (see
+	// NackEvent.Resources), ResourcesTotal how many there are.
+	Resources      []string `json:"resources,omitempty"`
+	ResourcesTotal int      `json:"resources_total,omitempty"`
 }
 
 // NewTracker returns callbacks that register groups with groups. A nil
@@ -285,11 +289,12 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 		}
 	}
 	ts := s.typeState(typeURL)
+	var nacked *nackWork
 	if nonce != "" {
 		answered, known := s.nonces[nonce]
 		delete(s.nonces, nonce)
 		if errDetail != nil {
-			t.metrics.nacks.WithLabelValues(shortTypeName(typeURL)).Inc()
+			t.metrics.nacks.WithLabelValues(shortTypeName(typeURL), s.proxy.Key()).Inc()
 			now := t.now()
 			// A client decides how long its error is and how often it
 			// repeats it: keep a bounded excerpt, and log a version's
@@ -297,10 +302,18 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 			detail := truncateDetail(errDetail.Error())
 			repeat := !known || ts.LastNack != nil && ts.LastNack.Version == answered.version
 			if known {
-				ts.LastNack = &Nack{Version: answered.version, Error: detail, At: now}
+				n := &Nack{Version: answered.version, Error: detail, At: now}
+				if repeat {
+					// Worked out when the version was first rejected.
+					n.Resources, n.ResourcesTotal = ts.LastNack.Resources, ts.LastNack.ResourcesTotal
+				}
+				ts.LastNack = n
 			}
 			if !repeat && s.nackLogs.allow(now) {
 				t.log.Warn("xDS client rejected config", "node_id", s.node.GetId(), "type", typeURL, "version", answered.version, "error", detail)
+			}
+			if !repeat {
+				nacked = t.nackWork(s, ts, typeURL, nonce, answered.version, detail)
 			}
 		} else if known {
 			ts.Acked, ts.AckedAt = answered.version, t.now()
@@ -318,6 +331,9 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 	}
 	key := s.proxy.Key()
 	t.mu.Unlock()
+	if nacked != nil {
+		t.reportNack(nacked)
+	}
 	if register != nil {
 		if err := t.groups.EnsureGroup(*register); err != nil {
 			t.unidentify(s)

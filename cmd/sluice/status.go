@@ -26,6 +26,7 @@ import (
 
 	"github.com/sluice-mesh/sluice/cmd/internal/admin"
 	"github.com/sluice-mesh/sluice/policy"
+	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources/setting"
 	"github.com/sluice-mesh/sluice/xds"
 )
@@ -314,17 +315,19 @@ func writeStreamDetail(b *bytes.Buffer, p xds.ProxyStatus, st admin.Status, now 
 	field("Connected", "%s (%s ago)", p.Connected.UTC().Format(time.RFC3339), age(now, p.Connected))
 	field("Replica", "%s", st.Replica)
 	var group *struct {
-		deps    policy.Dependencies
-		missing []string
-		current map[string]string
+		deps     policy.Dependencies
+		missing  []string
+		current  map[string]string
+		lastNack *snapshot.NackReport
 	}
 	for _, g := range st.Groups {
 		if g.Key == p.Group {
 			group = &struct {
-				deps    policy.Dependencies
-				missing []string
-				current map[string]string
-			}{g.Dependencies, g.Missing, g.Versions}
+				deps     policy.Dependencies
+				missing  []string
+				current  map[string]string
+				lastNack *snapshot.NackReport
+			}{g.Dependencies, g.Missing, g.Versions, g.LastNack}
 		}
 	}
 	if group == nil {
@@ -353,6 +356,9 @@ func writeStreamDetail(b *bytes.Buffer, p xds.ProxyStatus, st admin.Status, now 
 		ts := p.Types[url]
 		if n := ts.LastNack; n != nil {
 			nacks = append(nacks, fmt.Sprintf("  %s version %s, %s (%s ago): %s", shortTypeName(url), n.Version, n.At.UTC().Format(time.RFC3339), age(now, n.At), n.Error))
+			if len(n.Resources) > 0 {
+				nacks = append(nacks, "    resources: "+listed(n.Resources, n.ResourcesTotal))
+			}
 		}
 		if c := ts.Changes; c != nil {
 			var current string
@@ -365,9 +371,40 @@ func writeStreamDetail(b *bytes.Buffer, p xds.ProxyStatus, st admin.Status, now 
 	if len(nacks) > 0 {
 		b.WriteString("\nLast NACK:\n" + strings.Join(nacks, "\n") + "\n")
 	}
+	if group != nil && group.lastNack != nil {
+		writeNackOrigins(b, *group.lastNack, p.NodeID, now)
+	}
 	if len(changes) > 0 {
 		b.WriteString("\nSent, not acknowledged (the last response against what the client acknowledged):\n" + strings.Join(changes, "\n") + "\n")
 	}
+}
+
+// writeNackOrigins writes where the resources of the group's last NACK
+// came from (the admin API works them out from the group's inputs).
+func writeNackOrigins(b *bytes.Buffer, n snapshot.NackReport, node string, now time.Time) {
+	who := ""
+	if n.Node != node {
+		who = " by " + n.Node
+	}
+	fmt.Fprintf(b, "\nThe group's last NACK%s (%s version %s, %s ago), from:\n", who, n.Type, n.Version, age(now, n.At))
+	if len(n.Origins) == 0 {
+		b.WriteString("  unknown (the client's error names no resource sluice can place)\n")
+	}
+	for _, o := range n.Origins {
+		b.WriteString("  " + o.Summary + "\n")
+	}
+	if n.LaterInputs {
+		b.WriteString("  (as the group was built since: its inputs changed after the rejected version)\n")
+	}
+}
+
+// listed is names, with how many more there are of total.
+func listed(names []string, total int) string {
+	s := strings.Join(names, ", ")
+	if total > len(names) {
+		s += fmt.Sprintf(" and %d more", total-len(names))
+	}
+	return s
 }
 
 // typeURLs are the types of a stream: the table's four, then any other

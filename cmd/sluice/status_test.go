@@ -83,8 +83,9 @@ func statusFixture() admin.Status {
 				resource.EndpointType: {Sent: "00000000000000e3", SentAt: ago(12 * time.Second), Acked: "00000000000000e2", AckedAt: ago(5 * time.Minute), Resources: 1, Pushes: 3,
 					Changes: &xds.Changes{Acked: "00000000000000e2", Sent: "00000000000000e3", Retained: true, Changed: []string{"api"}, Added: []string{"billing"}}},
 				resource.ListenerType: {Sent: "00000000000000l3", SentAt: ago(2 * time.Minute), Acked: "00000000000000l2", AckedAt: ago(time.Hour), Resources: 1, Pushes: 2,
-					LastNack: &xds.Nack{Version: "00000000000000l3", Error: "listener api: unknown filter (code 3)", At: ago(119 * time.Second)},
-					Changes:  &xds.Changes{Acked: "00000000000000l2", Sent: "00000000000000l3", Retained: false}},
+					LastNack: &xds.Nack{Version: "00000000000000l3", Error: `error parsing "ListenerResource" response: resource "api:8080": unknown filter (code 3)`, At: ago(119 * time.Second),
+						Resources: []string{"api:8080"}, ResourcesTotal: 1},
+					Changes: &xds.Changes{Acked: "00000000000000l2", Sent: "00000000000000l3", Retained: false}},
 			}},
 		{Stream: 9, NodeID: "api-1", Cluster: "api", UserAgent: "envoy", Group: "envoy/sidecar/api",
 			Proxy: translator.Proxy{Kind: translator.KindEnvoy, Service: "api", Role: "sidecar"},
@@ -92,6 +93,11 @@ func statusFixture() admin.Status {
 	}, Groups: []snapshot.GroupStatus{{
 		Key: "grpc/loc=eu/eu-1a", Versions: map[string]string{resource.EndpointType: "00000000000000e4", resource.ListenerType: "00000000000000l3"},
 		Dependencies: policy.Dependencies{Services: []string{"api", "billing"}, Origin: "policies/mesh.yaml:4"}, Missing: []string{"billing"},
+		LastNack: &snapshot.NackReport{Node: "api-client", Type: "Listener", Version: "00000000000000l3", At: ago(119 * time.Second),
+			Resources: []string{"api:8080"}, ResourcesTotal: 1, Origins: []snapshot.ResourceOrigin{{
+				Type: "Listener", Name: "api:8080", Scope: "service",
+				Summary: "listener api:8080: policy policies/api.yaml:1 (ServicePolicy api); registry file registry.yaml:3, etcd /services/api/10.0.0.1:8080",
+			}}},
 	}}}
 }
 
