@@ -94,8 +94,9 @@ const maxReportResources = 20
 // there is one (rollback.go).
 func (l *Loop) Nacked(n xds.NackEvent) {
 	l.explainNack(n)
-	decision := l.considerRollback(n)
-	l.cfg.Log.Debug("considered a rollback", "node_id", n.NodeID, "group", n.Group, "type", n.TypeURL, "decision", string(decision))
+	if decision := l.considerRollback(n); decision != rolledBack {
+		l.cfg.Log.Info("not rolling back a rejected config", "node_id", n.NodeID, "group", n.Group, "type", n.TypeURL, "why", string(decision))
+	}
 }
 
 // explainNack works out where a rejection's resources came from, keeps it

@@ -81,6 +81,9 @@ type RollbackStatus struct {
 // rollbackDecision says what considerRollback found, for the log.
 type rollbackDecision string
 
+// rolledBack is the decision to roll back.
+const rolledBack rollbackDecision = "rolled back"
+
 // considerRollback rolls the policy set back when n rejects a config that
 // a policy change made (see the top of this file). It reports what it
 // decided; the loop's goroutine rebuilds every group after a rollback.
@@ -127,7 +130,7 @@ func (l *Loop) considerRollback(n xds.NackEvent) rollbackDecision {
 	case l.rebuild <- struct{}{}:
 	default:
 	}
-	return "rolled back"
+	return rolledBack
 }
 
 // policyCaused reports whether what changed between two builds of a group

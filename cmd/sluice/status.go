@@ -121,6 +121,7 @@ func (a *app) status(ctx context.Context, node string) error {
 		fmt.Fprintf(a.stderr, "sluice status: the admin API at %s answered something else than a status: %v\n", addr, err)
 		return exitAdminUnavailable
 	}
+	writeRollback(a.stdout, st.Rollback, time.Now())
 	if node != "" {
 		return writeStatusDetail(a.stdout, st, time.Now())
 	}
@@ -485,4 +486,17 @@ func describeChanges(c xds.Changes, current string) string {
 		return head + ": no resource differs"
 	}
 	return head + ": " + strings.Join(parts, "; ")
+}
+
+// writeRollback says, above the clients, that a policy rollback is in
+// effect: which documents were refused and why.
+func writeRollback(w io.Writer, rb *snapshot.RollbackStatus, now time.Time) {
+	if rb == nil {
+		return
+	}
+	fmt.Fprintf(w, "POLICY ROLLED BACK %s ago: %s rejected %s (%s): %s\n", age(now, rb.Since), rb.Node, shortTypeName(rb.Type), rb.Version, rb.Error)
+	for _, d := range rb.RefusedDocuments {
+		fmt.Fprintf(w, "  refused %s\n", d)
+	}
+	fmt.Fprintf(w, "  serving %s until the policy files change\n\n", strings.Join(rb.Serving, ", "))
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +127,25 @@ func TestStatusDetailGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 		golden(t, filepath.Join("status", tc.file), b.String())
+	}
+}
+
+// TestStatusRollbackNotice: a rollback in effect is said above the table.
+func TestStatusRollbackNotice(t *testing.T) {
+	var b strings.Builder
+	writeRollback(&b, &snapshot.RollbackStatus{
+		Since: statusNow.Add(-90 * time.Second), Node: "frontend-1", Type: "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+		Version: "3d02", Error: "regex too big", RefusedDocuments: []string{"policies/api.yaml:1 (ServicePolicy api)"}, Serving: []string{"policies/api.yaml", "policies/mesh.yaml"},
+	}, statusNow)
+	want := "POLICY ROLLED BACK 1m30s ago: frontend-1 rejected RDS (3d02): regex too big\n" +
+		"  refused policies/api.yaml:1 (ServicePolicy api)\n" +
+		"  serving policies/api.yaml, policies/mesh.yaml until the policy files change\n\n"
+	if b.String() != want {
+		t.Errorf("notice:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	writeRollback(&b, nil, statusNow)
+	if b.Len() != 0 {
+		t.Errorf("no rollback, yet %q", b.String())
 	}
 }

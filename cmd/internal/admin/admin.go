@@ -56,6 +56,9 @@ type Status struct {
 	// Groups, with ?node=ID only, are the snapshot status of the node's
 	// groups (versions and dependencies), as in /debug/snapshots.
 	Groups []snapshot.GroupStatus `json:"groups,omitempty"`
+	// Rollback, when set, is the policy rollback in effect: clients
+	// rejected what the newest policy set made (as in /readyz).
+	Rollback *snapshot.RollbackStatus `json:"rollback,omitempty"`
 }
 
 // Snapshots returns the snapshot a proxy group is being served.
@@ -93,7 +96,12 @@ func NewHandler(c Config) http.Handler {
 		if !st.Ready {
 			code = http.StatusServiceUnavailable
 		}
-		writeJSON(w, code, map[string]any{"ready": st.Ready, "sources": st.Sources, "policy": st.Policy, "translator": st.Translator, "last_error": st.LastError})
+		body := map[string]any{"ready": st.Ready, "sources": st.Sources, "policy": st.Policy, "translator": st.Translator, "last_error": st.LastError}
+		if st.Rollback != nil {
+			// Still ready: the accepted policy set is served.
+			body["rollback"] = st.Rollback
+		}
+		writeJSON(w, code, body)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.Metrics, promhttp.HandlerOpts{Registry: c.Metrics}))
 	// Go profiles, for sizing and for reports of slow pushes.
@@ -115,10 +123,10 @@ func NewHandler(c Config) http.Handler {
 	debug.HandleFunc("GET /debug/status", func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("node")
 		if id == "" {
-			writeJSON(w, http.StatusOK, Status{Replica: c.Replica, Proxies: c.Proxies.Proxies()})
+			writeJSON(w, http.StatusOK, Status{Replica: c.Replica, Proxies: c.Proxies.Proxies(), Rollback: c.Loop.Status().Rollback})
 			return
 		}
-		st := Status{Replica: c.Replica, Proxies: c.Proxies.Node(id)}
+		st := Status{Replica: c.Replica, Proxies: c.Proxies.Node(id), Rollback: c.Loop.Status().Rollback}
 		if len(st.Proxies) == 0 {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no connected xDS client has node id " + strconv.Quote(id)})
 			return
