@@ -100,7 +100,7 @@ func (l *Loop) considerRollback(n xds.NackEvent) rollbackDecision {
 	case n.Accepted == "":
 		return "the client had accepted no earlier config"
 	}
-	typ := resource.Type(n.TypeURL)
+	typ := n.TypeURL
 	rejected, accepted := g.find(typ, n.Version), g.find(typ, n.Accepted)
 	switch {
 	case rejected == nil || accepted == nil:
