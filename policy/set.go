@@ -16,7 +16,8 @@ import (
 // and at most one ServicePolicy per service. It is immutable; a nil *Set is
 // an empty one (every service gets the built-in defaults).
 type Set struct {
-	files    []string
+	// files are the files the set was loaded from, as read.
+	files    []File
 	docs     []Document
 	mesh     *Document
 	services map[string]*Document
@@ -93,7 +94,7 @@ func Load(files []File) (*Set, []sources.Diagnostic) {
 		return nil, diags
 	}
 	for _, f := range files {
-		set.files = append(set.files, f.Name)
+		set.files = append(set.files, File{Name: f.Name, Data: slices.Clone(f.Data)})
 	}
 	return set, nil
 }
@@ -136,7 +137,26 @@ func (s *Set) Files() []string {
 	if s == nil {
 		return nil
 	}
-	return slices.Clone(s.files)
+	names := make([]string, len(s.files))
+	for i, f := range s.files {
+		names[i] = f.Name
+	}
+	return names
+}
+
+// Sources returns the files the set was loaded from, in load order, each
+// with its content as Load read it: Load(s.Sources()) makes an equal set.
+// The admin API serves them (GET /debug/policy) so that tools can resolve
+// a running sluice's policies as it does. The data are copies.
+func (s *Set) Sources() []File {
+	if s == nil {
+		return nil
+	}
+	out := make([]File, len(s.files))
+	for i, f := range s.files {
+		out[i] = File{Name: f.Name, Data: slices.Clone(f.Data)}
+	}
+	return out
 }
 
 // Documents returns the documents of the set in load order (files by name,

@@ -178,3 +178,37 @@ func TestWarnings(t *testing.T) {
 		t.Errorf("nil Set Warnings() = %v", w)
 	}
 }
+
+// TestSources: a set returns its files as read, in load order, and loading
+// them again makes the same set; the caller's buffers and the returned
+// ones are the set's own copies.
+func TestSources(t *testing.T) {
+	files := []File{
+		{Name: "a.yaml", Data: []byte(svcNamed("a", "  timeout: 1s"))},
+		{Name: "b.yaml", Data: []byte(svcNamed("b", "  timeout: 2s"))},
+	}
+	set, diags := Load(files)
+	if set == nil {
+		t.Fatalf("Load: %v", diags)
+	}
+	want := []File{{Name: "a.yaml", Data: []byte(svcNamed("a", "  timeout: 1s"))}, {Name: "b.yaml", Data: []byte(svcNamed("b", "  timeout: 2s"))}}
+	files[0].Data[0] = '#'
+	got := set.Sources()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("Sources (-want +got):\n%s", diff)
+	}
+	got[1].Data[0] = '#'
+	if diff := cmp.Diff(want, set.Sources()); diff != "" {
+		t.Errorf("Sources after editing a returned file (-want +got):\n%s", diff)
+	}
+	again, diags := Load(set.Sources())
+	if again == nil {
+		t.Fatalf("Load(Sources()): %v", diags)
+	}
+	if diff := cmp.Diff(set.Explain("b"), again.Explain("b")); diff != "" {
+		t.Errorf("the set loaded again explains b differently (-want +got):\n%s", diff)
+	}
+	if (*Set)(nil).Sources() != nil {
+		t.Error("a nil set has sources")
+	}
+}
