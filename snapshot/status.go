@@ -120,6 +120,15 @@ func (l *Loop) Catalog() sources.Catalog {
 	return l.catalog
 }
 
+// Policy returns the policy set the loop serves now: the newest valid
+// one, or during a rollback the one clients accepted (see Status's
+// Rollback); nil for the built-in defaults.
+func (l *Loop) Policy() *policy.Set {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.policy
+}
+
 // missingServices lists the services deps names that catalog lacks.
 func missingServices(catalog sources.Catalog, deps policy.Dependencies) []string {
 	var out []string

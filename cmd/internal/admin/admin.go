@@ -22,16 +22,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/xds"
 )
 
 // Loop is what the API reads of the snapshot loop: its readiness and
-// status, and the merged catalog of its last build.
+// status, the merged catalog of its last build, and the policy set it
+// serves (nil: the built-in defaults).
 type Loop interface {
 	Status() snapshot.Status
 	Catalog() sources.Catalog
+	Policy() *policy.Set
 }
 
 // Proxies lists the connected xDS clients and what each was sent and
@@ -59,6 +62,26 @@ type Status struct {
 	// Rollback, when set, is the policy rollback in effect: clients
 	// rejected what the newest policy set made (as in /readyz).
 	Rollback *snapshot.RollbackStatus `json:"rollback,omitempty"`
+}
+
+// Policy is the body of /debug/policy: the policy set the loop serves
+// now, file by file as it was read, so that `sluice diff --admin-addr`
+// and its kin load it again (policy.Load) and resolve what the running
+// sluice resolves. Its field names are stable (docs/deploy.md).
+type Policy struct {
+	// Files are the set's files in load order; empty when sluice serves
+	// the built-in defaults (no --policy-dir).
+	Files []PolicyFile `json:"files"`
+	// Rollback, when set, says the set served is not the newest valid
+	// one: clients rejected what that made (as in /readyz).
+	Rollback *snapshot.RollbackStatus `json:"rollback,omitempty"`
+}
+
+// PolicyFile is one policy file: its path on the sluice that serves it,
+// and its content as read.
+type PolicyFile struct {
+	Name    string `json:"name"`
+	Content string `json:"content"`
 }
 
 // Snapshots returns the snapshot a proxy group is being served.
@@ -111,6 +134,15 @@ func NewHandler(c Config) http.Handler {
 	debug.HandleFunc("GET /debug/catalog", func(w http.ResponseWriter, _ *http.Request) {
 		st := c.Loop.Status()
 		writeJSON(w, http.StatusOK, map[string]any{"catalog": c.Loop.Catalog(), "sources": st.Sources})
+	})
+	debug.HandleFunc("GET /debug/policy", func(w http.ResponseWriter, _ *http.Request) {
+		// Status first: a rollback that ends in between shows the newer
+		// set without it, never the older set without it.
+		p := Policy{Files: []PolicyFile{}, Rollback: c.Loop.Status().Rollback}
+		for _, f := range c.Loop.Policy().Sources() {
+			p.Files = append(p.Files, PolicyFile{Name: f.Name, Content: string(f.Data)})
+		}
+		writeJSON(w, http.StatusOK, p)
 	})
 	debug.HandleFunc("GET /debug/snapshots", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, c.Loop.Status())

@@ -134,3 +134,35 @@ func TestDebugStatus(t *testing.T) {
 		t.Errorf("unknown node: %d %v, want 404 naming it", code, body)
 	}
 }
+
+// TestDebugPolicy: the served set's files with their contents, in load
+// order, and the rollback in effect; no files for the built-in defaults.
+func TestDebugPolicy(t *testing.T) {
+	files := []policy.File{
+		{Name: "/etc/sluice/a.yaml", Data: []byte("apiVersion: sluice.dev/v1\nkind: ServicePolicy\nmetadata: {name: a}\nspec:\n  timeout: 2s\n")},
+		{Name: "/etc/sluice/mesh.yaml", Data: []byte("apiVersion: sluice.dev/v1\nkind: MeshPolicy\nmetadata: {name: mesh}\nspec:\n  defaults:\n    timeout: 3s\n")},
+	}
+	set, diags := policy.Load(files)
+	if set == nil {
+		t.Fatal(diags)
+	}
+	rb := &snapshot.RollbackStatus{Node: "web-1", Group: "envoy/sidecar/web", Type: resource.ClusterType, Version: "v2", Error: "bad"}
+	h := NewHandler(Config{Metrics: prometheus.NewRegistry(), Loop: fakeLoop{policy: set, status: snapshot.Status{Rollback: rb}},
+		Proxies: noProxies{}, Snapshots: noSnapshots{}, Guard: Guard{Loopback: true}})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/policy", nil))
+	var got Policy
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); rec.Code != http.StatusOK || err != nil {
+		t.Fatalf("GET /debug/policy = %d, %v\n%s", rec.Code, err, rec.Body)
+	}
+	want := Policy{Files: []PolicyFile{{files[0].Name, string(files[0].Data)}, {files[1].Name, string(files[1].Data)}}, Rollback: rb}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GET /debug/policy (-want +got):\n%s", diff)
+	}
+
+	h = NewHandler(Config{Metrics: prometheus.NewRegistry(), Loop: fakeLoop{}, Proxies: noProxies{}, Snapshots: noSnapshots{}, Guard: Guard{Loopback: true}})
+	code, body := serve(t, h, "/debug/policy")
+	if fs, ok := body["files"].([]any); code != http.StatusOK || !ok || len(fs) != 0 || body["rollback"] != nil {
+		t.Errorf("GET /debug/policy without a policy set = %d %v, want 200, files [] and no rollback", code, body)
+	}
+}

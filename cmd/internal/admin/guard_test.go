@@ -11,6 +11,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/xds"
@@ -18,10 +19,14 @@ import (
 
 // fakes stand in for the snapshot loop, the xDS tracker and the cache: a
 // loop that is not ready (nothing synced), no proxies, no snapshots.
-type fakeLoop struct{ status snapshot.Status }
+type fakeLoop struct {
+	status snapshot.Status
+	policy *policy.Set
+}
 
 func (l fakeLoop) Status() snapshot.Status  { return l.status }
 func (l fakeLoop) Catalog() sources.Catalog { return sources.Catalog{} }
+func (l fakeLoop) Policy() *policy.Set      { return l.policy }
 
 type noProxies struct{}
 
@@ -72,6 +77,9 @@ func TestGuard(t *testing.T) {
 		{"readyz with a token set", withToken, "/readyz", "", http.StatusServiceUnavailable}, // not ready: nothing synced, but served
 		{"debug on loopback", local, "/debug/snapshots", "", http.StatusOK},
 		{"debug beyond loopback", exposed, "/debug/snapshots", "", http.StatusForbidden},
+		{"policy beyond loopback", exposed, "/debug/policy", "", http.StatusForbidden},
+		{"policy without the token", withToken, "/debug/policy", "", http.StatusUnauthorized},
+		{"policy with the token", withToken, "/debug/policy", "s3cret", http.StatusOK},
 		{"pprof beyond loopback", exposed, "/debug/pprof/", "", http.StatusForbidden},
 		{"debug without the token", withToken, "/debug/catalog", "", http.StatusUnauthorized},
 		{"debug with a wrong token", withToken, "/debug/catalog", "guess", http.StatusUnauthorized},
