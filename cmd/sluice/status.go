@@ -23,6 +23,7 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sluice-mesh/sluice/cmd/internal/admin"
 	"github.com/sluice-mesh/sluice/policy"
@@ -79,31 +80,25 @@ refuses the request.`,
 		},
 	}
 	f := cmd.Flags()
-	f.String("admin-addr", defaultAdminAddr, "host:port of the admin API of the sluice to ask (its serve --admin-addr)")
-	f.String("admin-token-file", "", "file holding the bearer token the admin API's /debug/ views require (serve's --admin-token-file)")
+	addAdminFlags(f, defaultAdminAddr)
 	f.StringP("output", "o", "text", "output format: text, or json (the admin API's answer as is)")
 	return cmd
 }
 
 func (a *app) status(ctx context.Context, node string) error {
-	addr, output := a.v.GetString("admin-addr"), a.v.GetString("output")
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return &setting.Error{Field: "--admin-addr", Value: addr, Reason: "must be host:port", Err: err}
+	output := a.v.GetString("output")
+	addr, token, err := a.adminTarget()
+	if err != nil {
+		return err
 	}
 	if output != "text" && output != "json" {
 		return &setting.Error{Field: "--output", Value: output, Reason: "must be one of text, json"}
 	}
-	var token string
-	if path := a.v.GetString("admin-token-file"); path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return &setting.Error{Field: "--admin-token-file", Value: path, Reason: "cannot be read", Err: err}
-		}
-		if token = strings.TrimSpace(string(b)); token == "" {
-			return &setting.Error{Field: "--admin-token-file", Value: path, Reason: "holds no token"}
-		}
+	var query url.Values
+	if node != "" {
+		query = url.Values{"node": {node}}
 	}
-	body, err := fetchStatus(ctx, addr, token, node)
+	body, err := fetchAdmin(ctx, addr, token, "/debug/status", query)
 	var nf notFoundError
 	switch {
 	case errors.As(err, &nf):
@@ -138,14 +133,41 @@ type notFoundError string
 
 func (e notFoundError) Error() string { return string(e) }
 
-// fetchStatus gets /debug/status (of node, when not empty) from the admin
-// API at addr. Its errors name the address and say what to do.
-func fetchStatus(ctx context.Context, addr, token, node string) ([]byte, error) {
+// addAdminFlags adds --admin-addr (defaulting to addr) and
+// --admin-token-file, which name the admin API of a running sluice.
+func addAdminFlags(f *pflag.FlagSet, addr string) {
+	f.String("admin-addr", addr, "host:port of the admin API of the sluice to ask (its serve --admin-addr)")
+	f.String("admin-token-file", "", "file holding the bearer token the admin API's /debug/ views require (serve's --admin-token-file)")
+}
+
+// adminTarget reads --admin-addr, checked, and the token of
+// --admin-token-file ("" without one).
+func (a *app) adminTarget() (addr, token string, err error) {
+	addr = a.v.GetString("admin-addr")
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", "", &setting.Error{Field: "--admin-addr", Value: addr, Reason: "must be host:port", Err: err}
+	}
+	if path := a.v.GetString("admin-token-file"); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", "", &setting.Error{Field: "--admin-token-file", Value: path, Reason: "cannot be read", Err: err}
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return "", "", &setting.Error{Field: "--admin-token-file", Value: path, Reason: "holds no token"}
+		}
+	}
+	return addr, token, nil
+}
+
+// fetchAdmin gets path (with query, when not nil) from the admin API at
+// addr, within adminTimeout. Its errors name the address and say what to
+// do; a 404 with an error message in its body is a notFoundError.
+func fetchAdmin(ctx context.Context, addr, token, path string, query url.Values) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
 	defer cancel()
-	u := url.URL{Scheme: "http", Host: addr, Path: "/debug/status"}
-	if node != "" {
-		u.RawQuery = url.Values{"node": {node}}.Encode()
+	u := url.URL{Scheme: "http", Host: addr, Path: path}
+	if query != nil {
+		u.RawQuery = query.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -178,7 +200,7 @@ func fetchStatus(ctx context.Context, addr, token, node string) ([]byte, error) 
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			return nil, notFoundError(e.Error)
 		}
-		return nil, fmt.Errorf("the admin API at %s has no /debug/status: is it an older sluice?", addr)
+		return nil, fmt.Errorf("the admin API at %s has no %s: is it an older sluice?", addr, path)
 	default:
 		return nil, fmt.Errorf("the admin API at %s answered %s: %s", addr, resp.Status, msg)
 	}
