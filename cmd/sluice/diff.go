@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-mesh/sluice/policy"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/sources/setting"
 	"github.com/sluice-mesh/sluice/translator"
@@ -24,8 +26,8 @@ const (
 
 func (a *app) diffCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "diff --registry-file F --policy-dir CURRENT --proposed-policy-dir PROPOSED",
-		Short: "Show how a proposed policy directory would change what proxies get, offline",
+		Use:   "diff (--registry-file F --policy-dir CURRENT | --admin-addr HOST:PORT) --proposed-policy-dir PROPOSED",
+		Short: "Show how a proposed policy directory would change what proxies get, offline or for a running sluice",
 		Long: "Translate the registry files with the current and with the proposed policy\n" +
 			"directory, for each proxy group, and list the groups whose configuration would\n" +
 			"change: each resource added (+), removed (-) or changed (~), with the fields of a\n" +
@@ -38,24 +40,32 @@ func (a *app) diffCommand() *cobra.Command {
 			"proxyless gRPC clients. With --service, only those services' sidecars. --region\n" +
 			"and --zone place every group's clients (it matters under a locality policy).\n" +
 			"\n" +
+			"With --admin-addr (and --admin-token-file, as sluice status), against a running\n" +
+			"sluice instead: its merged catalog, the policy set it serves now, and the proxy\n" +
+			"groups it builds (those of the clients connected to it, each with its own port\n" +
+			"and locality) from its admin API; --service still narrows them. What the\n" +
+			"proposed directory would change for the proxies actually connected.\n" +
+			"\n" +
 			"Exit status: 0 no change, 1 changes, 2 errors (an invalid proposed or current\n" +
-			"policy, or registry file, is printed as file:line: field: message on stderr).",
+			"policy, or registry file, is printed as file:line: field: message on stderr; an\n" +
+			"admin API that cannot be reached or refuses is an error too).",
 		Args: cobra.NoArgs,
 		// Errors of any kind, flags included, exit 2: 1 means changes.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return a.diffStatus(a.loadConfig(cmd))
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.diffStatus(a.diff())
+			return a.diffStatus(a.diff(cmd.Context()))
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return a.diffStatus(err) })
 	f := cmd.Flags()
 	addRegistryFlag(f)
-	f.String("policy-dir", "", "the current policy directory (required)")
+	f.String("policy-dir", "", "the current policy directory (required without --admin-addr)")
 	f.String("proposed-policy-dir", "", "the proposed policy directory (required)")
 	f.StringArray("service", nil, "compare only the sidecars of this service (repeatable)")
 	addLocalityFlags(f)
+	addAdminFlags(f, "")
 	return cmd
 }
 
@@ -69,34 +79,30 @@ func (a *app) diffStatus(err error) error {
 	return exitError(diffError)
 }
 
-func (a *app) diff() error {
+func (a *app) diff(ctx context.Context) error {
 	v := a.v
-	current, proposed := v.GetString("policy-dir"), v.GetString("proposed-policy-dir")
-	if current == "" {
-		return &setting.Error{Field: "--policy-dir", Reason: "is required"}
-	}
+	proposed := v.GetString("proposed-policy-dir")
 	if proposed == "" {
 		return &setting.Error{Field: "--proposed-policy-dir", Reason: "is required"}
 	}
-	registries := v.GetStringSlice("registry-file")
-	if len(registries) == 0 {
-		return &setting.Error{Field: "--registry-file", Reason: "is required"}
+	var (
+		in    diffInputs
+		diags []sources.Diagnostic
+		err   error
+	)
+	if a.isLive() {
+		in, err = a.diffLiveInputs(ctx)
+	} else {
+		in, diags, err = a.diffOfflineInputs()
 	}
-	loc, err := localityOf(v.GetString("region"), v.GetString("zone"))
 	if err != nil {
 		return err
 	}
-	catalog, diags := loadCatalog(registries)
-	curSet, cds := loadPolicy(current)
 	propSet, pds := loadPolicy(proposed)
-	diags = append(append(diags, cds...), pds...)
-	if printDiagnostics(a.stderr, diags) > 0 {
+	if printDiagnostics(a.stderr, append(diags, pds...)) > 0 {
 		return exitError(diffError)
 	}
-	groups, err := diffGroups(catalog, v.GetStringSlice("service"), loc)
-	if err != nil {
-		return err
-	}
+	catalog, curSet, groups := in.catalog, in.current, in.groups
 	tr := translator.New()
 	changed := 0
 	for _, g := range groups {
@@ -118,10 +124,70 @@ func (a *app) diff() error {
 	}
 	if changed == 0 {
 		fmt.Fprintf(a.stdout, "no changes in %d groups\n", len(groups))
+		if len(groups) == 0 && a.isLive() {
+			fmt.Fprintln(a.stderr, "note: no proxy group is built on the running sluice: no xDS client is connected to it (see sluice status)")
+		}
 		return nil
 	}
 	fmt.Fprintf(a.stdout, "%d of %d groups change\n", changed, len(groups))
 	return exitError(diffChanges)
+}
+
+// diffInputs are what diff compares the proposed policy directory
+// against: a catalog, the current policy set and the groups.
+type diffInputs struct {
+	catalog sources.Catalog
+	current *policy.Set
+	groups  []translator.Proxy
+}
+
+// diffOfflineInputs are the catalog of --registry-file, the policy set of
+// --policy-dir and the groups diff guesses (see diffGroups), with the
+// files' diagnostics.
+func (a *app) diffOfflineInputs() (diffInputs, []sources.Diagnostic, error) {
+	v := a.v
+	current := v.GetString("policy-dir")
+	if current == "" {
+		return diffInputs{}, nil, &setting.Error{Field: "--policy-dir", Reason: "is required (or --admin-addr)"}
+	}
+	registries := v.GetStringSlice("registry-file")
+	if len(registries) == 0 {
+		return diffInputs{}, nil, &setting.Error{Field: "--registry-file", Reason: "is required (or --admin-addr)"}
+	}
+	loc, err := localityOf(v.GetString("region"), v.GetString("zone"))
+	if err != nil {
+		return diffInputs{}, nil, err
+	}
+	catalog, diags := loadCatalog(registries)
+	set, pds := loadPolicy(current)
+	diags = append(diags, pds...)
+	if slices.ContainsFunc(diags, func(d sources.Diagnostic) bool { return d.Severity != sources.SeverityWarning }) {
+		return diffInputs{}, diags, nil // diff prints them and stops
+	}
+	groups, err := diffGroups(catalog, v.GetStringSlice("service"), loc)
+	return diffInputs{catalog, set, groups}, diags, err
+}
+
+// diffLiveInputs are the running sluice's catalog, the policy set it
+// serves and its groups (narrowed by --service).
+func (a *app) diffLiveInputs(ctx context.Context) (diffInputs, error) {
+	v := a.v
+	for _, err := range []error{
+		offlineOnly("--registry-file", len(v.GetStringSlice("registry-file")) > 0, "the catalog and the groups"),
+		offlineOnly("--policy-dir", v.GetString("policy-dir") != "", "the current policy"),
+		offlineOnly("--region", v.GetString("region") != "", "the groups, each with its clients' locality,"),
+		offlineOnly("--zone", v.GetString("zone") != "", "the groups, each with its clients' locality,"),
+	} {
+		if err != nil {
+			return diffInputs{}, err
+		}
+	}
+	in, err := a.loadLive(ctx, "diff", true)
+	if err != nil {
+		return diffInputs{}, err
+	}
+	groups, err := liveGroups(in.groups, v.GetStringSlice("service"))
+	return diffInputs{in.catalog, in.policy, groups}, err
 }
 
 // translateDocs translates in, printing the translation's diagnostics on

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -54,8 +55,8 @@ func grpcCaveat(field string) string {
 
 func (a *app) explainCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "explain SERVICE --registry-file F --policy-dir D [--route PATH] [--client envoy|grpc]",
-		Short: "Show each effective policy setting of a service and where it came from, offline",
+		Use:   "explain SERVICE (--registry-file F --policy-dir D | --admin-addr HOST:PORT) [--route PATH] [--client envoy|grpc]",
+		Short: "Show each effective policy setting of a service and where it came from, offline or in a running sluice",
 		Long: "Resolve the policy directory for SERVICE, as sluice serve does, and print each\n" +
 			"effective setting with its source: the ServicePolicy or MeshPolicy line that set\n" +
 			"it, a route's own, or the built-in default; and, unless --client envoy, what\n" +
@@ -63,10 +64,14 @@ func (a *app) explainCommand() *cobra.Command {
 			"With --route PATH, the route a request to PATH takes (the first whose path or\n" +
 			"prefix matches, most specific first; method, header and query matches are not\n" +
 			"considered) and its effective settings. Invalid policies print file:line: field:\n" +
-			"message on stderr and exit 2.",
+			"message on stderr and exit 2.\n" +
+			"\n" +
+			"With --admin-addr (and --admin-token-file, as sluice status), the policy set a\n" +
+			"running sluice serves now and its catalog instead, from its admin API; sources\n" +
+			"are its files' paths on its host. Exit status 2 when it cannot be reached.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.explain(args[0])
+			return a.explain(cmd.Context(), args[0])
 		},
 	}
 	f := cmd.Flags()
@@ -74,21 +79,45 @@ func (a *app) explainCommand() *cobra.Command {
 	f.String("policy-dir", "", "the policy directory (default: none, built-in defaults)")
 	f.String("route", "", "explain the route a request to this path takes")
 	f.String("client", "", "the kind of client: envoy or grpc (default: both)")
+	addAdminFlags(f, "")
 	return cmd
 }
 
-func (a *app) explain(service string) error {
+func (a *app) explain(ctx context.Context, service string) error {
 	v := a.v
 	client := v.GetString("client")
 	if client != "" && client != string(translator.KindEnvoy) && client != string(translator.KindGRPC) {
 		return &setting.Error{Field: "--client", Value: client, Reason: "must be one of envoy, grpc"}
 	}
-	catalog, diags := loadCatalog(v.GetStringSlice("registry-file"))
-	set, pds := loadPolicy(v.GetString("policy-dir"))
-	diags = append(diags, pds...)
-	if len(diags) == 0 && len(v.GetStringSlice("registry-file")) > 0 && !slices.Contains(serviceNames(catalog), service) {
+	var (
+		catalog sources.Catalog
+		set     *policy.Set
+		diags   []sources.Diagnostic
+		where   = "the registry files"
+	)
+	if a.isLive() {
+		for _, err := range []error{
+			offlineOnly("--registry-file", len(v.GetStringSlice("registry-file")) > 0, "the catalog"),
+			offlineOnly("--policy-dir", v.GetString("policy-dir") != "", "the policies"),
+		} {
+			if err != nil {
+				return err
+			}
+		}
+		in, err := a.loadLive(ctx, "explain", false)
+		if err != nil {
+			return err
+		}
+		catalog, set, where = in.catalog, in.policy, "the running sluice's catalog"
+	} else {
+		var pds []sources.Diagnostic
+		catalog, diags = loadCatalog(v.GetStringSlice("registry-file"))
+		set, pds = loadPolicy(v.GetString("policy-dir"))
+		diags = append(diags, pds...)
+	}
+	if len(diags) == 0 && (a.isLive() || len(v.GetStringSlice("registry-file")) > 0) && !slices.Contains(serviceNames(catalog), service) {
 		diags = append(diags, sources.Diagnostic{Severity: sources.SeverityWarning, Location: service,
-			Message: "is not a service of the registry files: no proxy gets this policy until it appears"})
+			Message: "is not a service of " + where + ": no proxy gets this policy until it appears"})
 	}
 	if printDiagnostics(a.stderr, diags) > 0 {
 		return exitError(2)

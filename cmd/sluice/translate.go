@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -19,17 +20,22 @@ var xdsTypes = map[string]string{"cds": "clusters", "eds": "endpoints", "lds": "
 
 func (a *app) translateCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "translate --registry-file F --policy-dir D (--service S [--role R] [--inbound-port N] | --grpc)",
-		Short: "Print the xDS resources a proxy group would get, offline",
+		Use:   "translate (--registry-file F --policy-dir D (--service S [--role R] [--inbound-port N] | --grpc) | --admin-addr HOST:PORT --group KEY)",
+		Short: "Print the xDS resources a proxy group would get, offline or in a running sluice",
 		Long: "Translate registry files and a policy directory, as sluice serve would, for one proxy\n" +
 			"group: the Envoy sidecar (or gateway) of --service, or the proxyless gRPC clients\n" +
 			"(--grpc). Prints every resource as protojson with Envoy's field names, under\n" +
 			"clusters, endpoints, listeners and routes, each sorted by name.\n" +
 			"Invalid registry files or policies print file:line: field: message on stderr and\n" +
-			"exit 2; the translation's own warnings go to stderr too.",
+			"exit 2; the translation's own warnings go to stderr too.\n" +
+			"\n" +
+			"With --admin-addr (and --admin-token-file, as sluice status) and --group KEY, for\n" +
+			"one of a running sluice's groups (sluice status lists them), with the catalog and\n" +
+			"the policy set it serves now, from its admin API. Exit status 2 when it cannot be\n" +
+			"reached.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.translate()
+			return a.translate(cmd.Context())
 		},
 	}
 	f := cmd.Flags()
@@ -42,18 +48,13 @@ func (a *app) translateCommand() *cobra.Command {
 	addLocalityFlags(f)
 	f.StringP("output", "o", "yaml", "output format: yaml or json")
 	f.String("type", "", "print only one type: cds, eds, lds or rds")
+	addAdminFlags(f, "")
+	f.String("group", "", "with --admin-addr: the key of the running group to translate for (as sluice status shows it)")
 	return cmd
 }
 
-func (a *app) translate() error {
+func (a *app) translate(ctx context.Context) error {
 	v := a.v
-	proxy, err := proxyOf(v.GetString("service"), v.GetString("role"), uint32(v.GetUint("inbound-port")), v.GetBool("grpc"))
-	if err != nil {
-		return err
-	}
-	if proxy.Locality, err = localityOf(v.GetString("region"), v.GetString("zone")); err != nil {
-		return err
-	}
 	format := v.GetString("output")
 	if format != "yaml" && format != "json" {
 		return &setting.Error{Field: "--output", Value: format, Reason: "must be one of yaml, json"}
@@ -62,18 +63,17 @@ func (a *app) translate() error {
 	if _, ok := xdsTypes[only]; only != "" && !ok {
 		return &setting.Error{Field: "--type", Value: only, Reason: "must be one of cds, eds, lds, rds"}
 	}
-	registries := v.GetStringSlice("registry-file")
-	if len(registries) == 0 {
-		return &setting.Error{Field: "--registry-file", Reason: "is required"}
+	var in translator.Input
+	var err error
+	if a.isLive() {
+		in, err = a.translateLiveInput(ctx)
+	} else {
+		in, err = a.translateOfflineInput()
 	}
-
-	catalog, diags := loadCatalog(registries)
-	set, pds := loadPolicy(v.GetString("policy-dir"))
-	diags = append(diags, pds...)
-	if printDiagnostics(a.stderr, diags) > 0 {
-		return exitError(2)
+	if err != nil {
+		return err
 	}
-	res, err := translator.New().Translate(translator.Input{Catalog: catalog, Policy: set, Proxy: proxy})
+	res, err := translator.New().Translate(in)
 	if err != nil {
 		fmt.Fprintln(a.stderr, "sluice translate:", err)
 		return exitError(2)
@@ -100,6 +100,66 @@ func (a *app) translate() error {
 	}
 	_, err = a.stdout.Write(b)
 	return err
+}
+
+// translateOfflineInput is the group the flags name, with the catalog of
+// --registry-file and the policy set of --policy-dir.
+func (a *app) translateOfflineInput() (translator.Input, error) {
+	v := a.v
+	if v.GetString("group") != "" {
+		return translator.Input{}, &setting.Error{Field: "--group", Reason: "names a running group: it needs --admin-addr (offline, name the group with --service or --grpc)"}
+	}
+	proxy, err := proxyOf(v.GetString("service"), v.GetString("role"), uint32(v.GetUint("inbound-port")), v.GetBool("grpc"))
+	if err != nil {
+		return translator.Input{}, err
+	}
+	if proxy.Locality, err = localityOf(v.GetString("region"), v.GetString("zone")); err != nil {
+		return translator.Input{}, err
+	}
+	registries := v.GetStringSlice("registry-file")
+	if len(registries) == 0 {
+		return translator.Input{}, &setting.Error{Field: "--registry-file", Reason: "is required (or --admin-addr)"}
+	}
+	catalog, diags := loadCatalog(registries)
+	set, pds := loadPolicy(v.GetString("policy-dir"))
+	if printDiagnostics(a.stderr, append(diags, pds...)) > 0 {
+		return translator.Input{}, exitError(2)
+	}
+	return translator.Input{Catalog: catalog, Policy: set, Proxy: proxy}, nil
+}
+
+// translateLiveInput is the running group --group names, with the
+// running sluice's catalog and the policy set it serves.
+func (a *app) translateLiveInput(ctx context.Context) (translator.Input, error) {
+	v := a.v
+	const group = "the group (--group), with its port and locality,"
+	for _, err := range []error{
+		offlineOnly("--registry-file", len(v.GetStringSlice("registry-file")) > 0, "the catalog"),
+		offlineOnly("--policy-dir", v.GetString("policy-dir") != "", "the policies"),
+		offlineOnly("--service", v.GetString("service") != "", group),
+		offlineOnly("--role", v.GetString("role") != translator.RoleSidecar, group),
+		offlineOnly("--inbound-port", v.GetUint("inbound-port") != 0, group),
+		offlineOnly("--grpc", v.GetBool("grpc"), group),
+		offlineOnly("--region", v.GetString("region") != "", group),
+		offlineOnly("--zone", v.GetString("zone") != "", group),
+	} {
+		if err != nil {
+			return translator.Input{}, err
+		}
+	}
+	key := v.GetString("group")
+	if key == "" {
+		return translator.Input{}, &setting.Error{Field: "--group", Reason: "is required with --admin-addr (sluice status lists the groups)"}
+	}
+	in, err := a.loadLive(ctx, "translate", true)
+	if err != nil {
+		return translator.Input{}, err
+	}
+	proxy, err := liveGroup(in.groups, key)
+	if err != nil {
+		return translator.Input{}, err
+	}
+	return translator.Input{Catalog: in.catalog, Policy: in.policy, Proxy: proxy}, nil
 }
 
 // proxyOf is the group --service, --role, --inbound-port and --grpc name.
