@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sluice-mesh/sluice/cmd/internal/admin"
+	"github.com/sluice-mesh/sluice/policy/watch"
 	"github.com/sluice-mesh/sluice/snapshot"
 	"github.com/sluice-mesh/sluice/sources"
 	"github.com/sluice-mesh/sluice/translator"
@@ -42,12 +43,19 @@ type statusServer struct {
 
 func startStatusServer(t *testing.T) *statusServer {
 	t.Helper()
+	return startStatusServerWith(t, nil)
+}
+
+// startStatusServerWith starts the loop with policies delivering its
+// policy sets (nil: the built-in defaults).
+func startStatusServerWith(t *testing.T, policies <-chan watch.Update) *statusServer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
 	snapshots := xds.NewCache(log)
 	loop := snapshot.NewLoop(snapshot.Config{
-		Sources: []string{"file"}, Translator: translator.New(), Publisher: snapshots,
+		Sources: []string{"file"}, Translator: translator.New(), Publisher: snapshots, Policies: policies,
 		HoldOff: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond, Log: log, Metrics: snapshot.NewMetrics(reg),
 	})
 	srv := xds.NewServer(ctx, xds.Config{Cache: snapshots, Groups: loop, Log: log, Metrics: xds.NewMetrics(reg), DrainTimeout: time.Second})
