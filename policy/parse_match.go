@@ -62,6 +62,9 @@ func (p *parser) valueMatches(n *yaml.Node, path string, t matchTarget) ([]Heade
 			continue
 		}
 		seen[t.fold(name)] = k.Line
+		if p.Lines != nil {
+			p.Lines[fp] = v.Line
+		}
 		m, mok := p.matchValue(v, fp, t.noun)
 		if !mok {
 			ok = false

@@ -205,6 +205,7 @@ func (s *Set) Warnings(serviceNames []string) []sources.Diagnostic {
 	known := knownSet(serviceNames)
 	out := s.DependencyWarnings(serviceNames)
 	out = append(out, s.LocalityWarnings()...)
+	out = append(out, s.RegexWarnings()...)
 	warn := warner(&out)
 	for _, name := range s.Services() {
 		d := s.services[name]

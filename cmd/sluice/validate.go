@@ -91,7 +91,8 @@ func policyOnlyWarnings(set *policy.Set) []sources.Diagnostic {
 	for i := range ws {
 		ws[i].Message += "; without a registry file, the known services are those with a ServicePolicy"
 	}
-	return append(ws, set.LocalityWarnings()...)
+	ws = append(ws, set.LocalityWarnings()...)
+	return append(ws, set.RegexWarnings()...)
 }
 
 // isRegistryFile tells a registry file (a top-level services list) from a
