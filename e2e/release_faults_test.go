@@ -174,21 +174,7 @@ func TestReleaseMirrorAndFaults(t *testing.T) {
 		// request is one that took ≥ 180ms, and the count is checked
 		// against Envoy's own count of injected delays.
 		var full atomic.Int64 // requests that took the whole 200ms
-		got := fanOut(n, 100, func() string {
-			t0 := time.Now()
-			r := httpResult(web, e.OutboundAddr, "delayed", "/", nil)
-			if r != "slow" {
-				return r
-			}
-			took := time.Since(t0)
-			if took >= delay {
-				full.Add(1)
-			}
-			if took >= delay*9/10 {
-				return "delayed"
-			}
-			return "prompt"
-		})
+		got := fanOut(n, 100, timedBy(delay, "slow", &full, func() string { return httpResult(web, e.OutboundAddr, "delayed", "/", nil) }))
 		onlyKeys(t, "delayed", got, "delayed", "prompt")
 		checkShare(t, "delayed", got, "delayed", 0.5, 0.03)
 		injected := e.stat(t, "http.outbound_http.fault.delays_injected") - delays
@@ -217,21 +203,7 @@ func TestReleaseMirrorAndFaults(t *testing.T) {
 		// the 180ms cut (kept as in the Envoy case for busy machines).
 		var full atomic.Int64
 		start := time.Now()
-		got := fanOut(n, 100, func() string {
-			t0 := time.Now()
-			r := grpcResult(slowClient, nil)
-			if r != "grpc-slow" {
-				return r
-			}
-			took := time.Since(t0)
-			if took >= delay {
-				full.Add(1)
-			}
-			if took >= delay*9/10 {
-				return "delayed"
-			}
-			return "prompt"
-		})
+		got := fanOut(n, 100, timedBy(delay, "grpc-slow", &full, viaGRPC(slowClient, nil)))
 		onlyKeys(t, "delayed-grpc", got, "delayed", "prompt")
 		checkShare(t, "delayed-grpc", got, "delayed", 0.5, 0.03)
 		t.Logf("%d calls in %v; %d (%.2f%%) took ≥ %v", n, time.Since(start).Round(10*time.Millisecond), full.Load(), 100*float64(full.Load())/float64(n), delay)
@@ -239,4 +211,25 @@ func TestReleaseMirrorAndFaults(t *testing.T) {
 			t.Errorf("%d calls took ≥ %v but %d ≥ %v: gRPC's delays should be whole", full.Load(), delay, got["delayed"], delay*9/10)
 		}
 	})
+}
+
+// timedBy wraps do, which answers want when it succeeds, to say whether
+// the answer was "delayed" (took at least 90% of delay) or "prompt"; full
+// counts the answers that took the whole delay. Anything else do answers
+// is passed on.
+func timedBy(delay time.Duration, want string, full *atomic.Int64, do func() string) func() string {
+	return func() string {
+		t0 := time.Now()
+		if r := do(); r != want {
+			return r
+		}
+		took := time.Since(t0)
+		if took >= delay {
+			full.Add(1)
+		}
+		if took >= delay*9/10 {
+			return "delayed"
+		}
+		return "prompt"
+	}
 }
