@@ -310,7 +310,15 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 				ts.LastNack = n
 			}
 			if !repeat && s.nackLogs.allow(now) {
-				t.log.Warn("xDS client rejected config", "node_id", s.node.GetId(), "type", typeURL, "version", answered.version, "error", detail)
+				// A registrar that explains rejections logs them once
+				// per group, with their cause; each stream's is then
+				// only a debug line (a fleet rejecting one version
+				// would otherwise log a warning per proxy).
+				level := slog.LevelWarn
+				if _, explained := t.groups.(NackObserver); explained {
+					level = slog.LevelDebug
+				}
+				t.log.Log(context.Background(), level, "xDS client rejected config", "node_id", s.node.GetId(), "type", typeURL, "version", answered.version, "error", detail)
 			}
 			if !repeat {
 				nacked = t.nackWork(s, ts, typeURL, nonce, answered.version, detail)
