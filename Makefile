@@ -56,20 +56,24 @@ run:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./snapshot/
 
-## fuzz-smoke: run each fuzz target briefly (FUZZTIME each); CI runs it. The
+## fuzz-smoke: run each fuzz target briefly (see the budgets below); CI runs it. The
 ## seeds are in the tests; a failing input is saved under testdata/fuzz.
 ## Go minimizes every new interesting input for up to 60 s by default, in
 ## the worker that found it: the policy target (whose inputs take
 ## milliseconds) then spent whole smoke runs minimizing, at 0 execs/s.
-FUZZTIME ?= 10s
+## Budgets are execution counts, not durations: a -fuzztime duration races
+## Go's fuzz coordinator (go.dev/issue/75804, fixed in Go 1.27), which then
+## fails a target with "context deadline exceeded" and no failing input.
+## Each count is about 5-10 s on a 2-core machine; FUZZTIME=30s (or 1000000x)
+## overrides them all.
 FUZZMINIMIZE ?= 1s
-FUZZ := $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE)
+FUZZ := $(GO) test -run '^$$' -fuzzminimizetime $(FUZZMINIMIZE)
 fuzz-smoke:
-	$(FUZZ) -fuzz '^FuzzParse$$' ./policy/
-	$(FUZZ) -fuzz '^FuzzParse$$' ./sources/file/
-	$(FUZZ) -fuzz '^FuzzParseEntry$$' ./sources/etcd/
-	$(FUZZ) -fuzz '^FuzzMapEntries$$' ./sources/consul/
-	$(FUZZ) -fuzz '^FuzzProxyFromNode$$' ./translator/
+	$(FUZZ) -fuzztime $(or $(FUZZTIME),25000x) -fuzz '^FuzzParse$$' ./policy/
+	$(FUZZ) -fuzztime $(or $(FUZZTIME),40000x) -fuzz '^FuzzParse$$' ./sources/file/
+	$(FUZZ) -fuzztime $(or $(FUZZTIME),10000x) -fuzz '^FuzzParseEntry$$' ./sources/etcd/
+	$(FUZZ) -fuzztime $(or $(FUZZTIME),50000x) -fuzz '^FuzzMapEntries$$' ./sources/consul/
+	$(FUZZ) -fuzztime $(or $(FUZZTIME),5000x) -fuzz '^FuzzProxyFromNode$$' ./translator/
 
 ## bench-scale: 1,000 proxies, and sidecars in 1,000 groups, simulated by bin/sluice-load against sluice and a bare go-control-plane (BENCH_ROWS=classic|groups); writes docs/BENCHMARKS.md
 bench-scale:
