@@ -102,16 +102,16 @@ func (t *Tracker) localityAware() bool {
 // whole mesh over several calls.
 func (t *Tracker) Relocate(limit int) int {
 	type placed struct {
-		s       *streamState
-		claimed translator.Proxy
-		peer    netip.Addr
-		key     string
+		s              *streamState
+		claimed, proxy translator.Proxy
+		peer           netip.Addr
+		key            string
 	}
 	t.mu.Lock()
 	var all []placed
 	for _, s := range t.streams {
 		if s.identified && s.cancel != nil && !s.relocating {
-			all = append(all, placed{s, s.claimed, s.peer, s.proxy.Key()})
+			all = append(all, placed{s, s.claimed, s.proxy, s.peer, s.key})
 		}
 	}
 	t.mu.Unlock()
@@ -125,7 +125,8 @@ func (t *Tracker) Relocate(limit int) int {
 			break
 		}
 		p, _ := t.withLocality(c.claimed, c.peer, aware)
-		if key := p.Key(); key != c.key {
+		if p != c.proxy {
+			key := p.Key()
 			t.mu.Lock()
 			c.s.relocating = true
 			t.mu.Unlock()

@@ -95,7 +95,7 @@ type nackWork struct {
 // with nonce, of version. Called with t.mu held.
 func (t *Tracker) nackWork(s *streamState, ts *typeState, typeURL, nonce, version, detail string) *nackWork {
 	w := &nackWork{
-		event: NackEvent{NodeID: s.node.GetId(), Group: s.proxy.Key(), TypeURL: typeURL, Version: version, Accepted: ts.Acked, Detail: detail},
+		event: NackEvent{NodeID: s.node.GetId(), Group: s.key, TypeURL: typeURL, Version: version, Accepted: ts.Acked, Detail: detail},
 		last:  ts.LastNack, rejected: ts.sentHeld, sameResponse: nonce == ts.sentNonce,
 	}
 	switch {

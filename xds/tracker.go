@@ -74,6 +74,8 @@ type streamState struct {
 	// registry instance at peer when the node names none. localitySource
 	// says where proxy's locality came from ("" when unknown).
 	claimed, proxy translator.Proxy
+	// key is proxy.Key(), worked out once: every request needs it.
+	key            string
 	localitySource string
 	identified     bool
 	// cancel ends the stream (Relocate), nil for streams not served by
@@ -230,7 +232,7 @@ func (t *Tracker) closed(id int64, delta bool) {
 	var release *translator.Proxy
 	if s != nil && s.identified {
 		t.metrics.connected.WithLabelValues(string(s.proxy.Kind)).Dec()
-		key := s.proxy.Key()
+		key := s.key
 		if t.inGroup[key]--; t.inGroup[key] <= 0 {
 			delete(t.inGroup, key)
 			release = &s.proxy
@@ -268,8 +270,8 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 			return "", err
 		}
 		t.mu.Lock()
-		s.node, s.claimed, s.proxy, s.localitySource, s.identified = node, claimed, p, source, true
-		t.inGroup[p.Key()]++
+		s.node, s.claimed, s.proxy, s.key, s.localitySource, s.identified = node, claimed, p, p.Key(), source, true
+		t.inGroup[s.key]++
 		t.metrics.connected.WithLabelValues(string(p.Kind)).Inc()
 		t.mu.Unlock()
 		register = &p
@@ -284,8 +286,8 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 		if p, err := translator.ProxyFromNode(node); err != nil || p != s.claimed {
 			t.mu.Unlock()
 			t.metrics.rejected.Inc()
-			t.log.Warn("refusing xDS request: the node changed on an open stream", "node_id", truncateDetail(node.GetId()), "was", s.proxy.Key())
-			return "", status.Errorf(codes.InvalidArgument, "sluice: a stream's node may not change its identity (it was admitted as %s)", s.proxy.Key())
+			t.log.Warn("refusing xDS request: the node changed on an open stream", "node_id", truncateDetail(node.GetId()), "was", s.key)
+			return "", status.Errorf(codes.InvalidArgument, "sluice: a stream's node may not change its identity (it was admitted as %s)", s.key)
 		}
 	}
 	ts := s.typeState(typeURL)
@@ -294,7 +296,7 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 		answered, known := s.nonces[nonce]
 		delete(s.nonces, nonce)
 		if errDetail != nil {
-			t.metrics.nacks.WithLabelValues(shortTypeName(typeURL), s.proxy.Key()).Inc()
+			t.metrics.nacks.WithLabelValues(shortTypeName(typeURL), s.key).Inc()
 			now := t.now()
 			// A client decides how long its error is and how often it
 			// repeats it: keep a bounded excerpt, and log a version's
@@ -337,7 +339,7 @@ func (t *Tracker) request(id int64, delta bool, node *corev3.Node, typeURL, vers
 			t.metrics.ackSeconds.WithLabelValues(shortTypeName(typeURL)).Observe(t.now().Sub(answered.at).Seconds())
 		}
 	}
-	key := s.proxy.Key()
+	key := s.key
 	t.mu.Unlock()
 	if nacked != nil {
 		t.reportNack(nacked)
@@ -387,7 +389,7 @@ func (t *Tracker) unidentify(s *streamState) {
 		return
 	}
 	s.identified = false
-	key := s.proxy.Key()
+	key := s.key
 	if t.inGroup[key]--; t.inGroup[key] <= 0 {
 		delete(t.inGroup, key)
 	}
@@ -405,7 +407,7 @@ func (t *Tracker) response(ctx context.Context, id int64, delta bool, typeURL, v
 	}
 	_, span := t.tracer.Start(ctx, "sluice.xds.push", trace.WithAttributes(
 		attribute.String("sluice.node_id", s.node.GetId()),
-		attribute.String("sluice.group", s.proxy.Key()),
+		attribute.String("sluice.group", s.key),
 		attribute.String("sluice.type", shortTypeName(typeURL)),
 		attribute.String("sluice.version", version),
 		attribute.Int("sluice.resources", resources),
@@ -558,7 +560,7 @@ func (t *Tracker) proxies(keep func(*streamState) bool, each func(*typeState, *T
 		}
 		ps := ProxyStatus{
 			Stream: s.id, NodeID: s.node.GetId(), Cluster: s.node.GetCluster(),
-			UserAgent: s.node.GetUserAgentName(), Group: s.proxy.Key(), Proxy: s.proxy,
+			UserAgent: s.node.GetUserAgentName(), Group: s.key, Proxy: s.proxy,
 			LocalitySource: s.localitySource,
 			Delta:          s.delta, Connected: s.opened, Types: map[string]TypeStatus{},
 		}
