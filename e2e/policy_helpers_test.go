@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -246,15 +247,27 @@ func (e *envoyProc) waitRoutes(t *testing.T, names ...string) {
 // was sent (and never NACK anything), for at least want clients.
 func (s *sluice) noNACKs(t *testing.T, want int) {
 	t.Helper()
+	s.accepted(t, want, "")
+}
+
+// proxyAcks is what /debug/proxies says of one client's types.
+type proxyAcks struct {
+	NodeID string `json:"node_id"`
+	Types  map[string]struct {
+		Sent, Acked string
+		LastNack    *struct{ Error string } `json:"last_nack"`
+	} `json:"types"`
+}
+
+// accepted waits until at least want clients (only the one with node id
+// node, when not empty) are connected and each has acknowledged every
+// type it was sent; any NACK fails the test.
+func (s *sluice) accepted(t *testing.T, want int, node string) {
+	t.Helper()
 	eventually(t, 30*time.Second, "every client to ack its config", func() error {
-		var proxies []struct {
-			NodeID string `json:"node_id"`
-			Types  map[string]struct {
-				Sent, Acked string
-				LastNack    *struct{ Error string } `json:"last_nack"`
-			} `json:"types"`
-		}
+		var proxies []proxyAcks
 		s.adminJSON(t, "/debug/proxies", &proxies)
+		proxies = slices.DeleteFunc(proxies, func(p proxyAcks) bool { return node != "" && p.NodeID != node })
 		if len(proxies) < want {
 			return fmt.Errorf("%d clients connected, want %d", len(proxies), want)
 		}

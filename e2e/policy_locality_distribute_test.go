@@ -176,29 +176,11 @@ func TestLocalityDistributeEnvoy(t *testing.T) {
 // shares a locality's calls between its instances by round robin.
 func TestLocalityDistributeGRPC(t *testing.T) {
 	requireE2E(t)
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", listenerPort(t))
-	etcd := startEtcd(t, etcdURL, t.TempDir())
-	cli := etcdClient(t, etcd.Endpoints())
-	bs := startGRPCBackends(t, 6)
-	zoneOf := map[string]string{}
-	for i, z := range zones {
-		for _, b := range bs[2*i : 2*i+2] {
-			zoneOf[b.name] = z.zone
-			putZonedInstance(t, cli, "zonal", b.addr, "healthy", z.region, z.zone)
-		}
-	}
-	s := startSluice(t, "--etcd-endpoints", etcdURL, "--policy-dir", policyDir(t, distributePolicy("zonal",
+	zm := startZonedGRPC(t)
+	s := startSluice(t, "--etcd-endpoints", zm.etcdURL, "--policy-dir", policyDir(t, distributePolicy("zonal",
 		"  outlierDetection: {errorPercent: 50, maxEjectionPercent: 100}")))
 	client := dialXDSIn(t, s.XDSAddr, "zonal", "r1", "a")
-
-	shares := func(calls int) (map[string]float64, error) {
-		seen, err := spread(client, calls)
-		out := map[string]float64{}
-		for name, c := range seen {
-			out[zoneOf[name]] += float64(c) / float64(calls)
-		}
-		return out, err
-	}
+	shares := func(calls int) (map[string]float64, error) { return zm.shares(client, calls) }
 	// gRPC's weighted target picks only between localities whose
 	// connections are ready: wait for both named zones to take calls.
 	start := time.Now()

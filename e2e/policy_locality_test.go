@@ -134,37 +134,13 @@ func TestLocalityEnvoyFailover(t *testing.T) {
 // back to zone a.
 func TestLocalityGRPCFailover(t *testing.T) {
 	requireE2E(t)
-	url := fmt.Sprintf("http://127.0.0.1:%d", listenerPort(t))
-	etcd := startEtcd(t, url, t.TempDir())
-	cli := etcdClient(t, etcd.Endpoints())
-	bs := startGRPCBackends(t, 6)
-	zoneOf := map[string]string{}
-	put := func(zone, status string) {
-		for i, z := range zones {
-			if z.zone != zone {
-				continue
-			}
-			for _, b := range bs[2*i : 2*i+2] {
-				zoneOf[b.name] = z.zone
-				putZonedInstance(t, cli, "zonal", b.addr, status, z.region, z.zone)
-			}
-		}
-	}
-	for _, z := range zones {
-		put(z.zone, "healthy")
-	}
-	s := startSluice(t, "--etcd-endpoints", url, "--policy-dir", policyDir(t, localityPolicy("zonal", "  outlierDetection: {errorPercent: 50}")))
+	zm := startZonedGRPC(t)
+	s := startSluice(t, "--etcd-endpoints", zm.etcdURL, "--policy-dir", policyDir(t, localityPolicy("zonal", "  outlierDetection: {errorPercent: 50}")))
 	client := dialXDSIn(t, s.XDSAddr, "zonal", "r1", "a")
+	put := zm.put
 
 	const n = 200
-	shares := func(calls int) (map[string]float64, error) {
-		seen, err := spread(client, calls)
-		out := map[string]float64{}
-		for name, c := range seen {
-			out[zoneOf[name]] += float64(c) / float64(calls)
-		}
-		return out, err
-	}
+	shares := func(calls int) (map[string]float64, error) { return zm.shares(client, calls) }
 	mostlyIn := func(zone, why string) {
 		t.Helper()
 		start := time.Now()
@@ -234,4 +210,52 @@ func dialXDSIn(t *testing.T, xdsAddr, target, region, zone string) testgrpc.Test
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	return testgrpc.NewTestServiceClient(conn)
+}
+
+// zonedGRPC is the three-zone topology for gRPC clients: two gRPC
+// backends per zone of zones, registered as service "zonal" in a real
+// etcd with their localities.
+type zonedGRPC struct {
+	t       *testing.T
+	etcdURL string
+	cli     *clientv3.Client
+	bs      []*backend
+	zoneOf  map[string]string // backend name → zone
+}
+
+// startZonedGRPC starts the etcd and backends and registers every
+// backend healthy.
+func startZonedGRPC(t *testing.T) *zonedGRPC {
+	t.Helper()
+	url := fmt.Sprintf("http://127.0.0.1:%d", listenerPort(t))
+	etcd := startEtcd(t, url, t.TempDir())
+	zm := &zonedGRPC{t: t, etcdURL: url, cli: etcdClient(t, etcd.Endpoints()), bs: startGRPCBackends(t, 6), zoneOf: map[string]string{}}
+	for _, z := range zones {
+		zm.put(z.zone, "healthy")
+	}
+	return zm
+}
+
+// put registers zone's backends with status.
+func (zm *zonedGRPC) put(zone, status string) {
+	zm.t.Helper()
+	for i, z := range zones {
+		if z.zone != zone {
+			continue
+		}
+		for _, b := range zm.bs[2*i : 2*i+2] {
+			zm.zoneOf[b.name] = z.zone
+			putZonedInstance(zm.t, zm.cli, "zonal", b.addr, status, z.region, z.zone)
+		}
+	}
+}
+
+// shares makes calls through client and returns the share of each zone.
+func (zm *zonedGRPC) shares(client testgrpc.TestServiceClient, calls int) (map[string]float64, error) {
+	seen, err := spread(client, calls)
+	out := map[string]float64{}
+	for name, c := range seen {
+		out[zm.zoneOf[name]] += float64(c) / float64(calls)
+	}
+	return out, err
 }
